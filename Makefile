@@ -1,0 +1,44 @@
+# edgefed developer entry points. `make setup` installs everything the tests need into .venv
+# (and the side environments the fragments in mk/ declare); nothing is installed by hand.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+# Fragments append to these: extra setup steps, and test targets run by `make test`.
+SETUP_TARGETS := $(VENV)/.installed
+SLOW_TEST_TARGETS :=
+
+.PHONY: setup test test-fast lint demo clean help
+help:
+	@echo "make setup      install the project and its test tools into $(VENV)"
+	@echo "make demo       chief + 3 workers on loopback, 5 rounds on the digits data set"
+	@echo "make test       the whole suite: lint, unit + integration tests, then the Docker lab"
+	@echo "make test-fast  lint, unit and loopback integration tests only"
+
+$(VENV)/.installed: pyproject.toml requirements/tools.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[tf,lite,ops,demo,dev]' -r requirements/tools.txt
+	touch $@
+
+include $(wildcard mk/*.mk)
+
+setup: $(SETUP_TARGETS)
+
+lint: setup
+	$(VENV)/bin/ruff check edgefed tests bench
+	$(VENV)/bin/mypy
+
+test-fast: setup lint
+	$(PY) -m pytest -m "not lab" tests
+
+test: test-fast $(SLOW_TEST_TARGETS)
+
+demo: setup
+	$(VENV)/bin/edgefed demo --workers 3 --rounds 5
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Thin command-line adapters: parse, validate, call one library function."""

@@ -1,0 +1,164 @@
+"""Node configuration: TOML files (rendered by Ansible under /etc/edgefed/) validated into dataclasses.
+
+Unknown keys, missing required keys and values of the wrong type or range are errors that name the
+key, e.g. ``federation.interval_steps: must be an integer >= 1, got 0``. docs/configuration.md lists
+every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    name: str
+    role: Literal["chief", "worker"]
+    pki_dir: str = "/etc/edgefed/pki"
+    state_dir: str = "/var/lib/edgefed"
+
+
+@dataclass(frozen=True)
+class FederationSection:
+    # Seed names: the chief serves on private_ip:private_port, workers dial public_ip:public_port.
+    private_ip: str = "0.0.0.0"
+    private_port: int = 3389
+    public_ip: str = "127.0.0.1"
+    public_port: int = 7777
+    server_name: str = ""  # name the chief's certificate is checked against; default public_ip
+    wait_time: float = 30.0
+    interval_steps: int = 100
+    rounds: int = 10
+    min_workers: int = 0  # the chief waits wait_time or until this many have joined
+    round_timeout: float = 120.0
+    allow_late_joiners: bool = True
+    max_frame_bytes: int = 1 << 30
+    max_concurrent_uploads: int = 2
+    reconnect_max_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class TrainerSection:
+    kind: Literal["numpy", "keras"] = "numpy"
+    learning_rate: float = 0.5
+    batch_size: int = 32
+    seed: int = 0
+    export_dir: str = ""  # the chief writes the final model here (keras trainer); default STATE_DIR/model
+
+
+@dataclass(frozen=True)
+class LedgerSection:
+    enabled: bool = True
+    backend: Literal["embedded", "iroha"] = "embedded"
+    # iroha backend
+    torii: str = ""
+    domain: str = "edgefed"
+    commit_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: NodeSection
+    federation: FederationSection = field(default_factory=FederationSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+    ledger: LedgerSection = field(default_factory=LedgerSection)
+
+
+_POSITIVE = {
+    "federation.private_port", "federation.public_port", "federation.interval_steps",
+    "federation.rounds", "federation.max_frame_bytes", "federation.max_concurrent_uploads",
+    "trainer.batch_size",
+}
+_NON_NEGATIVE = {
+    "federation.wait_time", "federation.round_timeout", "federation.min_workers",
+    "federation.reconnect_max_delay", "ledger.commit_timeout", "trainer.learning_rate",
+}
+_PORTS = {"federation.private_port", "federation.public_port"}
+
+
+def _check_value(key: str, hint: Any, value: Any) -> Any:
+    literal_choices = get_args(hint) if getattr(hint, "__origin__", None) is Literal else ()
+    if literal_choices:
+        if value not in literal_choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(repr, literal_choices))}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        value = float(value)
+    elif hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: must be a string, got {value!r}")
+    if key in _POSITIVE and value < 1:
+        raise ConfigError(f"{key}: must be >= 1, got {value!r}")
+    if key in _NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{key}: must be >= 0, got {value!r}")
+    if key in _PORTS and value > 65535:
+        raise ConfigError(f"{key}: must be a port number (1-65535), got {value!r}")
+    return value
+
+
+def _build_section(cls: type, section: str, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: must be a table, got {raw!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    values = {}
+    for f in fields(cls):
+        key = f"{section}.{f.name}"
+        if f.name in raw:
+            values[f.name] = _check_value(key, hints[f.name], raw[f.name])
+        elif f.default is f.default_factory:  # type: ignore[misc]  # both MISSING: required
+            raise ConfigError(f"{key}: required key is missing")
+    return cls(**values)
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeSection,
+    "federation": FederationSection,
+    "trainer": TrainerSection,
+    "ledger": LedgerSection,
+}
+
+
+def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(_SECTIONS)})")
+    if "node" not in raw:
+        raise ConfigError("node: required section is missing")
+    sections = {name: _build_section(cls, name, raw[name]) for name, cls in _SECTIONS.items() if name in raw}
+    config = NodeConfig(**sections)
+    if config.ledger.backend == "iroha" and not config.ledger.torii:
+        raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
+    return config
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Federation logic: chief and worker state machines, aggregation, checkpoints, events, status."""

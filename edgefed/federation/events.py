@@ -1,0 +1,53 @@
+"""Transfer events: one per weight send or receive, for the ledger and the status file."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["send", "receive"]
+
+
+@dataclass(frozen=True)
+class TransferEvent:
+    """One side's view of one weight transfer (the sender and the receiver each emit one)."""
+
+    round: int
+    sender: str
+    receiver: str
+    observer: str  # the node that saw it: the sender for "send", the receiver for "receive"
+    direction: Direction
+    participants: int
+    bytes: int
+    sha256: str  # of the frame payload
+    seconds: float
+    kind: Literal["weights", "update"]  # weights: chief -> worker; update: worker -> chief
+    timestamp: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+EventSink = Callable[[TransferEvent], None]
+
+
+class EventBus:
+    """Fans events out to sinks; a failing sink is logged and never breaks training."""
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self._sinks: list[EventSink] = list(sinks)
+
+    def subscribe(self, sink: EventSink) -> None:
+        self._sinks.append(sink)
+
+    def emit(self, event: TransferEvent) -> None:
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("event sink %r failed on %s", sink, event)

@@ -1,0 +1,72 @@
+"""The machine-readable status file each component keeps for `edgefed status`.
+
+Written atomically to STATE_DIR/status/COMPONENT.json (component: chief, worker or ledger); the
+shape is documented in docs/status.md.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edgefed.federation.events import TransferEvent
+from edgefed.fsutil import atomic_write_json
+
+MAX_ERRORS = 10
+
+
+def status_path(state_dir: str | Path, component: str) -> Path:
+    return Path(state_dir) / "status" / f"{component}.json"
+
+
+class StatusFile:
+    """A small JSON document rewritten atomically whenever something worth reporting changes."""
+
+    def __init__(self, state_dir: str | Path, component: str, node: str, **fields: Any) -> None:
+        self.path = status_path(state_dir, component)
+        self._lock = threading.Lock()
+        self._doc: dict[str, Any] = {
+            "component": component,
+            "node": node,
+            "pid": os.getpid(),
+            "started_at": time.time(),
+            "state": "starting",
+            "errors": [],
+            **fields,
+        }
+        self._write()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            self._doc.update(fields)
+            self._write()
+
+    def error(self, message: str) -> None:
+        with self._lock:
+            errors = self._doc["errors"]
+            errors.append({"at": time.time(), "message": message})
+            del errors[:-MAX_ERRORS]
+            self._write()
+
+    def transfer(self, event: TransferEvent) -> None:
+        peer = event.receiver if event.direction == "send" else event.sender
+        self.update(
+            last_transfer={
+                "round": event.round,
+                "peer": peer,
+                "direction": event.direction,
+                "bytes": event.bytes,
+                "at": event.timestamp,
+            }
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._doc)
+
+    def _write(self) -> None:
+        self._doc["updated_at"] = time.time()
+        atomic_write_json(self.path, self._doc)

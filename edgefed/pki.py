@@ -1,0 +1,229 @@
+"""The deployment's own PKI: a CA, per-node TLS certificates and ed25519 ledger keys.
+
+Layout (the same whether `edgefed pki` or the Ansible pki role wrote it; see docs/pki.md)::
+
+    PKI_DIR/ca.crt                     the deployment CA certificate (every node)
+    PKI_DIR/ca.key                     the CA private key (controller only, 0600)
+    PKI_DIR/nodes/NAME/tls.crt         NAME's certificate, CN=NAME, signed by the CA
+    PKI_DIR/nodes/NAME/tls.key         NAME's TLS private key (0600, only on NAME)
+    PKI_DIR/nodes/NAME/ledger.key      NAME's ed25519 ledger signing key, PEM PKCS#8 (0600, only on NAME)
+    PKI_DIR/nodes/NAME/ledger.pub      NAME's ed25519 public key, 64 hex characters (anyone)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from edgefed.fsutil import atomic_write_bytes
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CA_DAYS = 3650
+NODE_DAYS = 365
+
+
+class PKIError(Exception):
+    """A PKI directory or request is not usable; the message names the file or value."""
+
+
+def check_node_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise PKIError(
+            f"node name {name!r} is not valid: use 1-63 letters, digits, '.', '_' or '-', starting alphanumeric"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    """Paths to one node's credentials inside a PKI directory."""
+
+    pki_dir: Path
+    name: str
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def node_dir(self) -> Path:
+        return self.pki_dir / "nodes" / self.name
+
+    @property
+    def cert(self) -> Path:
+        return self.node_dir / "tls.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.node_dir / "tls.key"
+
+    @property
+    def ledger_key(self) -> Path:
+        return self.node_dir / "ledger.key"
+
+    @property
+    def ledger_pub(self) -> Path:
+        return self.node_dir / "ledger.pub"
+
+    @classmethod
+    def load(cls, pki_dir: str | Path, name: str) -> NodeCredentials:
+        """Credentials for NAME, after checking that the files TLS needs are there."""
+        creds = cls(Path(pki_dir), check_node_name(name))
+        for path in (creds.ca_cert, creds.cert, creds.key):
+            if not path.is_file():
+                raise PKIError(f"missing {path} (run `edgefed pki init` and `edgefed pki issue {name}`)")
+        return creds
+
+    def ledger_signing_key(self) -> ed25519.Ed25519PrivateKey:
+        if not self.ledger_key.is_file():
+            raise PKIError(f"missing ledger key {self.ledger_key}")
+        key = serialization.load_pem_private_key(self.ledger_key.read_bytes(), password=None)
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise PKIError(f"{self.ledger_key} is not an ed25519 private key")
+        return key
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert.read_bytes())
+
+
+def ledger_public_keys(pki_dir: str | Path) -> dict[str, ed25519.Ed25519PublicKey]:
+    """Every node's ledger public key found under PKI_DIR/nodes/*/ledger.pub."""
+    keys: dict[str, ed25519.Ed25519PublicKey] = {}
+    for pub in sorted(Path(pki_dir).glob("nodes/*/ledger.pub")):
+        keys[pub.parent.name] = load_ledger_public_key(pub)
+    return keys
+
+
+def load_ledger_public_key(path: Path) -> ed25519.Ed25519PublicKey:
+    text = path.read_text().strip()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise PKIError(f"{path} is not hex") from None
+    if len(raw) != 32:
+        raise PKIError(f"{path} must hold 32 bytes (64 hex characters), found {len(raw)} bytes")
+    return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+
+
+def public_key_hex(key: ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey) -> str:
+    public = key.public_key() if isinstance(key, ed25519.Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    atomic_write_bytes(path, pem, mode=0o600)
+
+
+def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert_path, key_path = pki_dir / "ca.crt", pki_dir / "ca.key"
+    if not cert_path.is_file() or not key_path.is_file():
+        raise PKIError(f"no CA in {pki_dir}: run `edgefed pki init --pki {pki_dir}` first")
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PKIError(f"{key_path} is not an EC private key")
+    return cert, key
+
+
+def init_ca(pki_dir: str | Path, common_name: str = "edgefed deployment CA", force: bool = False) -> Path:
+    """Create the deployment CA; refuse to overwrite an existing one unless force."""
+    root = Path(pki_dir)
+    if (root / "ca.crt").exists() and not force:
+        raise PKIError(f"{root / 'ca.crt'} already exists (use --force to replace the CA)")
+    root.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private_key(root / "ca.key", key)
+    atomic_write_bytes(root / "ca.crt", cert.public_bytes(serialization.Encoding.PEM))
+    return root / "ca.crt"
+
+
+def _san_entries(name: str, sans: Sequence[str]) -> list[x509.GeneralName]:
+    entries: list[x509.GeneralName] = [x509.DNSName(name)]
+    for san in sans:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(san)))
+        except ValueError:
+            entries.append(x509.DNSName(san))
+    return list(dict.fromkeys(entries))
+
+
+def issue_node(
+    pki_dir: str | Path, name: str, sans: Sequence[str] = (), days: int = NODE_DAYS, force: bool = False
+) -> NodeCredentials:
+    """Issue NAME a TLS certificate (client and server use) and an ed25519 ledger key pair."""
+    root = Path(pki_dir)
+    creds = NodeCredentials(root, check_node_name(name))
+    if creds.cert.exists() and not force:
+        raise PKIError(f"{creds.cert} already exists (use --force to re-issue)")
+    ca_cert, ca_key = _load_ca(root)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(_san_entries(name, sans)), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    creds.node_dir.mkdir(parents=True, exist_ok=True)
+    _write_private_key(creds.key, key)
+    atomic_write_bytes(creds.cert, cert.public_bytes(serialization.Encoding.PEM))
+    ledger_key = ed25519.Ed25519PrivateKey.generate()
+    _write_private_key(creds.ledger_key, ledger_key)
+    atomic_write_bytes(creds.ledger_pub, (public_key_hex(ledger_key) + "\n").encode())
+    return creds
+
+
+def days_until_expiry(cert_path: Path) -> float:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return (cert.not_valid_after_utc - _now()).total_seconds() / 86400

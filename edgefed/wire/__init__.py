@@ -1,0 +1,59 @@
+"""Sans-IO wire codec: pure functions and a state machine over bytes, no sockets.
+
+Frame layout (network byte order)::
+
+    magic "EFED" | version u8 | type u8 | flags u16 | round u32 | payload length u64 | payload
+
+Tensor payloads carry a small header (count, sample count, dtype and shape of each tensor)
+followed by the raw little-endian bytes of every tensor, so a receiver can allocate the final
+arrays up front and read straight into them.
+"""
+
+from edgefed.wire.errors import ProtocolError
+from edgefed.wire.frame import (
+    HEADER_SIZE,
+    MAGIC,
+    VERSION,
+    Flags,
+    FrameHeader,
+    Limits,
+    MessageType,
+    PayloadKind,
+    decode_header,
+    encode_control_frame,
+    encode_header,
+    encode_raw_frame,
+    payload_kind,
+)
+from edgefed.wire.reader import Frame, FrameReader
+from edgefed.wire.tensors import (
+    ALLOWED_DTYPES,
+    TensorSpec,
+    decode_tensor_header,
+    encode_tensor_frame,
+    specs_of,
+)
+
+__all__ = [
+    "ALLOWED_DTYPES",
+    "HEADER_SIZE",
+    "MAGIC",
+    "VERSION",
+    "Flags",
+    "Frame",
+    "FrameHeader",
+    "FrameReader",
+    "Limits",
+    "MessageType",
+    "PayloadKind",
+    "ProtocolError",
+    "TensorSpec",
+    "decode_header",
+    "decode_tensor_header",
+    "encode_control_frame",
+    "encode_header",
+    "encode_raw_frame",
+    "encode_tensor_frame",
+    "payload_kind",
+    "specs_of",
+]

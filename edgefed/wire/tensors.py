@@ -1,0 +1,149 @@
+"""Tensor-list payloads: a small header of dtypes and shapes, then the raw bytes of each tensor."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+
+from edgefed.wire.errors import ProtocolError
+from edgefed.wire.frame import Flags, FrameHeader, Limits, MessageType, PayloadKind, encode_header, payload_kind
+
+# Codes are part of the wire format: never renumber.
+_DTYPE_CODES: dict[str, int] = {
+    "float16": 1,
+    "float32": 2,
+    "float64": 3,
+    "int8": 4,
+    "int16": 5,
+    "int32": 6,
+    "int64": 7,
+    "uint8": 8,
+    "bfloat16": 9,
+}
+_CODE_DTYPES = {code: name for name, code in _DTYPE_CODES.items()}
+ALLOWED_DTYPES = frozenset(name for name in _DTYPE_CODES if name != "bfloat16")
+
+_PREFIX = struct.Struct("!IQI")  # tensor count, sample count, spec block length
+_SPEC_HEAD = struct.Struct("!BB")  # dtype code, ndim
+_DIM = struct.Struct("!Q")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return prod(self.shape) * np.dtype(self.dtype).itemsize
+
+    def __str__(self) -> str:
+        return f"{self.dtype}{list(self.shape)}"
+
+
+def specs_of(arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
+    return [TensorSpec(str(a.dtype), tuple(int(d) for d in a.shape)) for a in arrays]
+
+
+def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
+    if array.dtype.name not in ALLOWED_DTYPES:
+        raise ValueError(f"dtype {array.dtype} cannot travel on the wire (allowed: {sorted(ALLOWED_DTYPES)})")
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+
+
+def encode_tensor_header(arrays: Sequence[np.ndarray], num_samples: int) -> bytes:
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+    specs = bytearray()
+    for array in arrays:
+        specs += _SPEC_HEAD.pack(_DTYPE_CODES[array.dtype.name], array.ndim)
+        for dim in array.shape:
+            specs += _DIM.pack(dim)
+    return _PREFIX.pack(len(arrays), num_samples, len(specs)) + bytes(specs)
+
+
+def encode_tensor_frame(
+    message_type: MessageType,
+    round_: int,
+    arrays: Sequence[np.ndarray],
+    num_samples: int,
+    flags: Flags = Flags.NONE,
+) -> list[bytes | memoryview]:
+    """Frame a tensor list as buffers for sendall; array bytes are not copied when already contiguous."""
+    if payload_kind(message_type) is not PayloadKind.TENSORS:
+        raise ValueError(f"{message_type.name} does not carry tensors")
+    prepared = [_little_endian_contiguous(a) for a in arrays]
+    tensor_header = encode_tensor_header(prepared, num_samples)
+    length = len(tensor_header) + sum(a.nbytes for a in prepared)
+    frame_header = encode_header(FrameHeader(message_type, round_, length, flags))
+    parts: list[bytes | memoryview] = [frame_header + tensor_header]
+    parts.extend(memoryview(a).cast("B") for a in prepared if a.nbytes)
+    return parts
+
+
+def prefix_size() -> int:
+    return _PREFIX.size
+
+
+def decode_tensor_prefix(data: bytes | memoryview, limits: Limits) -> tuple[int, int, int]:
+    """(tensor count, sample count, spec block length) from the fixed prefix."""
+    count, num_samples, spec_len = _PREFIX.unpack(data)
+    if count > limits.max_tensors:
+        raise ProtocolError(f"tensor list has {count} tensors, over the limit of {limits.max_tensors}")
+    max_spec = count * (_SPEC_HEAD.size + limits.max_ndim * _DIM.size)
+    if spec_len > max_spec:
+        raise ProtocolError(f"tensor spec block of {spec_len} bytes is too long for {count} tensors")
+    return count, num_samples, spec_len
+
+
+def decode_tensor_specs(data: bytes | memoryview, count: int, limits: Limits) -> list[TensorSpec]:
+    specs: list[TensorSpec] = []
+    offset = 0
+    for index in range(count):
+        if offset + _SPEC_HEAD.size > len(data):
+            raise ProtocolError(f"tensor spec block ends inside tensor {index}")
+        code, ndim = _SPEC_HEAD.unpack_from(data, offset)
+        offset += _SPEC_HEAD.size
+        dtype = _CODE_DTYPES.get(code)
+        if dtype is None or dtype not in ALLOWED_DTYPES:
+            raise ProtocolError(f"tensor {index} has dtype code {code}, which is not allowed")
+        if ndim > limits.max_ndim:
+            raise ProtocolError(f"tensor {index} has {ndim} dimensions, over the limit of {limits.max_ndim}")
+        if offset + ndim * _DIM.size > len(data):
+            raise ProtocolError(f"tensor spec block ends inside the shape of tensor {index}")
+        shape = tuple(_DIM.unpack_from(data, offset + i * _DIM.size)[0] for i in range(ndim))
+        offset += ndim * _DIM.size
+        if any(dim > limits.max_frame_bytes for dim in shape):
+            raise ProtocolError(f"tensor {index} has a dimension over the frame limit: {shape}")
+        specs.append(TensorSpec(dtype, shape))
+    if offset != len(data):
+        raise ProtocolError(f"tensor spec block has {len(data) - offset} trailing bytes")
+    return specs
+
+
+def decode_tensor_header(
+    data: bytes | memoryview, payload_length: int, limits: Limits
+) -> tuple[int, list[TensorSpec], int]:
+    """Parse a whole tensor header held in memory: (sample count, specs, header length)."""
+    if len(data) < _PREFIX.size:
+        raise ProtocolError("tensor payload shorter than its prefix")
+    count, num_samples, spec_len = decode_tensor_prefix(memoryview(data)[: _PREFIX.size], limits)
+    end = _PREFIX.size + spec_len
+    if len(data) < end:
+        raise ProtocolError("tensor payload ends inside its spec block")
+    specs = decode_tensor_specs(memoryview(data)[_PREFIX.size : end], count, limits)
+    check_payload_length(specs, end, payload_length)
+    return num_samples, specs, end
+
+
+def check_payload_length(specs: Sequence[TensorSpec], header_length: int, payload_length: int) -> None:
+    expected = header_length + sum(spec.nbytes for spec in specs)
+    if expected != payload_length:
+        raise ProtocolError(
+            f"tensor payload length {payload_length} does not match its header "
+            f"({header_length} header bytes + {expected - header_length} tensor bytes)"
+        )
