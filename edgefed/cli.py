@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "edgefed.commands.pki",
     "edgefed.commands.run",
+    "edgefed.commands.predict",
 )
 
 

@@ -1,0 +1,64 @@
+"""`edgefed predict --model FILE.tflite --input FILE.npy`: classify with the lightest TFLite interpreter.
+
+Also runnable as `python -m edgefed.commands.predict ...`: in the Pi inference environment (NumPy < 2,
+tflite-runtime, edgefed installed --no-deps) the rest of the CLI's dependencies are absent, so this
+entry point imports nothing but edgefed.lite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from edgefed.lite import BACKENDS, InferenceError, predict_file
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help=".tflite file (a manifest.json beside it supplies the labels)"
+    )
+    parser.add_argument("--input", required=True, help=".npy array: one example, or N examples along axis 0")
+    parser.add_argument(
+        "--interpreter", choices=("auto", *BACKENDS), default="auto",
+        help="TFLite interpreter (default: the first installed of " + ", ".join(BACKENDS) + ")",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: its own)")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.set_defaults(handler=run)
+
+
+def register(subcommands: Any) -> None:
+    parser = subcommands.add_parser("predict", help="classify an .npy array with an exported .tflite model")
+    _add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise InferenceError(f"--threads: must be >= 1, got {args.threads}")
+    result = predict_file(args.model, args.input, backend=args.interpreter, num_threads=args.threads)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    print(f"interpreter: {result.backend}; labels: {result.manifest_note}", file=sys.stderr)
+    names = result.labels or [str(c) for c in result.classes]
+    for index, (cls, name) in enumerate(zip(result.classes, names, strict=True)):
+        print(f"{index}\t{cls}\t{name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgefed.commands.predict", description=__doc__)
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except InferenceError as exc:
+        print(f"edgefed: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
