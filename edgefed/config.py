@@ -7,6 +7,7 @@ every key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -57,6 +58,7 @@ class TrainerSection:
 class LedgerSection:
     enabled: bool = True
     backend: Literal["embedded", "iroha"] = "embedded"
+    process: str = "edgefed"  # the federated process every transfer record names (BSMD's process id)
     # iroha backend
     torii: str = ""
     domain: str = "edgefed"
@@ -81,6 +83,7 @@ _NON_NEGATIVE = {
     "federation.reconnect_max_delay", "ledger.commit_timeout", "trainer.learning_rate",
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
+_LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
@@ -147,6 +150,10 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
     config = NodeConfig(**sections)
     if config.ledger.backend == "iroha" and not config.ledger.torii:
         raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
+    if not _LEDGER_PROCESS.match(config.ledger.process):
+        raise ConfigError(
+            f"ledger.process: use 1-64 letters, digits or '_', got {config.ledger.process!r}"
+        )
     return config
 
 
