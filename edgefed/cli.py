@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "edgefed.commands.pki",
     "edgefed.commands.run",
     "edgefed.commands.predict",
+    "edgefed.commands.p2p",
 )
 
 
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # only the error types we know how to explain
         from edgefed.errors import USER_ERRORS
 
-        if isinstance(exc, USER_ERRORS):
+        if isinstance(exc, tuple(USER_ERRORS)):
             print(f"edgefed: error: {exc}", file=sys.stderr)
             return 2
         raise

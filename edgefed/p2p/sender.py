@@ -1,0 +1,294 @@
+"""The dialling half of a p2p session (BSMD's ``Sender(my_friends_host, my_friends_port)``).
+
+Work is queued with send_message() and send_file(), each returning a Future, and carried out
+in order by the thread. A broken connection is re-dialled with backoff; a file transfer then
+continues where the receiver's part file ends (the FILE_ACCEPT of the new offer says where).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefed.p2p.errors import P2PError, TransferFailed, TransferRefused
+from edgefed.p2p.files import FileOffer, TransferCallback, file_sha256, notify_transfer, transfer_record
+from edgefed.p2p.link import CHUNK_BYTES, LinkSecurity, P2PConnection, connect
+from edgefed.p2p.names import MAX_CHAT_CHARS, printable
+from edgefed.p2p.parse import parse_port
+from edgefed.p2p.progress import ProgressFactory, ProgressTask
+from edgefed.pki import NodeCredentials
+from edgefed.transport import TransportError
+from edgefed.wire import Frame, MessageType, ProtocolError, encode_control_frame, encode_raw_frame
+
+log = logging.getLogger("edgefed.p2p")
+
+REPLY_TIMEOUT = 120.0  # the receiver may re-hash a large part file before accepting
+MAX_ATTEMPTS = 20
+_FIRST_BACKOFF, _MAX_BACKOFF = 0.25, 4.0
+
+
+@dataclass
+class _Job:
+    future: Future[Any]
+    text: str | None = None
+    path: Path | None = None
+    remote_name: str = ""
+    offer: FileOffer | None = None
+    stat: tuple[int, int] = (0, 0)
+    attempts: int = field(default=0)
+
+
+class _Retry(Exception):
+    """The receiver asked us to offer again after a pause (the file is busy there)."""
+
+
+class Sender(threading.Thread):
+    """Dial the peer's Receiver at my_friends_host:my_friends_port and deliver queued work.
+
+    retry_for bounds, in seconds, how long the sender keeps re-dialling after the first dial
+    or a broken connection before the pending job fails. max_rate caps bytes per second.
+    """
+
+    def __init__(
+        self,
+        my_friends_host: str,
+        my_friends_port: int | str,
+        *,
+        pki_dir: str | Path | None = None,
+        name: str | None = None,
+        credentials: NodeCredentials | None = None,
+        insecure_plaintext: bool = False,
+        expect_peer: str | None = None,
+        on_file_transfer: TransferCallback | None = None,
+        progress: ProgressFactory | None = None,
+        retry_for: float = 30.0,
+        max_rate: int | None = None,
+        chunk_size: int = CHUNK_BYTES,
+    ) -> None:
+        port = parse_port(my_friends_port)
+        super().__init__(name=f"p2p-sender-{my_friends_host}:{port}", daemon=True)
+        if max_rate is not None and max_rate <= 0:
+            raise P2PError(f"max_rate must be positive, got {max_rate}")
+        if not 0 < chunk_size <= CHUNK_BYTES * 4:
+            raise P2PError(f"chunk_size must be between 1 and {CHUNK_BYTES * 4} bytes, got {chunk_size}")
+        self.host, self.port = my_friends_host, port
+        self._security = LinkSecurity.resolve(pki_dir, name, credentials, insecure_plaintext)
+        self._expect_peer = expect_peer
+        self._on_file_transfer = on_file_transfer
+        self._progress = progress
+        self.retry_for = retry_for
+        self.max_rate = max_rate
+        self.chunk_size = chunk_size
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._stop_event = threading.Event()
+        self._connection: P2PConnection | None = None
+        self.connected = threading.Event()
+        self.peer_name = ""
+        self.error: BaseException | None = None
+
+    @property
+    def own_name(self) -> str:
+        return self._security.own_name
+
+    # -- public API --------------------------------------------------------------------------------
+    def send_message(self, text: str) -> Future[None]:
+        """Queue one chat line; the future completes once it has been written to the link."""
+        if len(text) > MAX_CHAT_CHARS:
+            raise P2PError(f"chat message of {len(text)} characters is over the limit of {MAX_CHAT_CHARS}")
+        return self._queue(_Job(Future(), text=text))
+
+    def send_file(self, path: str | Path, name: str | None = None) -> Future[dict[str, Any]]:
+        """Queue a file; the future gives the transfer record once the receiver confirmed its sha256.
+
+        name is the file name proposed to the receiver (default: the file's own name); the
+        receiver accepts only a plain name, never a path.
+        """
+        source = Path(path)
+        if not source.is_file():
+            raise P2PError(f"cannot send {source}: not a readable file")
+        return self._queue(_Job(Future(), path=source, remote_name=name if name is not None else source.name))
+
+    def stop(self) -> None:
+        """Finish queued chat lines, interrupt a file transfer (resumable), then say goodbye."""
+        self._stop_event.set()
+        self._jobs.put(None)
+
+    def _queue(self, job: _Job) -> Future[Any]:
+        if self._stop_event.is_set():
+            raise P2PError("sender is stopped")
+        self._jobs.put(job)
+        return job.future
+
+    # -- thread --------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._ensure_connected(time.monotonic() + self.retry_for)
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    break
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                if self._stop_event.is_set() and job.path is not None:
+                    job.future.set_exception(P2PError(f"sender stopped before sending {job.path}"))
+                    continue
+                try:
+                    job.future.set_result(self._execute(job))
+                except (P2PError, TransportError, ProtocolError, OSError) as exc:
+                    job.future.set_exception(exc)
+        except (P2PError, TransportError) as exc:
+            self.error = exc
+            log.warning("p2p sender to %s:%d gave up: %s", self.host, self.port, exc)
+        finally:
+            self._fail_pending()
+            self._hang_up("sender finished")
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None and job.future.set_running_or_notify_cancel():
+                job.future.set_exception(self.error or P2PError("sender stopped before this was sent"))
+
+    def _hang_up(self, reason: str) -> None:
+        connection, self._connection = self._connection, None
+        self.connected.clear()
+        if connection is not None:
+            with contextlib.suppress(TransportError, OSError):
+                connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
+            connection.close()
+
+    def _ensure_connected(self, deadline: float) -> P2PConnection:
+        backoff = _FIRST_BACKOFF
+        while self._connection is None:
+            try:
+                self._connection = connect(self.host, self.port, self._security, self._expect_peer)
+            except TransportError as exc:
+                if self._stop_event.is_set() or time.monotonic() + backoff > deadline:
+                    raise TransportError(f"{exc} (gave up after retrying for {self.retry_for:g}s)") from exc
+                log.info("cannot reach %s:%d yet (%s); retrying in %.2fs", self.host, self.port, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            self.peer_name = self._connection.peer
+            self.connected.set()
+            log.info("connected to %s at %s:%d", self.peer_name, self.host, self.port)
+        return self._connection
+
+    def _execute(self, job: _Job) -> Any:
+        """Run one job, re-dialling after a broken link for at most retry_for seconds each time."""
+        deadline = time.monotonic() + self.retry_for
+        backoff = _FIRST_BACKOFF
+        while True:
+            job.attempts += 1
+            try:
+                connection = self._ensure_connected(deadline)
+                if job.text is not None:
+                    connection.send([encode_control_frame(MessageType.CHAT, 0, {"text": job.text})])
+                    return None
+                return self._transfer(connection, job)
+            except (TransportError, _Retry) as exc:
+                if isinstance(exc, TransportError):
+                    self._hang_up("link error")
+                if self._stop_event.is_set():
+                    raise
+                if job.attempts >= MAX_ATTEMPTS or time.monotonic() + backoff > deadline:
+                    raise TransportError(f"{exc} (gave up after {job.attempts} attempts)") from exc
+                log.warning("%s; trying again in %.2fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    # -- file transfer -----------------------------------------------------------------------------
+    def _prepare(self, job: _Job) -> FileOffer:
+        assert job.path is not None
+        stat = job.path.stat()
+        current = (stat.st_size, stat.st_mtime_ns)
+        if job.offer is None:
+            job.stat = current
+            job.offer = FileOffer(job.remote_name, stat.st_size, file_sha256(job.path))
+        elif current != job.stat:
+            raise TransferFailed(f"{job.path} changed while it was being sent; send it again")
+        return job.offer
+
+    def _transfer(self, connection: P2PConnection, job: _Job) -> dict[str, Any]:
+        assert job.path is not None
+        offer = self._prepare(job)
+        connection.settimeout(REPLY_TIMEOUT)
+        connection.send([encode_control_frame(MessageType.FILE_OFFER, 0, offer.to_body())])
+        reply = self._reply(connection)
+        if reply.type is MessageType.FILE_RESULT:
+            return self._finished(reply, offer, 0, "offer")
+        if reply.type is not MessageType.FILE_ACCEPT:
+            raise ProtocolError(f"expected FILE_ACCEPT or FILE_RESULT after FILE_OFFER, got {reply.type.name}")
+        offset = reply.body.get("offset")
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= offer.size:
+            raise ProtocolError(f"FILE_ACCEPT offset {offset!r} is outside 0..{offer.size}")
+        if offset:
+            log.info("resuming %s at %d of %d bytes", offer.name, offset, offer.size)
+        task = self._progress(f"{offer.name} → {connection.peer}", offer.size, offset) if self._progress else None
+        try:
+            self._stream(connection, job.path, offset, offer.size, task)
+        finally:
+            if task is not None:
+                task.close()
+        connection.send([encode_control_frame(MessageType.FILE_DONE, 0, {})])
+        return self._finished(self._reply(connection), offer, offset, "FILE_DONE")
+
+    def _stream(
+        self, connection: P2PConnection, path: Path, offset: int, size: int, task: ProgressTask | None
+    ) -> None:
+        """Send bytes offset..size as FILE_CHUNK frames from one reused buffer."""
+        buffer = memoryview(bytearray(self.chunk_size))
+        sent, started = 0, time.monotonic()
+        with path.open("rb", buffering=0) as handle:
+            handle.seek(offset)
+            position = offset
+            while position < size:
+                if self._stop_event.is_set():
+                    raise P2PError(f"sender stopped during {path.name} at {position} bytes (resumable)")
+                count = handle.readinto(buffer[: min(self.chunk_size, size - position)])
+                if not count:
+                    raise TransferFailed(f"{path} shrank while it was being sent")
+                connection.send(encode_raw_frame(MessageType.FILE_CHUNK, 0, buffer[:count]))
+                position += count
+                sent += count
+                if task is not None:
+                    task.advance(count)
+                if self.max_rate is not None:
+                    # Pace to the cap: sleep until the bytes sent so far are due.
+                    ahead = sent / self.max_rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+
+    def _reply(self, connection: P2PConnection) -> Frame:
+        frame = connection.recv()
+        if frame.type is MessageType.BYE:
+            reason = printable(str(frame.body.get("reason", "")))
+            raise TransportError(f"{connection.peer} closed the session: {reason}")
+        return frame
+
+    def _finished(self, reply: Frame, offer: FileOffer, offset: int, after: str) -> dict[str, Any]:
+        if reply.type is not MessageType.FILE_RESULT:
+            raise ProtocolError(f"expected FILE_RESULT after {after}, got {reply.type.name}")
+        message = printable(str(reply.body.get("message", "")))
+        if not reply.body.get("ok"):
+            if reply.body.get("retryable"):
+                raise _Retry(f"{self.peer_name} is busy: {message}")
+            error = TransferRefused if after == "offer" else TransferFailed
+            raise error(f"{self.peer_name} did not take {printable(offer.name)!r}: {message}")
+        if reply.body.get("sha256") != offer.sha256 or reply.body.get("size") != offer.size:
+            raise ProtocolError(f"FILE_RESULT from {self.peer_name} confirms another file than {offer.name!r}")
+        record = transfer_record(self.own_name, self.peer_name, offer, "send", offset)
+        record["outcome"] = message
+        if message == "received":
+            notify_transfer(self._on_file_transfer, record)
+        return record
