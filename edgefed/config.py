@@ -43,6 +43,7 @@ class FederationSection:
     max_frame_bytes: int = 1 << 30
     max_concurrent_uploads: int = 2
     reconnect_max_delay: float = 30.0
+    reconnect_timeout: float = 600.0  # a worker gives up after this long without a chief
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "federation.wait_time", "federation.round_timeout", "federation.min_workers",
-    "federation.reconnect_max_delay", "ledger.commit_timeout", "trainer.learning_rate",
+    "federation.reconnect_max_delay", "federation.reconnect_timeout", "ledger.commit_timeout", "trainer.learning_rate",
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
 _LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys
@@ -127,7 +128,7 @@ def _build_section(cls: type, section: str, raw: Any) -> Any:
         key = f"{section}.{f.name}"
         if f.name in raw:
             values[f.name] = _check_value(key, hints[f.name], raw[f.name])
-        elif f.default is f.default_factory:  # type: ignore[misc]  # both MISSING: required
+        elif f.default is f.default_factory:  # both MISSING: required
             raise ConfigError(f"{key}: required key is missing")
     return cls(**values)
 
@@ -169,3 +170,24 @@ def load_config(path: str | Path) -> NodeConfig:
         return config_from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
+
+
+def _toml_value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    raise ConfigError(f"{key}: cannot write {type(value).__name__} values to TOML")
+
+
+def dump_config(raw: dict[str, dict[str, Any]]) -> str:
+    """TOML text for a {section: {key: scalar}} mapping (what the demo and tests write)."""
+    lines: list[str] = []
+    for section, values in raw.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(f'{section}.{key}', value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -12,8 +12,14 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[IO[bytes]]:
-    """Yield a file in the target's directory; on success fsync it and rename it over the target."""
+def atomic_writer(
+    path: str | os.PathLike[str], mode: int = 0o644, durable: bool = True
+) -> Iterator[IO[bytes]]:
+    """Yield a file in the target's directory; on success rename it over the target.
+
+    durable also fsyncs the file and its directory, so the new content survives a power cut; advisory
+    files (status) skip that to spare SD cards.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -22,22 +28,28 @@ def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[I
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    _fsync_dir(target.parent)
+    if durable:
+        _fsync_dir(target.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    with atomic_writer(path, mode) as handle:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, mode: int = 0o644, durable: bool = True
+) -> None:
+    with atomic_writer(path, mode, durable) as handle:
         handle.write(data)
 
 
-def atomic_write_json(path: str | os.PathLike[str], document: Any, mode: int = 0o644) -> None:
-    atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode(), mode)
+def atomic_write_json(
+    path: str | os.PathLike[str], document: Any, mode: int = 0o644, durable: bool = True
+) -> None:
+    atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode(), mode, durable)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -69,4 +69,4 @@ class StatusFile:
 
     def _write(self) -> None:
         self._doc["updated_at"] = time.time()
-        atomic_write_json(self.path, self._doc)
+        atomic_write_json(self.path, self._doc, durable=False)

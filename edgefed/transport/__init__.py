@@ -1,8 +1,8 @@
 """Transports move frames between peers; the federation logic sees only the Connection interface."""
 
 from edgefed.transport.base import Connection, ConnectionClosed, Listener, TransportError
-from edgefed.transport.tls import client_context, peer_common_name, server_context
 from edgefed.transport.tcp import TlsConnection, TlsListener, connect_tls
+from edgefed.transport.tls import client_context, peer_common_name, server_context
 
 __all__ = [
     "Connection",

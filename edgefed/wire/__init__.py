@@ -31,6 +31,7 @@ from edgefed.wire.tensors import (
     TensorSpec,
     decode_tensor_header,
     encode_tensor_frame,
+    payload_sha256,
     specs_of,
 )
 
@@ -55,5 +56,6 @@ __all__ = [
     "encode_raw_frame",
     "encode_tensor_frame",
     "payload_kind",
+    "payload_sha256",
     "specs_of",
 ]

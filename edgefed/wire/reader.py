@@ -211,7 +211,7 @@ class FrameReader:
             if array.shape != spec.shape or array.dtype.name != spec.dtype or not array.flags.c_contiguous:
                 raise ValueError(f"allocator returned {array.dtype}{list(array.shape)} for {spec}")
         self._arrays = arrays
-        self._views = [memoryview(a).cast("B") for a in arrays if a.nbytes]
+        self._views = [memoryview(a).cast("B") for a in arrays if a.nbytes]  # type: ignore[arg-type]
         self._view_index = 0
         self._target = self._views[0] if self._views else memoryview(b"")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +11,16 @@ from math import prod
 import numpy as np
 
 from edgefed.wire.errors import ProtocolError
-from edgefed.wire.frame import Flags, FrameHeader, Limits, MessageType, PayloadKind, encode_header, payload_kind
+from edgefed.wire.frame import (
+    HEADER_SIZE,
+    Flags,
+    FrameHeader,
+    Limits,
+    MessageType,
+    PayloadKind,
+    encode_header,
+    payload_kind,
+)
 
 # Codes are part of the wire format: never renumber.
 _DTYPE_CODES: dict[str, int] = {
@@ -81,7 +91,7 @@ def encode_tensor_frame(
     length = len(tensor_header) + sum(a.nbytes for a in prepared)
     frame_header = encode_header(FrameHeader(message_type, round_, length, flags))
     parts: list[bytes | memoryview] = [frame_header + tensor_header]
-    parts.extend(memoryview(a).cast("B") for a in prepared if a.nbytes)
+    parts.extend(memoryview(a).cast("B") for a in prepared if a.nbytes)  # type: ignore[arg-type]
     return parts
 
 
@@ -147,3 +157,12 @@ def check_payload_length(specs: Sequence[TensorSpec], header_length: int, payloa
             f"tensor payload length {payload_length} does not match its header "
             f"({header_length} header bytes + {expected - header_length} tensor bytes)"
         )
+
+
+def payload_sha256(parts: Sequence[bytes | memoryview]) -> str:
+    """sha256 of a frame's payload, from the buffers an encoder returned (the frame header excluded)."""
+    digest = hashlib.sha256()
+    digest.update(memoryview(parts[0])[HEADER_SIZE:])
+    for part in parts[1:]:
+        digest.update(part)
+    return digest.hexdigest()

@@ -1,0 +1,68 @@
+"""`edgefed chief`, `edgefed worker` and `edgefed demo`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+from edgefed.config import NodeConfig, load_config
+
+
+def register(subcommands: Any) -> None:
+    for role in ("chief", "worker"):
+        parser = subcommands.add_parser(role, help=f"run this node as the federation's {role}")
+        parser.add_argument("--config", required=True, help="node configuration (TOML, see docs/configuration.md)")
+        parser.add_argument("--pki", help="PKI directory (overrides node.pki_dir)")
+        parser.add_argument("--name", help="node name (overrides node.name)")
+        parser.add_argument("--state-dir", help="state directory (overrides node.state_dir)")
+        parser.add_argument("--exit-when-done", action="store_true",
+                            help="exit when training ends instead of serving until stopped")
+        parser.add_argument("--progress-jsonl", action="store_true",
+                            help="print one JSON line per round on stdout")
+        parser.set_defaults(handler=_run_node, role=role)
+
+    demo = subcommands.add_parser("demo", help="chief + N workers on loopback, trained on the digits data set")
+    demo.add_argument("--workers", type=int, default=3)
+    demo.add_argument("--rounds", type=int, default=5)
+    demo.add_argument("--interval-steps", type=int, default=20, help="local steps between two averages")
+    demo.add_argument("--trainer", choices=("numpy", "keras"), default="numpy")
+    demo.add_argument("--state-dir", help="keep every node's state here (default: a temporary directory)")
+    demo.add_argument("--json", action="store_true", help="end with one JSON line summarising the run")
+    demo.set_defaults(handler=_demo)
+
+
+def _with_overrides(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
+    node = config.node
+    changes = {
+        key: value
+        for key, value in (("pki_dir", args.pki), ("name", args.name), ("state_dir", args.state_dir))
+        if value is not None
+    }
+    if node.role != args.role:
+        from edgefed.errors import UsageError
+
+        raise UsageError(f"node.role is {node.role!r} in {args.config}, but `edgefed {args.role}` was run")
+    return dataclasses.replace(config, node=dataclasses.replace(node, **changes))
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from edgefed.node import print_jsonl, run_node
+
+    config = _with_overrides(load_config(args.config), args)
+    run_node(config, exit_when_done=args.exit_when_done, progress=print_jsonl if args.progress_jsonl else None)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edgefed.demo import run_demo
+
+    result = run_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer)
+    if args.json:
+        print(json.dumps(result.summary))
+    else:
+        summary = result.summary
+        print(f"accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds with {summary['workers']} "
+              f"workers; {summary['bytes_sent']} bytes on the wire in {summary['seconds']:.1f}s")
+    return 0

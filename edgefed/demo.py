@@ -1,0 +1,200 @@
+"""`edgefed demo`: a chief and N workers as real local processes on loopback, fresh certificates,
+the digits data set split across participants by task index."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from edgefed import pki
+from edgefed.config import dump_config
+from edgefed.errors import UsageError, register_user_error
+
+CHIEF = "chief"
+
+
+class DemoFailed(RuntimeError):
+    """A node of the demo exited with an error; the message quotes the end of its log."""
+
+
+register_user_error(DemoFailed)
+
+
+@dataclass
+class DemoResult:
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def worker_names(count: int) -> list[str]:
+    return [f"worker{i}" for i in range(1, count + 1)]
+
+
+def prepare_pki(pki_dir: Path, names: list[str]) -> None:
+    """Create the CA and credentials once; a re-run with the same state dir reuses them."""
+    if not (pki_dir / "ca.crt").exists():
+        pki.init_ca(pki_dir, "edgefed demo CA")
+    for name in names:
+        if not (pki_dir / "nodes" / name / "tls.crt").exists():
+            sans = ["127.0.0.1", "localhost"] if name == CHIEF else []
+            pki.issue_node(pki_dir, name, sans)
+
+
+def write_node_config(
+    state_dir: Path, name: str, role: str, port: int, rounds: int, workers: int, interval_steps: int,
+    trainer: str, extra: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    node_dir = state_dir / name
+    node_dir.mkdir(parents=True, exist_ok=True)
+    raw: dict[str, dict[str, Any]] = {
+        "node": {"name": name, "role": role, "pki_dir": str(state_dir / "pki"), "state_dir": str(node_dir)},
+        "federation": {
+            "private_ip": "127.0.0.1", "private_port": port, "public_ip": "127.0.0.1", "public_port": port,
+            "wait_time": 60.0, "min_workers": workers, "interval_steps": interval_steps, "rounds": rounds,
+            "round_timeout": 120.0, "reconnect_timeout": 120.0,
+        },
+        "trainer": {"kind": trainer},
+    }
+    for section, values in (extra or {}).items():
+        raw.setdefault(section, {}).update(values)
+    path = node_dir / "edgefed.toml"
+    path.write_text(dump_config(raw))
+    return path
+
+
+@contextlib.contextmanager
+def _state_directory(path: str | None) -> Iterator[Path]:
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path).resolve()
+    else:
+        with tempfile.TemporaryDirectory(prefix="edgefed-demo-") as tmp:
+            yield Path(tmp)
+
+
+def _node_command(role: str, config: Path) -> list[str]:
+    return [sys.executable, "-m", "edgefed", "-v", role, "--config", str(config), "--exit-when-done"]
+
+
+def run_demo(
+    workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
+    out: TextIO | None = None, timeout: float = 600.0,
+) -> DemoResult:
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if rounds < 1:
+        raise UsageError(f"--rounds must be >= 1, got {rounds}")
+    out = out or sys.stdout
+    result = DemoResult()
+    started = time.monotonic()
+    with _state_directory(state_dir) as root:
+        names = worker_names(workers)
+        prepare_pki(root / "pki", [CHIEF, *names])
+        port = free_port()
+        configs = {CHIEF: write_node_config(root, CHIEF, "chief", port, rounds, workers, interval_steps, trainer)}
+        for name in names:
+            configs[name] = write_node_config(root, name, "worker", port, rounds, workers, interval_steps, trainer)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        processes: dict[str, subprocess.Popen[str]] = {}
+        logs = {name: open(root / name / "node.log", "w") for name in configs}  # noqa: SIM115
+        try:
+            processes[CHIEF] = subprocess.Popen(
+                [*_node_command("chief", configs[CHIEF]), "--progress-jsonl"],
+                stdout=subprocess.PIPE, stderr=logs[CHIEF], text=True, env=env,
+            )
+            for name in names:
+                processes[name] = subprocess.Popen(
+                    _node_command("worker", configs[name]), stdout=logs[name], stderr=subprocess.STDOUT,
+                    text=True, env=env,
+                )
+            _print_header(out)
+            summary: dict[str, Any] = {}
+            chief_out = processes[CHIEF].stdout
+            assert chief_out is not None
+            for line in chief_out:
+                record = json.loads(line)
+                if record.get("done"):
+                    summary = record
+                    continue
+                result.rounds.append(record)
+                _print_row(out, record)
+            failures = _wait_all(processes, deadline=started + timeout)
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            for handle in logs.values():
+                handle.close()
+        if failures:
+            details = "; ".join(
+                f"{name} exited {code}: {_tail(root / name / 'node.log')}" for name, code in failures.items()
+            )
+            raise DemoFailed(f"demo failed: {details}")
+        last = result.rounds[-1] if result.rounds else {}
+        result.summary = {
+            "rounds": len(result.rounds),
+            "workers": workers,
+            "accuracy": last.get("accuracy"),
+            "loss": last.get("loss"),
+            "bytes_sent": int(summary.get("bytes_sent", 0)) + int(summary.get("bytes_received", 0)),
+            "seconds": round(time.monotonic() - started, 3),
+            "state_dir": str(root) if state_dir else None,
+        }
+    return result
+
+
+def _wait_all(processes: dict[str, subprocess.Popen[str]], deadline: float) -> dict[str, int]:
+    """Exit codes of the nodes that failed; if the chief failed, the workers are not waited for."""
+    failures = {}
+    chief_code = processes[CHIEF].wait(timeout=max(1.0, deadline - time.monotonic()))
+    if chief_code != 0:
+        deadline = time.monotonic()
+    for name, process in processes.items():
+        try:
+            code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
+        if code != 0:
+            failures[name] = code
+    return failures
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text().strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+_COLUMNS = ("round", "participants", "loss", "accuracy", "bytes", "seconds")
+
+
+def _print_header(out: TextIO) -> None:
+    out.write(f"{'round':>5}  {'participants':>12}  {'loss':>8}  {'accuracy':>8}  {'bytes':>10}  {'seconds':>8}\n")
+    out.flush()
+
+
+def _print_row(out: TextIO, record: dict[str, Any]) -> None:
+    out.write(
+        f"{record['round']:>5}  {len(record['participants']):>12}  {record['loss']:>8.4f}  "
+        f"{record['accuracy']:>8.4f}  {record['bytes']:>10}  {record['seconds']:>8.3f}\n"
+    )
+    out.flush()

@@ -1,0 +1,32 @@
+"""What chief and worker sessions return to the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgefed.config import FederationSection
+from edgefed.wire import Limits
+
+
+@dataclass(frozen=True)
+class StartInfo:
+    weights: list[np.ndarray]
+    round: int
+    task_index: int
+    total: int  # participants, the chief included
+    finished: bool = False  # a resumed chief whose training had already ended
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    weights: list[np.ndarray]
+    round: int  # the round these global weights start
+    participants: list[str] = field(default_factory=list)  # whose updates went into the average
+    finished: bool = False
+    bytes: int = 0  # frame bytes this node moved for the round (its uploads, broadcasts, downloads)
+
+
+def limits_for(federation: FederationSection) -> Limits:
+    return Limits(max_frame_bytes=federation.max_frame_bytes)

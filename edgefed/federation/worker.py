@@ -1,0 +1,202 @@
+"""The worker: dials the chief's public address, trains locally, sends updates, adopts averages.
+
+A lost connection is not fatal: the worker reconnects with exponential backoff and rejoins with the
+chief's current global weights (the seed's hook dropped such a worker for good).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+
+import numpy as np
+
+from edgefed.config import NodeConfig
+from edgefed.federation.events import EventBus, TransferEvent
+from edgefed.federation.session import RoundResult, StartInfo, limits_for
+from edgefed.federation.status import StatusFile
+from edgefed.pki import NodeCredentials
+from edgefed.transport import TlsConnection, TransportError, client_context, connect_tls
+from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
+from edgefed.wire import payload_sha256 as sha256_of
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1
+
+
+class FederationRefused(TransportError):
+    """The chief refused this worker (e.g. late joiners not allowed); the message gives its reason."""
+
+
+class WorkerSession:
+    """The seed's worker (is_chief=False): connects to public_ip:public_port."""
+
+    def __init__(self, config: NodeConfig, events: EventBus | None = None, status: StatusFile | None = None) -> None:
+        self.config = config
+        self.name = config.node.name
+        self.federation = config.federation
+        self.events = events or EventBus()
+        self._creds = NodeCredentials.load(config.node.pki_dir, self.name)
+        self._context = client_context(self._creds)
+        self._limits = limits_for(self.federation)
+        self.status = status or StatusFile(config.node.state_dir, "worker", self.name, role="worker", round=0)
+        self.events.subscribe(self.status.transfer)
+        self._conn: TlsConnection | None = None
+        self.chief = ""
+        self.round = 0
+        self.task_index = -1
+        self.total = 0
+        self.finished = False
+        self.num_samples = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # -- public API -------------------------------------------------------------------------------
+    def start(self, weights: list[np.ndarray] | None = None, num_samples: int = 0) -> StartInfo:
+        """Join the federation; returns the chief's starting weights and this worker's task index."""
+        del weights  # a worker always starts from the chief's weights
+        self.num_samples = num_samples
+        global_weights = self._join()
+        return StartInfo(global_weights, self.round, self.task_index, self.total, finished=self.finished)
+
+    def average(self, weights: list[np.ndarray], num_samples: int, final: bool | None = None) -> RoundResult:
+        """Send this round's local weights; return the chief's average (or, after a lost connection,
+        the current global weights on rejoining)."""
+        del final  # the chief decides when training ends
+        self.num_samples = num_samples
+        if self.finished:
+            return RoundResult(weights, self.round, [], finished=True)
+        try:
+            return self._exchange(weights, num_samples)
+        except (TransportError, ProtocolError) as exc:
+            log.warning("lost the chief during round %d (%s); rejoining", self.round, exc)
+            self.status.error(f"round {self.round}: {exc}; rejoining")
+            self._disconnect()
+            global_weights = self._join()
+            return RoundResult(global_weights, self.round, [], finished=self.finished)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(TransportError):
+                self._conn.send([encode_control_frame(MessageType.BYE, self.round, {"reason": "leaving"})])
+        self._disconnect()
+        self.status.update(state="finished" if self.finished else "stopped")
+
+    # -- internals --------------------------------------------------------------------------------
+    def _exchange(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
+        conn = self._require_conn()
+        submitted = self.round
+        parts = encode_tensor_frame(MessageType.UPDATE, submitted, weights, num_samples)
+        started = time.monotonic()
+        sent = conn.send(parts)
+        self.bytes_sent += sent
+        self.events.emit(
+            TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent, sha256_of(parts),
+                          time.monotonic() - started, "update")
+        )
+        while True:
+            frame = self._recv_weights_or_control(conn)
+            if frame.type is MessageType.WEIGHTS and frame.round > submitted:
+                assert frame.tensors is not None
+                self.status.update(state="finished" if self.finished else "training", round=self.round)
+                return RoundResult(frame.tensors, frame.round, [], self.finished, bytes=sent + frame.wire_bytes)
+
+    def _recv_weights_or_control(self, conn: TlsConnection) -> Frame:
+        started = time.monotonic()
+        frame = conn.recv()
+        if frame.type is MessageType.WEIGHTS:
+            self.bytes_received += frame.wire_bytes
+            self.events.emit(
+                TransferEvent(frame.round, self.chief, self.name, self.name, "receive", self.total,
+                              frame.wire_bytes, frame.sha256, time.monotonic() - started, "weights")
+            )
+            if frame.round > self.round or frame.flags & Flags.FINAL:
+                self.round = frame.round
+                self.finished = bool(frame.flags & Flags.FINAL)
+        elif frame.type is MessageType.REJECT:
+            reason = frame.body.get("reason", "no reason given")
+            log.warning("chief rejected the update for round %d: %s", frame.round, reason)
+            self.status.error(f"update for round {frame.round} rejected: {reason}")
+        elif frame.type is MessageType.BYE:
+            raise TransportError(f"chief said goodbye: {frame.body.get('reason', '')}")
+        elif frame.type is not MessageType.WELCOME:
+            raise ProtocolError(f"unexpected {frame.type.name} from the chief")
+        return frame
+
+    def _join(self) -> list[np.ndarray]:
+        """Connect (with backoff), say hello, take the welcome and the current global weights."""
+        deadline = time.monotonic() + self.federation.reconnect_timeout
+        delay = 0.2
+        while True:
+            try:
+                return self._join_once()
+            except FederationRefused:
+                raise
+            except (TransportError, ProtocolError) as exc:
+                self._disconnect()
+                if time.monotonic() + delay > deadline:
+                    raise TransportError(
+                        f"gave up joining {self.federation.public_ip}:{self.federation.public_port} "
+                        f"after {self.federation.reconnect_timeout:.0f}s: {exc}"
+                    ) from exc
+                self.status.update(state="waiting")
+                log.info("chief not reachable (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.federation.reconnect_max_delay)
+
+    def _join_once(self) -> list[np.ndarray]:
+        federation = self.federation
+        conn = connect_tls(
+            federation.public_ip, federation.public_port, self._context, self._limits,
+            server_hostname=federation.server_name or federation.public_ip,
+        )
+        self._conn = conn
+        self.chief = conn.peer
+        conn.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": self.num_samples, "protocol": PROTOCOL})])
+        while True:
+            frame = conn.recv()
+            if frame.type is MessageType.BYE:
+                reason = str(frame.body.get("reason", "no reason given"))
+                if "late joiners" in reason:
+                    raise FederationRefused(f"the chief refused {self.name}: {reason}")
+                raise TransportError(f"chief said goodbye while joining: {reason}")
+            if frame.type is MessageType.WELCOME:
+                self.task_index = _int_field(frame, "task_index")
+                self.total = _int_field(frame, "total")
+                log.info("joined %s as task %d of %d", self.chief, self.task_index, self.total)
+            elif frame.type is MessageType.WEIGHTS:
+                self.round = frame.round
+                self.finished = bool(frame.flags & Flags.FINAL)
+                self.bytes_received += frame.wire_bytes
+                self.events.emit(
+                    TransferEvent(frame.round, self.chief, self.name, self.name, "receive", self.total,
+                                  frame.wire_bytes, frame.sha256, 0.0, "weights")
+                )
+                assert frame.tensors is not None
+                self.status.update(
+                    state="finished" if self.finished else "training", round=self.round,
+                    task_index=self.task_index, participants=[self.chief],
+                )
+                return frame.tensors
+            elif frame.type is not MessageType.REJECT:
+                raise ProtocolError(f"unexpected {frame.type.name} while joining")
+
+    def _require_conn(self) -> TlsConnection:
+        if self._conn is None:
+            raise TransportError("not connected to the chief")
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _int_field(frame: Frame, key: str) -> int:
+    value = frame.body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(f"{frame.type.name}.{key} must be an integer, got {value!r}")
+    return value

@@ -1,0 +1,76 @@
+"""Runs one node (chief or worker) from its configuration: the service behind `edgefed chief|worker`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from types import FrameType
+
+from edgefed.config import NodeConfig, TrainerSection
+from edgefed.errors import UsageError
+from edgefed.federation.chief import ChiefSession
+from edgefed.federation.driver import RoundReport, run_federated
+from edgefed.federation.events import EventBus
+from edgefed.federation.worker import WorkerSession
+from edgefed.trainers.base import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def make_trainer(section: TrainerSection) -> Trainer:
+    if section.kind == "numpy":
+        from edgefed.trainers.softmax import SoftmaxTrainer
+
+        return SoftmaxTrainer(section.learning_rate, section.batch_size, section.seed)
+    raise UsageError(f"trainer.kind: {section.kind!r} trainer is not available in this installation")
+
+
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_node(
+    config: NodeConfig,
+    exit_when_done: bool = False,
+    progress: Callable[[dict[str, object]], None] | None = None,
+    events: EventBus | None = None,
+) -> list[RoundReport]:
+    """Train as the configured role until the chief ends training; then, unless exit_when_done, keep
+    serving (the chief answers late joiners and ledger deliveries) until SIGTERM."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        _stop_on_sigterm(stop)
+    bus = events or EventBus()
+    session: ChiefSession | WorkerSession
+    session = ChiefSession(config, bus) if config.node.role == "chief" else WorkerSession(config, bus)
+    trainer = make_trainer(config.trainer)
+    def on_round(report: RoundReport) -> None:
+        record = asdict(report)
+        log.info("round %s", json.dumps(record))
+        if progress is not None:
+            progress(record)
+
+    try:
+        reports = run_federated(session, trainer, config.federation.interval_steps, on_round)
+        if progress is not None:
+            progress({"done": True, "bytes_sent": session.bytes_sent, "bytes_received": session.bytes_received})
+        if not exit_when_done:
+            log.info("training finished; serving until stopped")
+            stop.wait()
+        return reports
+    finally:
+        session.close()
+
+
+def print_jsonl(record: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()

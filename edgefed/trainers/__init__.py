@@ -1,0 +1,1 @@
+"""Framework-neutral trainers: a model is an ordered list of numpy arrays."""
