@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = (
     "edgefed.commands.pki",
+    "edgefed.commands.ledger",
     "edgefed.commands.run",
     "edgefed.commands.predict",
     "edgefed.commands.p2p",

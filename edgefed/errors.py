@@ -2,6 +2,7 @@
 
 from edgefed.config import ConfigError
 from edgefed.federation.checkpoint import CheckpointError
+from edgefed.ledger.errors import LedgerError
 from edgefed.lite import InferenceError
 from edgefed.p2p.errors import P2PError
 from edgefed.pki import PKIError
@@ -15,6 +16,7 @@ class UsageError(ValueError):
 
 USER_ERRORS: list[type[BaseException]] = [
     CheckpointError, ConfigError, PKIError, ProtocolError, TransportError, UsageError, InferenceError, P2PError,
+    LedgerError,
 ]
 
 

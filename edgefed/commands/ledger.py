@@ -1,0 +1,188 @@
+"""`edgefed ledger serve|verify|show|bootstrap-iroha`: the BSMD ledger client service and its tools."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edgefed.config import NodeConfig, load_config
+
+
+def register(subcommands: Any) -> None:
+    parser = subcommands.add_parser("ledger", help="the transfer ledger: relay service, verification, listing")
+    actions = parser.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")
+
+    serve = actions.add_parser("serve", help="relay this node's outbox to the ledger backend until stopped")
+    serve.add_argument("--config", required=True, help="the node's configuration (TOML, [ledger] section)")
+    serve.add_argument("--pki", help="PKI directory (overrides node.pki_dir)")
+    serve.add_argument("--name", help="node name (overrides node.name)")
+    serve.add_argument("--state-dir", help="state directory (overrides node.state_dir)")
+    serve.add_argument(
+        "--drain",
+        type=float,
+        metavar="SECONDS",
+        help="deliver what is waiting, then exit (status 1 if records are still waiting after SECONDS)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    verify = actions.add_parser("verify", help="check chain integrity, every signature and both sides of transfers")
+    verify.add_argument("path", metavar="PATH", help="a ledger database or a state directory holding ledger.sqlite")
+    verify.add_argument("--pki", help="also check the registered keys against this PKI directory's ledger.pub files")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(handler=_verify)
+
+    show = actions.add_parser("show", help="list the ledger's transfer records")
+    show.add_argument("path", metavar="PATH", help="a ledger database or a state directory holding ledger.sqlite")
+    show.add_argument("--round", type=int, help="only this round")
+    show.add_argument("--node", help="only records where this node is sender or receiver")
+    show.add_argument("--json", action="store_true", help="one JSON object per record")
+    show.set_defaults(handler=_show)
+
+    boot = actions.add_parser(
+        "bootstrap-iroha", help="create the Iroha domain, node accounts and permissions from the PKI"
+    )
+    boot.add_argument("--config", required=True, help="the chief's configuration ([ledger] torii, domain)")
+    boot.add_argument("--pki", help="PKI directory holding every node's ledger key (default: node.pki_dir)")
+    boot.add_argument("--admin-account", required=True, help="an Iroha account that may create roles (admin@test)")
+    boot.add_argument("--admin-key", required=True, help="its private key: Iroha .priv (hex) or ed25519 PEM")
+    boot.add_argument("--nodes", help="comma-separated node names (default: every node in the PKI directory)")
+    boot.set_defaults(handler=_bootstrap_iroha)
+
+
+def _config(args: argparse.Namespace) -> NodeConfig:
+    config = load_config(args.config)
+    changes = {
+        key: value
+        for key, value in (
+            ("pki_dir", getattr(args, "pki", None)),
+            ("name", getattr(args, "name", None)),
+            ("state_dir", getattr(args, "state_dir", None)),
+        )
+        if value is not None
+    }
+    return dataclasses.replace(config, node=dataclasses.replace(config.node, **changes))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edgefed.ledger.service import service_for
+
+    config = _config(args)
+    service = service_for(config)
+    try:
+        if args.drain is not None:
+            delivered = service.drain(args.drain)
+            print(
+                f"ledger: delivered {service.stats.delivered}, refused {service.stats.refused}, "
+                f"waiting {service.outbox.backlog()}"
+            )
+            return 0 if delivered else 1
+        stop = threading.Event()
+
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        service.run(stop)
+        return 0
+    finally:
+        service.close()
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edgefed.ledger.verify import verify_ledger
+
+    report = verify_ledger(args.path, args.pki)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif report.ok:
+        print(
+            f"ledger OK: {report.entries} entries, {report.records} records, "
+            f"{report.proven_transfers} transfers proven by both sides; signers: {', '.join(report.signers)}"
+        )
+    else:
+        print(f"ledger BROKEN: {report.problems[0]}", file=sys.stderr)
+        if len(report.problems) > 1:
+            print(f"  ({len(report.problems) - 1} more problems; --json lists them all)", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _show(args: argparse.Namespace) -> int:
+    from edgefed.ledger.chain import EmbeddedLedger
+
+    ledger = EmbeddedLedger.open_readonly(args.path)
+    try:
+        rows = []
+        for entry in ledger.entries():
+            if entry.kind != "record":
+                continue
+            record = entry.record()
+            if args.round is not None and record.round != args.round:
+                continue
+            if args.node is not None and args.node not in (record.sender, record.receiver):
+                continue
+            rows.append((entry.height, record))
+    finally:
+        ledger.close()
+    if args.json:
+        for height, record in rows:
+            print(json.dumps({"height": height, **record.to_dict()}, sort_keys=True))
+        return 0
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[tuple[int, Any]]) -> None:
+    import datetime as dt
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} transfer records")
+    for column in ("height", "round", "kind", "sender", "receiver", "side", "bytes", "sha256", "time (UTC)"):
+        table.add_column(column, justify="right" if column in ("height", "round", "bytes") else "left")
+    for height, record in rows:
+        when = dt.datetime.fromtimestamp(record.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        table.add_row(
+            str(height), str(record.round), record.kind, record.sender, record.receiver,
+            f"{record.direction} ({record.observer})", f"{record.bytes:,}", record.sha256[:16], when,
+        )
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+def _bootstrap_iroha(args: argparse.Namespace) -> int:
+    from edgefed.ledger.errors import LedgerError
+    from edgefed.ledger.iroha import bootstrap, load_admin_key
+    from edgefed.pki import NodeCredentials
+
+    config = _config(args)
+    pki_dir = Path(args.pki or config.node.pki_dir)
+    if args.nodes:
+        names = [name.strip() for name in args.nodes.split(",") if name.strip()]
+    else:
+        names = sorted(path.parent.name for path in pki_dir.glob("nodes/*/ledger.key"))
+    if not config.ledger.torii:
+        raise LedgerError(f"{args.config}: ledger.torii is not set (the Iroha peer's Torii address)")
+    node_keys = {name: NodeCredentials(pki_dir, name).ledger_signing_key() for name in names}
+    steps = bootstrap(
+        torii=config.ledger.torii,
+        domain=config.ledger.domain,
+        admin_account=args.admin_account,
+        admin_key=load_admin_key(args.admin_key),
+        node_keys=node_keys,
+        chief=config.node.name,
+        commit_timeout=config.ledger.commit_timeout,
+    )
+    for step in steps:
+        print(f"{step.description}: {step.outcome}")
+    return 0

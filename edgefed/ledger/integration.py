@@ -1,0 +1,179 @@
+"""What the chief and worker processes need from the ledger: an outbox sink and the chief's push handler.
+
+The node process (``edgefed chief`` / ``edgefed worker``) wires these in::
+
+    hooks = NodeLedgerHooks.for_config(config)          # no-op hooks when [ledger] enabled = false
+    bus = EventBus(*hooks.sinks)
+    session = ChiefSession(config, bus, extra_handlers=hooks.extra_handlers)   # chief
+    ...
+    hooks.close()      # before session.close(): ends the push handlers' connections
+    session.close()
+
+The sink signs each TransferEvent this node observed and stores it in STATE_DIR/ledger-outbox.sqlite;
+the node's ledger service (`edgefed ledger serve`) relays it from there. On the chief with the embedded
+backend, workers' ledger services deliver over the chief's federation listener: the LEDGER_PUSH handler
+appends their records to STATE_DIR/ledger.sqlite and answers LEDGER_ACK.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from edgefed.config import NodeConfig
+from edgefed.federation.events import EventSink
+from edgefed.ledger.chain import EmbeddedLedger, ledger_path
+from edgefed.ledger.errors import LedgerError
+from edgefed.ledger.outbox import Outbox, OutboxSink
+from edgefed.ledger.records import TransferRecord
+from edgefed.pki import NodeCredentials, PKIError, check_node_name, load_ledger_public_key
+from edgefed.transport import TlsConnection, TransportError
+from edgefed.wire import Frame, MessageType, ProtocolError, encode_control_frame
+
+log = logging.getLogger(__name__)
+
+# A worker's ledger service keeps its connection open between batches; one idle for this long is closed
+# (the service reconnects on its next batch) so dead peers never pin a thread.
+PUSH_IDLE_TIMEOUT_S = 300.0
+MAX_RECORDS_PER_PUSH = 1000
+
+PushHandler = Callable[[TlsConnection, Frame], None]
+
+
+def pki_key_lookup(pki_dir: str | Path) -> Callable[[str], ed25519.Ed25519PublicKey | None]:
+    """Find NODE's ledger public key at PKI_DIR/nodes/NODE/ledger.pub (None if it is not there)."""
+
+    def lookup(node: str) -> ed25519.Ed25519PublicKey | None:
+        try:
+            path = Path(pki_dir) / "nodes" / check_node_name(node) / "ledger.pub"
+            return load_ledger_public_key(path) if path.is_file() else None
+        except PKIError as exc:
+            log.warning("ledger: no usable key for %r: %s", node, exc)
+            return None
+
+    return lookup
+
+
+def open_chief_ledger(config: NodeConfig) -> EmbeddedLedger:
+    """The chief's embedded chain, signed with its ledger key; unknown signers are looked up in the PKI."""
+    creds = NodeCredentials(Path(config.node.pki_dir), config.node.name)
+    return EmbeddedLedger(
+        ledger_path(config.node.state_dir),
+        owner=config.node.name,
+        signing_key=creds.ledger_signing_key(),
+        key_lookup=pki_key_lookup(config.node.pki_dir),
+    )
+
+
+def parse_push(body: dict[str, Any]) -> tuple[list[TransferRecord], list[tuple[str, str]]]:
+    """The records of a LEDGER_PUSH body, and a refusal for each one that does not parse."""
+    items = body.get("records")
+    if not isinstance(items, list):
+        raise ProtocolError("LEDGER_PUSH needs a 'records' list")
+    if len(items) > MAX_RECORDS_PER_PUSH:
+        raise ProtocolError(f"LEDGER_PUSH carries {len(items)} records, over the limit of {MAX_RECORDS_PER_PUSH}")
+    records: list[TransferRecord] = []
+    refused: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            records.append(TransferRecord.from_dict(item))
+        except LedgerError as exc:
+            claimed = item.get("id") if isinstance(item, dict) else None
+            refused.append((str(claimed or "?"), str(exc)))
+    return records, refused
+
+
+class LedgerPushHandler:
+    """Chief side of LEDGER_PUSH: one call per worker connection, in that connection's thread."""
+
+    def __init__(self, ledger: EmbeddedLedger) -> None:
+        self.ledger = ledger
+        self._lock = threading.Lock()
+        self._connections: set[TlsConnection] = set()
+        self._closing = False
+
+    def __call__(self, conn: TlsConnection, first_frame: Frame) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._connections.add(conn)
+        conn.settimeout(PUSH_IDLE_TIMEOUT_S)
+        frame: Frame | None = first_frame
+        try:
+            while frame is not None:
+                if frame.header.type is MessageType.BYE:
+                    return
+                if frame.header.type is not MessageType.LEDGER_PUSH:
+                    log.warning("ledger: %s sent %s on a ledger connection", conn.peer, frame.header.type.name)
+                    return
+                conn.send([encode_control_frame(MessageType.LEDGER_ACK, 0, self.answer(conn.peer, frame.body))])
+                frame = conn.recv()
+        except (TransportError, ProtocolError) as exc:
+            with self._lock:
+                closing = self._closing
+            if not closing:
+                log.info("ledger: connection from %s ended: %s", conn.peer, exc)
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+
+    def answer(self, peer: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Append what checks out, refuse the rest with reasons; the LEDGER_ACK body."""
+        try:
+            records, refused = parse_push(body)
+        except ProtocolError as exc:
+            log.warning("ledger: malformed push from %s: %s", peer, exc)
+            return {"error": str(exc)}
+        result = self.ledger.append(records, pushed_by=peer)
+        refused.extend(result.refused)
+        if result.accepted:
+            log.info("ledger: appended %d records from %s (height %d)", len(result.accepted), peer, result.height)
+        return {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "refused": [{"id": rid, "reason": reason} for rid, reason in refused],
+            "height": result.height,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close()
+
+
+@dataclass
+class NodeLedgerHooks:
+    """The pieces a chief or worker process plugs into its EventBus and ChiefSession."""
+
+    sinks: list[EventSink] = field(default_factory=list)
+    extra_handlers: dict[MessageType, PushHandler] = field(default_factory=dict)
+    outbox: Outbox | None = None
+    push_handler: LedgerPushHandler | None = None
+
+    @classmethod
+    def for_config(cls, config: NodeConfig) -> NodeLedgerHooks:
+        if not config.ledger.enabled:
+            return cls()
+        creds = NodeCredentials(Path(config.node.pki_dir), config.node.name)
+        outbox = Outbox.for_state_dir(config.node.state_dir)
+        sink = OutboxSink(outbox, config.node.name, creds.ledger_signing_key(), config.ledger.process)
+        hooks = cls(sinks=[sink], outbox=outbox)
+        if config.node.role == "chief" and config.ledger.backend == "embedded":
+            hooks.push_handler = LedgerPushHandler(open_chief_ledger(config))
+            hooks.extra_handlers[MessageType.LEDGER_PUSH] = hooks.push_handler
+        return hooks
+
+    def close(self) -> None:
+        if self.push_handler is not None:
+            self.push_handler.close()
+            self.push_handler.ledger.close()
+        if self.outbox is not None:
+            self.outbox.close()

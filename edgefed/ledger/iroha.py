@@ -1,0 +1,389 @@
+"""Hyperledger Iroha 1 backend, through the `iroha` PyPI package (gRPC to a peer's Torii).
+
+Mapping (as BSMD does it, plus the receiver's side and a payload digest):
+
+- every node has an account ``NAME@DOMAIN`` whose signatory is its ledger key (ed25519, written as
+  Iroha's multihash ``ed0120`` + 64 hex characters);
+- a record becomes ``SetAccountDetail`` on the *receiver's* account, written by the record's observer:
+  the sender writes its send record there (allowed after the receiver granted it
+  ``can_set_my_account_detail``); the receiver writes its receive record on its own account. The key
+  is ``t`` + the record id (matches ``[A-Za-z0-9_]{1,64}``), the value the record as compact JSON,
+  signature included, so the records can be checked without trusting Iroha;
+- a delivery is confirmed through the transaction status stream, under ``ledger.commit_timeout``.
+
+Only imported when ``ledger.backend = "iroha"``: grpc, protobuf and nacl are optional dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nacl.signing
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from iroha import Iroha, IrohaCrypto, IrohaGrpc, primitive_pb2, qry_responses_pb2
+
+from edgefed.config import NodeConfig
+from edgefed.ledger.backends import Delivery
+from edgefed.ledger.errors import BackendUnavailable, LedgerError
+from edgefed.ledger.records import TransferRecord
+from edgefed.pki import NodeCredentials, public_key_hex
+
+log = logging.getLogger(__name__)
+
+MULTIHASH_ED25519 = "ed0120"  # Iroha's prefix for an ed25519 (SHA-512) public key
+ACCOUNT_NAME = re.compile(r"^[a-z_0-9]{1,32}$")
+DETAIL_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+MAX_DETAIL_VALUE = 4096
+NODE_ROLE = "edgefed_node"
+MAX_COMMANDS_PER_TX = 50
+FINAL_OK = {"COMMITTED"}
+FINAL_FAILED = {"STATELESS_VALIDATION_FAILED", "STATEFUL_VALIDATION_FAILED", "REJECTED", "MST_EXPIRED"}
+_TRANSIENT_GRPC = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+IrohaKey = nacl.signing.SigningKey | bytes  # bytes: a legacy ed25519/SHA-3 private key in hex
+
+
+def account_name(node: str) -> str:
+    """Iroha account names allow [a-z_0-9]{1,32}: lower-case the node name and map '.' and '-' to '_'."""
+    name = node.lower().replace("-", "_").replace(".", "_")
+    if not ACCOUNT_NAME.match(name):
+        raise LedgerError(f"node name {node!r} cannot be an Iroha account name ({name!r} is not [a-z_0-9]{{1,32}})")
+    return name
+
+
+def account_id(node: str, domain: str) -> str:
+    return f"{account_name(node)}@{domain}"
+
+
+def detail_key(record: TransferRecord) -> str:
+    key = f"t{record.id}"
+    assert DETAIL_KEY.match(key)
+    return key
+
+
+def detail_value(record: TransferRecord) -> str:
+    value = record.to_json()
+    if len(value) > MAX_DETAIL_VALUE:
+        raise LedgerError(f"record {record.id} is {len(value)} characters, over Iroha's {MAX_DETAIL_VALUE}")
+    return value
+
+
+def iroha_public_key(key: ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey) -> str:
+    return MULTIHASH_ED25519 + public_key_hex(key)
+
+
+def nacl_key(key: ed25519.Ed25519PrivateKey) -> nacl.signing.SigningKey:
+    """The same ed25519 key in the form IrohaCrypto signs with (it produces ed0120 signatures)."""
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return nacl.signing.SigningKey(seed)
+
+
+def load_admin_key(path: str | Path) -> IrohaKey:
+    """An Iroha admin key: 64 hex characters (Iroha's classic ed25519/SHA-3 .priv file) or an ed25519 PEM."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"{file}: cannot read the Iroha admin key: {exc.strerror}") from None
+    if data.lstrip().startswith(b"-----BEGIN"):
+        key = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise LedgerError(f"{file}: not an ed25519 private key")
+        return nacl_key(key)
+    text = data.strip()
+    if not re.fullmatch(rb"[0-9a-fA-F]{64}", text):
+        raise LedgerError(f"{file}: expected 64 hex characters (an Iroha .priv file) or an ed25519 PEM key")
+    return text.lower()
+
+
+class IrohaQueryError(LedgerError):
+    """Iroha answered a query with an ErrorResponse."""
+
+    def __init__(self, query: str, reason: str, message: str) -> None:
+        super().__init__(f"Iroha refused {query}: {reason}{': ' + message if message else ''}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    committed: bool
+    status: str
+    reason: str
+
+
+class IrohaClient:
+    """Sends signed transactions and queries as one account, and waits for commits."""
+
+    def __init__(self, torii: str, account: str, key: IrohaKey, commit_timeout: float) -> None:
+        self.torii = torii
+        self.account = account
+        self._key = key
+        self.commit_timeout = commit_timeout
+        self._grpc = IrohaGrpc(torii, timeout=commit_timeout)
+        self._iroha = Iroha(account)
+        self._query_counter = 0
+
+    def submit(self, commands: Sequence[Any]) -> TxOutcome:
+        """Send one transaction and follow its status stream to a final status (or raise on timeout)."""
+        tx = self._iroha.transaction(list(commands))
+        IrohaCrypto.sign_transaction(tx, self._key)
+        try:
+            self._grpc.send_tx(tx, timeout=self.commit_timeout)
+            last, reason = "NOT_RECEIVED", ""
+            for status, _code, error_code in self._grpc.tx_status_stream(tx, timeout=self.commit_timeout):
+                last = status
+                if status in FINAL_OK:
+                    return TxOutcome(True, status, "")
+                if status in FINAL_FAILED:
+                    reason = f"{status} (error code {error_code})"
+                    return TxOutcome(False, status, reason)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            detail = exc.details() if hasattr(exc, "details") else str(exc)
+            if code in _TRANSIENT_GRPC:
+                raise BackendUnavailable(f"Torii {self.torii}: {code.name if code else ''} {detail}") from exc
+            raise LedgerError(f"Torii {self.torii} answered {code.name if code else '?'}: {detail}") from exc
+        raise BackendUnavailable(f"Torii {self.torii}: status stream ended at {last} before a final status")
+
+    def query(self, name: str, **fields: Any) -> Any:
+        self._query_counter += 1
+        query = self._iroha.query(name, counter=self._query_counter, **fields)
+        IrohaCrypto.sign_query(query, self._key)
+        try:
+            response = self._grpc.send_query(query, timeout=self.commit_timeout)
+        except grpc.RpcError as exc:
+            raise BackendUnavailable(f"Torii {self.torii}: query {name} failed: {exc}") from exc
+        if response.HasField("error_response"):
+            error = response.error_response
+            raise IrohaQueryError(name, qry_responses_pb2.ErrorResponse.Reason.Name(error.reason), error.message)
+        return response
+
+    def account_details(self, account: str, writer: str = "") -> dict[str, dict[str, str]]:
+        fields: dict[str, Any] = {"account_id": account}
+        if writer:
+            fields["writer"] = writer
+        response = self.query("GetAccountDetail", **fields)
+        detail = response.account_detail_response.detail or "{}"
+        document = json.loads(detail)
+        if not isinstance(document, dict):
+            raise LedgerError(f"GetAccountDetail for {account} did not return a JSON object")
+        return document
+
+
+class IrohaBackend:
+    """The ledger service's Iroha backend: the node's records as SetAccountDetail on receivers' accounts."""
+
+    name = "iroha"
+
+    def __init__(
+        self,
+        torii: str,
+        domain: str,
+        node: str,
+        signing_key: ed25519.Ed25519PrivateKey,
+        commit_timeout: float,
+    ) -> None:
+        self.domain = domain
+        self.node = node
+        self.account = account_id(node, domain)
+        self.client = IrohaClient(torii, self.account, nacl_key(signing_key), commit_timeout)
+
+    @classmethod
+    def for_config(cls, config: NodeConfig) -> IrohaBackend:
+        creds = NodeCredentials(Path(config.node.pki_dir), config.node.name)
+        return cls(
+            config.ledger.torii,
+            config.ledger.domain,
+            config.node.name,
+            creds.ledger_signing_key(),
+            config.ledger.commit_timeout,
+        )
+
+    def _command(self, record: TransferRecord) -> Any:
+        return Iroha.command(
+            "SetAccountDetail",
+            account_id=account_id(record.receiver, self.domain),
+            key=detail_key(record),
+            value=detail_value(record),
+        )
+
+    def deliver(self, records: Sequence[TransferRecord]) -> Delivery:
+        delivery = Delivery()
+        by_target: dict[str, list[TransferRecord]] = defaultdict(list)
+        for record in records:
+            if record.observer != self.node:
+                delivery.refused.append(
+                    (record.id, f"{self.node} may only write its own records, not {record.observer}'s")
+                )
+                continue
+            try:
+                account_id(record.receiver, self.domain)
+                detail_value(record)
+            except LedgerError as exc:
+                delivery.refused.append((record.id, str(exc)))
+                continue
+            by_target[record.receiver].append(record)
+        for batch in _chunks([r for group in by_target.values() for r in group], MAX_COMMANDS_PER_TX):
+            self._deliver_batch(batch, delivery)
+        return delivery
+
+    def _deliver_batch(self, batch: list[TransferRecord], delivery: Delivery) -> None:
+        outcome = self.client.submit([self._command(record) for record in batch])
+        if outcome.committed:
+            delivery.acknowledged.extend(record.id for record in batch)
+            return
+        if len(batch) == 1:
+            delivery.refused.append(
+                (batch[0].id, f"Iroha rejected SetAccountDetail by {self.account}: {outcome.reason}")
+            )
+            return
+        # An atomic transaction failed: find out which records Iroha refuses by sending them one by one.
+        log.warning("iroha: a batch of %d was rejected (%s); retrying record by record", len(batch), outcome.reason)
+        for record in batch:
+            self._deliver_batch([record], delivery)
+
+    def fetch_records(self, accounts: Iterable[str]) -> list[tuple[str, TransferRecord]]:
+        """Every record stored in the details of these accounts, labelled with where it was found."""
+        found: list[tuple[str, TransferRecord]] = []
+        for account in accounts:
+            for writer, details in self.client.account_details(account).items():
+                for key, value in details.items():
+                    where = f"{account} detail {key} by {writer}"
+                    try:
+                        record = TransferRecord.from_dict(json.loads(value))
+                    except (LedgerError, json.JSONDecodeError) as exc:
+                        raise LedgerError(f"{where}: not a transfer record: {exc}") from None
+                    if account_id(record.observer, self.domain) != writer:
+                        raise LedgerError(f"{where}: written by {writer}, but the record is {record.observer}'s")
+                    found.append((where, record))
+        return found
+
+    def close(self) -> None:
+        pass
+
+
+def _chunks(items: list[TransferRecord], size: int) -> Iterable[list[TransferRecord]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class BootstrapStep:
+    description: str
+    outcome: str
+
+
+def bootstrap(
+    *,
+    torii: str,
+    domain: str,
+    admin_account: str,
+    admin_key: IrohaKey,
+    node_keys: dict[str, ed25519.Ed25519PrivateKey],
+    chief: str,
+    commit_timeout: float,
+) -> list[BootstrapStep]:
+    """Create the node role, the domain, one account per node, and the grants the records need.
+
+    Every worker grants the chief can_set_my_account_detail (the chief writes its weight sends there),
+    and the chief grants every worker the same (workers write their update sends on the chief's
+    account). Grants are signed by the granting node's own key, so NODE_KEYS must hold every node's
+    private ledger key (the controller's PKI directory has them). Safe to run again: existing role and
+    accounts are kept, grants are idempotent in Iroha.
+    """
+    if chief not in node_keys:
+        raise LedgerError(f"the chief {chief!r} is not among the nodes to bootstrap: {sorted(node_keys)}")
+    admin = IrohaClient(torii, admin_account, admin_key, commit_timeout)
+    steps: list[BootstrapStep] = []
+
+    def run(description: str, commands: list[Any], client: IrohaClient = admin) -> None:
+        outcome = client.submit(commands)
+        if not outcome.committed:
+            raise LedgerError(f"bootstrap step '{description}' failed: {outcome.reason}")
+        steps.append(BootstrapStep(description, outcome.status))
+
+    roles = admin.query("GetRoles").roles_response.roles
+    if NODE_ROLE in roles:
+        steps.append(BootstrapStep(f"role {NODE_ROLE} and domain {domain}", "already there"))
+    else:
+        permissions = [
+            primitive_pb2.can_grant_can_set_my_account_detail,
+            primitive_pb2.can_get_domain_acc_detail,
+            primitive_pb2.can_get_my_acc_detail,
+        ]
+        run(
+            f"create role {NODE_ROLE} and domain {domain}",
+            [
+                Iroha.command("CreateRole", role_name=NODE_ROLE, permissions=permissions),
+                Iroha.command("CreateDomain", domain_id=domain, default_role=NODE_ROLE),
+            ],
+        )
+    for node, key in sorted(node_keys.items()):
+        account = account_id(node, domain)
+        if _account_exists(admin, account):
+            steps.append(BootstrapStep(f"account {account}", "already there"))
+            continue
+        run(
+            f"create account {account}",
+            [
+                Iroha.command(
+                    "CreateAccount",
+                    account_name=account_name(node),
+                    domain_id=domain,
+                    public_key=iroha_public_key(key),
+                )
+            ],
+        )
+    chief_account = account_id(chief, domain)
+    for node, key in sorted(node_keys.items()):
+        if node == chief:
+            continue
+        worker_account = account_id(node, domain)
+        worker = IrohaClient(torii, worker_account, nacl_key(key), commit_timeout)
+        run(
+            f"{worker_account} lets {chief_account} set its details",
+            [
+                Iroha.command(
+                    "GrantPermission",
+                    account_id=chief_account,
+                    permission=primitive_pb2.can_set_my_account_detail,
+                )
+            ],
+            worker,
+        )
+    chief_client = IrohaClient(torii, chief_account, nacl_key(node_keys[chief]), commit_timeout)
+    grants = [
+        Iroha.command(
+            "GrantPermission",
+            account_id=account_id(node, domain),
+            permission=primitive_pb2.can_set_my_account_detail,
+        )
+        for node in sorted(node_keys)
+        if node != chief
+    ]
+    if grants:
+        run(f"{chief_account} lets every worker set its details", grants, chief_client)
+    return steps
+
+
+def _account_exists(client: IrohaClient, account: str) -> bool:
+    try:
+        client.query("GetAccount", account_id=account)
+    except IrohaQueryError as exc:
+        if exc.reason == "NO_ACCOUNT":
+            return False
+        raise
+    return True

@@ -1,0 +1,173 @@
+"""The local durable outbox: records wait here, on every node, until the backend acknowledged them.
+
+SQLite in WAL mode (STATE_DIR/ledger-outbox.sqlite). The chief or worker process inserts signed records
+(through `OutboxSink`, an EventBus sink); the ledger service of the same node reads them in insertion
+order, relays them and deletes each one only after the backend acknowledged it. A record the backend
+refused for good (bad signature, unknown signer) stays, marked with the reason, so nothing is ever lost
+silently. Two processes share the file: SQLite's locking keeps them consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from edgefed.federation.events import TransferEvent
+from edgefed.ledger.errors import LedgerError
+from edgefed.ledger.records import TransferRecord
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FILE = "ledger-outbox.sqlite"
+BUSY_TIMEOUT_S = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    refused TEXT
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    id TEXT PRIMARY KEY,
+    delivered_at REAL NOT NULL
+);
+"""
+
+
+def outbox_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / OUTBOX_FILE
+
+
+def connect_wal(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection in WAL mode that waits for a lock instead of failing (another process may write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"{path}: cannot open as an SQLite database: {exc}") from None
+    return conn
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    seq: int
+    record: TransferRecord
+    attempts: int
+
+
+class Outbox:
+    """The outbox table of one node; safe to use from several threads (one connection, one lock)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = connect_wal(self.path)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+
+    @classmethod
+    def for_state_dir(cls, state_dir: str | Path) -> Outbox:
+        return cls(outbox_path(state_dir))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def put(self, record: TransferRecord) -> bool:
+        """Store a signed record; False if a record with this id was already stored (or delivered)."""
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM delivered WHERE id = ?", (record.id,)).fetchone():
+                return False
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO outbox (id, record, created_at) VALUES (?, ?, ?)",
+                (record.id, record.to_json(), time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def pending(self, limit: int) -> list[PendingRecord]:
+        """The oldest records still waiting for delivery (refused ones excluded)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, record, attempts FROM outbox WHERE refused IS NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            PendingRecord(seq, TransferRecord.from_dict(json.loads(text)), attempts) for seq, text, attempts in rows
+        ]
+
+    def acknowledge(self, record_ids: list[str]) -> None:
+        """The backend holds these records now: forget them (remembering their ids against re-insertion)."""
+        if not record_ids:
+            return
+        now = time.time()
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(rid,) for rid in record_ids])
+            conn.executemany(
+                "INSERT OR IGNORE INTO delivered (id, delivered_at) VALUES (?, ?)",
+                [(rid, now) for rid in record_ids],
+            )
+
+    def refuse(self, record_id: str, reason: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE outbox SET refused = ? WHERE id = ?", (reason, record_id))
+
+    def note_attempt(self, record_ids: list[str]) -> None:
+        with self._transaction() as conn:
+            conn.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(rid,) for rid in record_ids])
+
+    def backlog(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(*) FROM outbox WHERE refused IS NULL").fetchone()
+        return int(row[0])
+
+    def refused(self) -> list[tuple[str, str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, refused FROM outbox WHERE refused IS NOT NULL ORDER BY seq"
+            ).fetchall()
+        return [(str(rid), str(reason)) for rid, reason in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class OutboxSink:
+    """An EventBus sink: turns each TransferEvent this node observed into a signed record in the outbox.
+
+    Runs on the training thread, so it only signs (tens of microseconds) and inserts one row; the
+    relay to the backend happens in the ledger service.
+    """
+
+    def __init__(self, outbox: Outbox, node: str, signing_key: ed25519.Ed25519PrivateKey, process: str) -> None:
+        self.outbox = outbox
+        self.node = node
+        self._key = signing_key
+        self.process = process
+
+    def __call__(self, event: TransferEvent) -> None:
+        if event.observer != self.node:
+            # Only a node's own observations are signed with its key; anything else is a wiring mistake.
+            raise LedgerError(f"event observed by {event.observer!r} reached the outbox of {self.node!r}")
+        self.outbox.put(TransferRecord.from_event(event, self.process).signed(self._key))

@@ -1,0 +1,179 @@
+"""Signed transfer records: one per send and one per receive of a weight transfer.
+
+A record is a small JSON document. Its canonical form (sorted keys, no spaces) without the ``id`` and
+``signature`` fields is what the observer signs with its ed25519 ledger key and what the id is derived
+from, so the same event always gets the same id (relays are idempotent) and any change to a field
+breaks the signature.
+
+A transfer is *proven* when the sender's record (direction ``send``) and the receiver's record
+(direction ``receive``) agree on process, round, sender, receiver, kind, participants, bytes and sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from edgefed.federation.events import TransferEvent
+from edgefed.ledger.errors import LedgerError
+
+RECORD_VERSION = 1
+SIGNING_CONTEXT = b"edgefed-ledger-record-v1\n"
+ID_HEX_CHARS = 32  # 128 bits of a SHA-256: unique enough, and short enough for an Iroha detail key
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+# The fields both sides of one transfer must agree on.
+AGREEMENT_FIELDS = ("process", "round", "sender", "receiver", "kind", "participants", "bytes", "sha256")
+
+
+def canonical_json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """One node's signed account of one weight transfer."""
+
+    process: str  # the federated process (deployment) the transfer belongs to
+    round: int
+    sender: str
+    receiver: str
+    observer: str  # who wrote and signed this record: the sender for "send", the receiver for "receive"
+    direction: str  # "send" | "receive"
+    kind: str  # "weights" (chief -> worker) | "update" (worker -> chief)
+    participants: int
+    bytes: int
+    sha256: str
+    seconds: float
+    time: float
+    signature: str = ""
+    v: int = RECORD_VERSION
+
+    def body(self) -> dict[str, Any]:
+        """The signed fields (everything except the signature)."""
+        fields = asdict(self)
+        del fields["signature"]
+        return fields
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(canonical_json(self.body())).hexdigest()[:ID_HEX_CHARS]
+
+    @property
+    def transfer_key(self) -> tuple[str, int, str, str, str]:
+        """What pairs a send record with its receive record (besides the payload digest)."""
+        return (self.process, self.round, self.sender, self.receiver, self.kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self)}
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict()).decode()
+
+    def signed(self, key: ed25519.Ed25519PrivateKey) -> TransferRecord:
+        signature = key.sign(SIGNING_CONTEXT + canonical_json(self.body())).hex()
+        return TransferRecord(**{**asdict(self), "signature": signature})
+
+    def verify(self, public_key: ed25519.Ed25519PublicKey) -> None:
+        """Raise LedgerError unless the signature is the observer's over exactly these fields."""
+        try:
+            raw = bytes.fromhex(self.signature)
+        except ValueError:
+            raise LedgerError(f"record {self.id}: signature is not hex") from None
+        try:
+            public_key.verify(raw, SIGNING_CONTEXT + canonical_json(self.body()))
+        except InvalidSignature:
+            raise LedgerError(
+                f"record {self.id}: bad signature (not {self.observer}'s ledger key over these fields)"
+            ) from None
+
+    @classmethod
+    def from_event(cls, event: TransferEvent, process: str) -> TransferRecord:
+        return cls(
+            process=process,
+            round=event.round,
+            sender=event.sender,
+            receiver=event.receiver,
+            observer=event.observer,
+            direction=event.direction,
+            kind=event.kind,
+            participants=event.participants,
+            bytes=event.bytes,
+            sha256=event.sha256,
+            seconds=round(float(event.seconds), 6),
+            time=float(event.timestamp),
+        )
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> TransferRecord:
+        """Parse and check a record received from elsewhere; a claimed id must match the content."""
+        if not isinstance(document, Mapping):
+            raise LedgerError(f"a record must be a JSON object, got {type(document).__name__}")
+        expected = {
+            "process": str,
+            "round": int,
+            "sender": str,
+            "receiver": str,
+            "observer": str,
+            "direction": str,
+            "kind": str,
+            "participants": int,
+            "bytes": int,
+            "sha256": str,
+            "seconds": float,
+            "time": float,
+            "signature": str,
+            "v": int,
+        }
+        label = document.get("id", "?")
+        unknown = sorted(set(document) - set(expected) - {"id"})
+        if unknown:
+            raise LedgerError(f"record {label}: unknown field {unknown[0]!r}")
+        values: dict[str, Any] = {}
+        for name, kind in expected.items():
+            if name not in document:
+                raise LedgerError(f"record {label}: field {name!r} is missing")
+            value = document[name]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise LedgerError(f"record {label}: field {name!r} must be {kind.__name__}, got {value!r}")
+            values[name] = value
+        record = cls(**values)
+        record.check_fields()
+        if "id" in document and document["id"] != record.id:
+            raise LedgerError(f"record {label}: id does not match its content (expected {record.id})")
+        return record
+
+    def check_fields(self) -> None:
+        label = f"record {self.id}"
+        if self.v != RECORD_VERSION:
+            raise LedgerError(f"{label}: unsupported record version {self.v}")
+        if self.direction not in ("send", "receive"):
+            raise LedgerError(f"{label}: direction must be 'send' or 'receive', got {self.direction!r}")
+        if self.kind not in ("weights", "update"):
+            raise LedgerError(f"{label}: kind must be 'weights' or 'update', got {self.kind!r}")
+        expected_observer = self.sender if self.direction == "send" else self.receiver
+        if self.observer != expected_observer:
+            raise LedgerError(
+                f"{label}: observer {self.observer!r} is not the {self.direction}er ({expected_observer!r})"
+            )
+        if len(self.sha256) != 64 or not _HEX.match(self.sha256):
+            raise LedgerError(f"{label}: sha256 must be 64 lowercase hex characters")
+        if self.round < 0 or self.bytes < 0 or self.participants < 0:
+            raise LedgerError(f"{label}: round, bytes and participants must be >= 0")
+
+
+def disagreement(send: TransferRecord, receive: TransferRecord) -> str | None:
+    """Why a send record and a receive record do not describe the same transfer, or None if they do."""
+    for name in AGREEMENT_FIELDS:
+        if getattr(send, name) != getattr(receive, name):
+            return f"{name}: sender says {getattr(send, name)!r}, receiver says {getattr(receive, name)!r}"
+    return None
