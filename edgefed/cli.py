@@ -18,11 +18,8 @@ COMMAND_MODULES = (
     "edgefed.commands.run",
     "edgefed.commands.predict",
     "edgefed.commands.p2p",
+    "edgefed.commands.status",
 )
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as `edgefed: error: ...` with exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,157 @@
+"""The hosts `edgefed status` visits, read from the same Ansible inventory the playbooks use.
+
+Ansible's own InventoryManager does the reading, so every format and rule the playbooks see applies
+here too: YAML or INI files or a directory of them, group_vars/ and host_vars/ beside the inventory,
+`--limit` patterns, and Jinja expressions in variables. Importing and parsing cost about 0.3 s,
+paid only when the status command runs (nothing outside edgefed.ops imports this package).
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ansible.errors import AnsibleError
+from ansible.inventory.manager import InventoryManager
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar
+from ansible.vars.manager import VariableManager
+
+from edgefed.config import ConfigError
+
+Role = Literal["chief", "worker"]
+
+ROLE_GROUPS: dict[str, Role] = {"chief": "chief", "workers": "worker"}
+DEFAULT_STATE_DIR = "/var/lib/edgefed"
+DEFAULT_PKI_DIR = "/etc/edgefed/pki"
+DEFAULT_PUBLIC_PORT = 7777
+DEFAULT_PRIVATE_PORT = 3389
+DEFAULT_SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    """One edgefed node as the inventory describes it: where to reach it and where its files are."""
+
+    name: str  # the inventory hostname
+    address: str  # ansible_host, else the inventory hostname
+    port: int
+    user: str
+    key_file: str | None  # ansible_ssh_private_key_file; None lets paramiko try the agent and ~/.ssh
+    password: str | None
+    role: Role
+    node_name: str  # edgefed_node_name: the certificate's name
+    state_dir: str
+    pki_dir: str
+    public_port: int  # the chief's forwarding rule: public_port -> private_port
+    private_port: int
+
+    @property
+    def cert_path(self) -> str:
+        return f"{self.pki_dir}/nodes/{self.node_name}/tls.crt"
+
+
+def load_inventory(source: str | Path, limit: str | None = None) -> list[InventoryHost]:
+    """Return the chief and worker hosts of an inventory (file or directory), optionally limited.
+
+    Raises ConfigError when the source is missing, holds no edgefed hosts, or a variable is invalid.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"inventory {source} does not exist")
+    loader = DataLoader()
+    try:
+        inventory = InventoryManager(loader=loader, sources=[str(path)])
+        if limit:
+            inventory.subset(limit)
+        variables = VariableManager(loader=loader, inventory=inventory)
+        hosts = []
+        for host in inventory.get_hosts("all"):
+            host_vars = variables.get_vars(host=host)
+            templar = Templar(loader=loader, variables=host_vars)
+            groups = [group.name for group in host.get_groups()]
+            resolved = _Vars(host.name, host_vars, templar)
+            role = _role(host.name, groups, resolved)
+            if role is not None:
+                hosts.append(_host(host.name, role, resolved))
+    except AnsibleError as exc:
+        raise ConfigError(f"inventory {source}: {exc.message}") from exc
+    if not hosts:
+        where = f" matching --limit {limit!r}" if limit else ""
+        raise ConfigError(
+            f"inventory {source} has no hosts{where} in the groups 'chief' or 'workers'"
+            " (nor with edgefed_role); if it could not be parsed, ansible's warnings above say why"
+        )
+    return sorted(hosts, key=lambda h: (h.role != "chief", h.name))
+
+
+class _Vars:
+    """A host's variables with templates expanded on access, and errors that name the variable."""
+
+    def __init__(self, host: str, raw: Mapping[str, Any], templar: Any) -> None:
+        self.host = host
+        self._raw = raw
+        self._templar = templar
+
+    def get(self, *names: str) -> Any:
+        for name in names:
+            value = self._raw.get(name)
+            if value is not None:
+                return self._templar.template(value)
+        return None
+
+    def text(self, *names: str, default: str | None = None) -> str | None:
+        value = self.get(*names)
+        if value is None:
+            return default
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"inventory host {self.host}: {names[0]} must be a string, not {value!r}")
+        return str(value)
+
+    def port(self, name: str, default: int) -> int:
+        value = self.get(name)
+        if value is None:
+            return default
+        try:
+            port = int(str(value))
+        except ValueError:
+            raise ConfigError(f"inventory host {self.host}: {name}={value!r} is not a port number") from None
+        if not 0 < port < 65536:
+            raise ConfigError(f"inventory host {self.host}: {name}={port} is outside 1-65535")
+        return port
+
+
+def _role(host: str, groups: list[str], host_vars: _Vars) -> Role | None:
+    explicit = host_vars.text("edgefed_role")
+    if explicit is not None:
+        if explicit not in ("chief", "worker"):
+            raise ConfigError(f"inventory host {host}: edgefed_role={explicit!r} must be 'chief' or 'worker'")
+        return "chief" if explicit == "chief" else "worker"
+    roles = {ROLE_GROUPS[group] for group in groups if group in ROLE_GROUPS}
+    if len(roles) > 1:
+        raise ConfigError(
+            f"inventory host {host} is in both 'chief' and 'workers'; set edgefed_role to pick one"
+        )
+    return roles.pop() if roles else None
+
+
+def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
+    return InventoryHost(
+        name=name,
+        address=host_vars.text("ansible_host", "ansible_ssh_host", default=name) or name,
+        port=host_vars.port("ansible_port", DEFAULT_SSH_PORT)
+        if host_vars.get("ansible_port") is not None
+        else host_vars.port("ansible_ssh_port", DEFAULT_SSH_PORT),
+        user=host_vars.text("ansible_user", "ansible_ssh_user", default=None) or getpass.getuser(),
+        key_file=host_vars.text("ansible_ssh_private_key_file", "ansible_private_key_file"),
+        password=host_vars.text("ansible_password", "ansible_ssh_pass"),
+        role=role,
+        node_name=host_vars.text("edgefed_node_name", default=name) or name,
+        state_dir=host_vars.text("edgefed_state_dir", default=DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR,
+        pki_dir=host_vars.text("edgefed_pki_dir", default=DEFAULT_PKI_DIR) or DEFAULT_PKI_DIR,
+        public_port=host_vars.port("edgefed_public_port", DEFAULT_PUBLIC_PORT),
+        private_port=host_vars.port("edgefed_private_port", DEFAULT_PRIVATE_PORT),
+    )

@@ -1,0 +1,479 @@
+"""Render host verdicts: the JSON document of `edgefed status --json` and the rich table.
+
+The JSON shape is fixed by `STATUS_SCHEMA` (JSON Schema 2020-12), copied verbatim in docs/status.md;
+a unit test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from edgefed.ops.health import HostStatus
+from edgefed.ops.probe import COMPONENTS
+
+FORMAT = "edgefed-status/1"
+
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_UNIT = {
+    "oneOf": [
+        {"type": "null"},
+        {
+            "type": "object",
+            "required": ["unit", "load", "active", "sub", "restarts", "result"],
+            "additionalProperties": False,
+            "properties": {
+                "unit": {"type": "string"},
+                "load": {"type": "string"},
+                "active": {"type": "string"},
+                "sub": {"type": "string"},
+                "restarts": _NULLABLE_INT,
+                "result": {"type": "string"},
+            },
+        },
+    ]
+}
+_TRANSFER = {
+    "oneOf": [
+        {"type": "null"},
+        {
+            "type": "object",
+            "required": ["round", "peer", "direction", "bytes", "at", "age_seconds"],
+            "properties": {
+                "round": _NULLABLE_INT,
+                "peer": _NULLABLE_STRING,
+                "direction": {"enum": ["send", "receive", None]},
+                "bytes": _NULLABLE_INT,
+                "at": _NULLABLE_NUMBER,
+                "age_seconds": _NULLABLE_NUMBER,
+            },
+        },
+    ]
+}
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "edgefed status --json",
+    "type": "object",
+    "required": ["format", "generated_at", "inventory", "limit", "healthy", "summary", "hosts"],
+    "additionalProperties": False,
+    "properties": {
+        "format": {"const": FORMAT},
+        "generated_at": {"type": "string", "format": "date-time"},
+        "inventory": {"type": "string"},
+        "limit": _NULLABLE_STRING,
+        "healthy": {"type": "boolean"},
+        "summary": {
+            "type": "object",
+            "required": ["hosts", "healthy", "unhealthy", "unreachable"],
+            "additionalProperties": False,
+            "properties": {
+                "hosts": {"type": "integer", "minimum": 0},
+                "healthy": {"type": "integer", "minimum": 0},
+                "unhealthy": {"type": "integer", "minimum": 0},
+                "unreachable": {"type": "integer", "minimum": 0},
+            },
+        },
+        "hosts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "name",
+                    "address",
+                    "port",
+                    "user",
+                    "role",
+                    "node_name",
+                    "reachable",
+                    "healthy",
+                    "failure",
+                    "problems",
+                    "remote_time",
+                    "units",
+                    "federation",
+                    "ledger",
+                    "certificate",
+                    "forwarding",
+                    "status_files",
+                ],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string"},
+                    "address": {"type": "string"},
+                    "port": {"type": "integer"},
+                    "user": {"type": "string"},
+                    "role": {"enum": ["chief", "worker"]},
+                    "node_name": {"type": "string"},
+                    "reachable": {"type": "boolean"},
+                    "healthy": {"type": "boolean"},
+                    "failure": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": ["kind", "message"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "kind": {
+                                        "enum": [
+                                            "unreachable",
+                                            "timeout",
+                                            "host-key-unknown",
+                                            "host-key-changed",
+                                            "auth",
+                                            "ssh",
+                                            "command",
+                                            "not-installed",
+                                        ]
+                                    },
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        ]
+                    },
+                    "problems": {"type": "array", "items": {"type": "string"}},
+                    "remote_time": _NULLABLE_NUMBER,
+                    "units": {
+                        "type": "object",
+                        "required": list(COMPONENTS),
+                        "additionalProperties": False,
+                        "properties": {component: _UNIT for component in COMPONENTS},
+                    },
+                    "federation": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": [
+                                    "state",
+                                    "round",
+                                    "rounds_total",
+                                    "participants",
+                                    "updated_at",
+                                    "age_seconds",
+                                    "last_transfer",
+                                    "last_error",
+                                ],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "state": _NULLABLE_STRING,
+                                    "round": _NULLABLE_INT,
+                                    "rounds_total": _NULLABLE_INT,
+                                    "participants": {"type": "array", "items": {"type": "string"}},
+                                    "updated_at": _NULLABLE_NUMBER,
+                                    "age_seconds": _NULLABLE_NUMBER,
+                                    "last_transfer": _TRANSFER,
+                                    "last_error": _NULLABLE_STRING,
+                                },
+                            },
+                        ]
+                    },
+                    "ledger": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": [
+                                    "state",
+                                    "backend",
+                                    "height",
+                                    "outbox_backlog",
+                                    "last_delivery_at",
+                                ],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "state": _NULLABLE_STRING,
+                                    "backend": _NULLABLE_STRING,
+                                    "height": _NULLABLE_INT,
+                                    "outbox_backlog": _NULLABLE_INT,
+                                    "last_delivery_at": _NULLABLE_NUMBER,
+                                },
+                            },
+                        ]
+                    },
+                    "certificate": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": ["path", "not_after", "days_left", "error"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "path": {"type": "string"},
+                                    "not_after": _NULLABLE_STRING,
+                                    "days_left": _NULLABLE_NUMBER,
+                                    "error": _NULLABLE_STRING,
+                                },
+                            },
+                        ]
+                    },
+                    "forwarding": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": ["public_port", "private_port", "present", "rule", "error"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "public_port": {"type": "integer"},
+                                    "private_port": {"type": "integer"},
+                                    "present": {"type": ["boolean", "null"]},
+                                    "rule": _NULLABLE_STRING,
+                                    "error": _NULLABLE_STRING,
+                                },
+                            },
+                        ]
+                    },
+                    "status_files": {
+                        "type": "object",
+                        "required": list(COMPONENTS),
+                        "additionalProperties": False,
+                        "properties": {component: {"type": ["object", "null"]} for component in COMPONENTS},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def document(
+    statuses: Sequence[HostStatus], inventory: str, limit: str | None, generated_at: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The whole `--json` document for one pass over the inventory."""
+    when = generated_at or dt.datetime.now(dt.UTC)
+    healthy = sum(1 for status in statuses if status.healthy)
+    return {
+        "format": FORMAT,
+        "generated_at": when.isoformat(),
+        "inventory": inventory,
+        "limit": limit,
+        "healthy": healthy == len(statuses),
+        "summary": {
+            "hosts": len(statuses),
+            "healthy": healthy,
+            "unhealthy": len(statuses) - healthy,
+            "unreachable": sum(1 for status in statuses if not status.reachable),
+        },
+        "hosts": [host_json(status) for status in statuses],
+    }
+
+
+def host_json(status: HostStatus) -> dict[str, Any]:
+    host = status.host
+    return {
+        "name": host.name,
+        "address": host.address,
+        "port": host.port,
+        "user": host.user,
+        "role": host.role,
+        "node_name": host.node_name,
+        "reachable": status.reachable,
+        "healthy": status.healthy,
+        "failure": None
+        if status.failure is None
+        else {"kind": status.failure.kind, "message": status.failure.message},
+        "problems": list(status.problems),
+        "remote_time": status.remote_time,
+        "units": {c: (u.to_json() if (u := status.units.get(c)) is not None else None) for c in COMPONENTS},
+        "federation": _federation_json(status),
+        "ledger": _ledger_json(status),
+        "certificate": status.certificate,
+        "forwarding": status.forwarding,
+        "status_files": {component: status.status_files.get(component) for component in COMPONENTS},
+    }
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _federation_json(status: HostStatus) -> dict[str, Any] | None:
+    doc = status.federation
+    if doc is None:
+        return None
+    transfer = doc.get("last_transfer")
+    last_transfer = None
+    if isinstance(transfer, dict):
+        direction = transfer.get("direction")
+        last_transfer = {
+            "round": _integer(transfer.get("round")),
+            "peer": _string(transfer.get("peer")),
+            "direction": direction if direction in ("send", "receive") else None,
+            "bytes": _integer(transfer.get("bytes")),
+            "at": _number(transfer.get("at")),
+            "age_seconds": status.age(transfer.get("at")),
+        }
+    participants = doc.get("participants")
+    errors = doc.get("errors")
+    last_error = None
+    if isinstance(errors, list) and errors and isinstance(errors[-1], dict):
+        last_error = errors[-1].get("message")
+    return {
+        "state": _string(doc.get("state")),
+        "round": _integer(doc.get("round")),
+        "rounds_total": _integer(doc.get("rounds_total")),
+        "participants": [str(p) for p in participants] if isinstance(participants, list) else [],
+        "updated_at": _number(doc.get("updated_at")),
+        "age_seconds": status.age(doc.get("updated_at")),
+        "last_transfer": last_transfer,
+        "last_error": _string(last_error),
+    }
+
+
+def _ledger_json(status: HostStatus) -> dict[str, Any] | None:
+    doc = status.ledger
+    if doc is None:
+        return None
+    return {
+        "state": _string(doc.get("state")),
+        "backend": _string(doc.get("backend")),
+        "height": _integer(doc.get("height")),
+        "outbox_backlog": _integer(doc.get("outbox_backlog")),
+        "last_delivery_at": _number(doc.get("last_delivery_at")),
+    }
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+_UNIT_STYLE = {"active": "green", "failed": "bold red", "inactive": "yellow", "activating": "yellow"}
+
+
+def render_table(statuses: Sequence[HostStatus], title: str | None = None) -> Table:
+    """A rich Table: one row per host, problems spelled out in the last column."""
+    table = Table(title=title, show_lines=True, expand=False)
+    columns = ("host", "role", "units", "round", "last transfer", "ledger", "cert", "forward", "health")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for status in statuses:
+        host = status.host
+        name = Text(host.name, style="bold")
+        name.append(f"\n{host.user}@{host.address}:{host.port}", style="dim")
+        if status.failure is not None:
+            failure = Text(status.failure.kind, style="bold red")
+            table.add_row(name, host.role, failure, "", "", "", "", "", _health(status))
+            continue
+        fed = _federation_json(status)
+        ledger = _ledger_json(status)
+        table.add_row(
+            name,
+            host.role,
+            _units_text(status),
+            _round_text(fed),
+            _transfer_text(fed),
+            _ledger_text(ledger),
+            _cert_text(status),
+            _forward_text(status),
+            _health(status),
+        )
+    return table
+
+
+def _units_text(status: HostStatus) -> Text:
+    text = Text()
+    for component in COMPONENTS:
+        unit = status.units.get(component)
+        if unit is None or not unit.installed:
+            continue
+        if text:
+            text.append("\n")
+        text.append(f"{component} ")
+        text.append(unit.active, style=_UNIT_STYLE.get(unit.active, "yellow"))
+        if unit.restarts:
+            text.append(f" ↻{unit.restarts}", style="yellow")
+    return text if text else Text("none", style="red")
+
+
+def _round_text(fed: dict[str, Any] | None) -> str:
+    if fed is None:
+        return "—"
+    total = f"/{fed['rounds_total']}" if fed["rounds_total"] is not None else ""
+    round_ = fed["round"] if fed["round"] is not None else "—"
+    participants = ", ".join(fed["participants"])
+    lines = [f"{round_}{total} {fed['state'] or ''}".strip()]
+    if participants:
+        lines.append(participants)
+    return "\n".join(lines)
+
+
+def _transfer_text(fed: dict[str, Any] | None) -> str:
+    transfer = fed["last_transfer"] if fed else None
+    if not transfer:
+        return "—"
+    arrow = "→" if transfer["direction"] == "send" else "←"
+    size = _bytes(transfer["bytes"]) if transfer["bytes"] is not None else "?"
+    age = _duration(transfer["age_seconds"])
+    return f"r{transfer['round']} {arrow} {transfer['peer']} {size}\n{age} ago"
+
+
+def _ledger_text(ledger: dict[str, Any] | None) -> str:
+    if ledger is None:
+        return "—"
+    height = ledger["height"] if ledger["height"] is not None else "?"
+    backlog = ledger["outbox_backlog"] if ledger["outbox_backlog"] is not None else "?"
+    return f"height {height}\nbacklog {backlog}"
+
+
+def _cert_text(status: HostStatus) -> Text | str:
+    cert = status.certificate
+    if cert is None:
+        return "—"
+    if cert["days_left"] is None:
+        return Text(cert["error"] or "?", style="red")
+    days = float(cert["days_left"])
+    style = "red" if days < 0 else "yellow" if days < 30 else "green"
+    return Text(f"{days:.0f} d", style=style)
+
+
+def _forward_text(status: HostStatus) -> Text | str:
+    forwarding = status.forwarding
+    if forwarding is None:
+        return "—"
+    if forwarding["present"]:
+        return Text("yes", style="green")
+    return Text("no" if forwarding["present"] is False else "unknown", style="red")
+
+
+def _health(status: HostStatus) -> Text:
+    if status.healthy:
+        return Text("OK", style="bold green")
+    text = Text("FAIL", style="bold red")
+    for problem in status.problems:
+        text.append(f"\n• {problem}")
+    return text
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"

@@ -1,0 +1,237 @@
+"""Run the status probe on many hosts at once over SSH (paramiko), with host keys checked.
+
+Every way a host can fail (no route, refused, timeout, unknown or changed host key, rejected
+login, no `sh`) becomes a `Failure` with a kind and a sentence; nothing here raises for one host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import paramiko
+from paramiko.hostkeys import HostKeyEntry
+
+from edgefed.fsutil import atomic_write_bytes
+from edgefed.ops.inventory import InventoryHost
+from edgefed.ops.probe import ProbeOutput, build_script, parse_output, remote_command
+
+log = logging.getLogger(__name__)
+
+FailureKind = Literal[
+    "unreachable",
+    "timeout",
+    "host-key-unknown",
+    "host-key-changed",
+    "auth",
+    "ssh",
+    "command",
+    "not-installed",
+]
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024  # status files are small; a node printing more is misbehaving
+DEFAULT_KNOWN_HOSTS = (Path("~/.ssh/known_hosts"), Path("/etc/ssh/ssh_known_hosts"))
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: FailureKind
+    message: str
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What one host gave: the probe's sections, or the reason there are none."""
+
+    host: InventoryHost
+    output: ProbeOutput | None
+    failure: Failure | None
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    connect_timeout: float = 10.0
+    command_timeout: float = 30.0
+    known_hosts: tuple[Path, ...] = ()  # empty: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts
+    accept_new_host_keys: bool = False
+    forks: int = 16
+
+
+class KnownHosts:
+    """The known_hosts files keys are checked against; newly accepted keys go to the first one."""
+
+    def __init__(self, files: Sequence[Path] = ()) -> None:
+        chosen = files or DEFAULT_KNOWN_HOSTS
+        self.files = [Path(os.path.expanduser(str(path))) for path in chosen]
+        self._lock = threading.Lock()
+
+    @property
+    def writable(self) -> Path:
+        return self.files[0]
+
+    def load_into(self, client: paramiko.SSHClient) -> None:
+        for path in self.files:
+            if path.exists():
+                # "system" host keys are read-only to paramiko: it never rewrites these files itself.
+                client.load_system_host_keys(str(path))
+
+    def add(self, hostname: str, key: paramiko.PKey) -> None:
+        line = HostKeyEntry([hostname], key).to_line()
+        with self._lock:
+            path = self.writable
+            old = path.read_bytes() if path.exists() else b""
+            if old and not old.endswith(b"\n"):
+                old += b"\n"
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            atomic_write_bytes(path, old + line.encode(), mode=mode)
+        log.info("added %s host key for %s to %s", key.get_name(), hostname, path)
+
+
+class UnknownHostKeyError(paramiko.SSHException):
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(
+            f"host key {key.get_name()} {key.fingerprint} of {hostname} is not in known_hosts;"
+            " check it and rerun with --accept-new-host-keys to trust it"
+        )
+
+
+class _Policy(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known_hosts: KnownHosts, accept_new: bool) -> None:
+        self.known_hosts = known_hosts
+        self.accept_new = accept_new
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if not self.accept_new:
+            raise UnknownHostKeyError(hostname, key)
+        self.known_hosts.add(hostname, key)
+
+
+class _ProbeError(Exception):
+    def __init__(self, kind: FailureKind, message: str) -> None:
+        super().__init__(message)
+        self.failure = Failure(kind, message)
+
+
+def collect(hosts: Sequence[InventoryHost], options: SshOptions) -> list[Collected]:
+    """Probe every host concurrently; results come back in the order of `hosts`."""
+    if not hosts:
+        return []
+    known_hosts = KnownHosts(options.known_hosts)
+    workers = max(1, min(options.forks, len(hosts)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgefed-ssh") as pool:
+        return list(pool.map(lambda host: probe_host(host, options, known_hosts), hosts))
+
+
+def probe_host(host: InventoryHost, options: SshOptions, known_hosts: KnownHosts) -> Collected:
+    key_file = os.path.expanduser(host.key_file) if host.key_file else None
+    client = paramiko.SSHClient()
+    try:
+        if key_file is not None and not os.path.isfile(key_file):
+            raise _ProbeError("auth", f"private key {key_file} (ansible_ssh_private_key_file) not found")
+        known_hosts.load_into(client)
+        client.set_missing_host_key_policy(_Policy(known_hosts, options.accept_new_host_keys))
+        client.connect(
+            hostname=host.address,
+            port=host.port,
+            username=host.user,
+            password=host.password,
+            key_filename=key_file,
+            look_for_keys=key_file is None,
+            allow_agent=True,
+            timeout=options.connect_timeout,
+            banner_timeout=options.connect_timeout,
+            auth_timeout=options.connect_timeout,
+            channel_timeout=options.command_timeout,
+        )
+        return Collected(host, _probe(client, host, options.command_timeout), None)
+    except (OSError, paramiko.SSHException, _ProbeError) as exc:
+        return Collected(host, None, classify(exc, host, key_file, options))
+    finally:
+        client.close()
+
+
+def classify(exc: BaseException, host: InventoryHost, key_file: str | None, options: SshOptions) -> Failure:
+    """Say in one sentence why a host could not be probed (the order matters: subclasses first)."""
+    where = f"{host.address}:{host.port}"
+    kind: FailureKind
+    if isinstance(exc, _ProbeError):
+        return exc.failure
+    if isinstance(exc, UnknownHostKeyError):
+        kind, message = "host-key-unknown", str(exc)
+    elif isinstance(exc, paramiko.BadHostKeyException):
+        kind = "host-key-changed"
+        message = (
+            f"host key of {where} CHANGED: got {exc.key.get_name()} {exc.key.fingerprint}, known_hosts has"
+            f" {exc.expected_key.fingerprint}; refusing to connect (remove the old entry only if expected)"
+        )
+    elif isinstance(exc, paramiko.PasswordRequiredException):
+        kind, message = "auth", f"private key {key_file} is encrypted; load it into ssh-agent"
+    elif isinstance(exc, paramiko.AuthenticationException):
+        used = f"key {key_file}" if key_file else "the agent and ~/.ssh keys"
+        kind, message = "auth", f"{host.user}@{where} rejected the login with {used}: {exc}"
+    elif isinstance(exc, TimeoutError):
+        kind, message = "timeout", f"no answer from {where} within {options.connect_timeout:g}s"
+    elif isinstance(exc, socket.gaierror):
+        kind, message = "unreachable", f"cannot resolve {host.address}: {exc.strerror}"
+    elif isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        reasons = "; ".join(sorted({err.strerror or str(err) for err in exc.errors.values()}))
+        kind, message = "unreachable", f"cannot connect to {where}: {reasons}"
+    elif isinstance(exc, OSError):
+        kind, message = "unreachable", f"cannot connect to {where}: {exc.strerror or exc}"
+    else:
+        kind, message = "ssh", f"SSH with {host.user}@{where} failed: {exc or type(exc).__name__}"
+    return Failure(kind, message)
+
+
+def _probe(client: paramiko.SSHClient, host: InventoryHost, timeout: float) -> ProbeOutput:
+    where = f"{host.user}@{host.address}:{host.port}"
+    nonce, script = build_script(host)
+    text = _run(client, remote_command(script), timeout, where)
+    output = parse_output(text, nonce)
+    if output.get("clock") is None:
+        tail = text.strip()[-300:] or "no output"
+        raise _ProbeError("command", f"the status probe did not run on {where}: {tail}")
+    return output
+
+
+def _run(client: paramiko.SSHClient, command: str, timeout: float, where: str) -> str:
+    """Run one command; return its output (stderr merged), bounded in time and size."""
+    deadline = time.monotonic() + timeout
+    too_slow = f"the status probe on {where} did not finish within {timeout:g}s"
+    transport = client.get_transport()
+    if transport is None:
+        raise _ProbeError("ssh", f"the SSH connection to {where} closed before the probe ran")
+    channel = transport.open_session(timeout=timeout)
+    try:
+        channel.set_combine_stderr(True)
+        channel.exec_command(command)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _ProbeError("timeout", too_slow)
+            channel.settimeout(remaining)
+            try:
+                data = channel.recv(65536)
+            except TimeoutError:
+                raise _ProbeError("timeout", too_slow) from None
+            if not data:
+                break
+            size += len(data)
+            if size > MAX_OUTPUT_BYTES:
+                raise _ProbeError(
+                    "command", f"the status probe on {where} printed over {MAX_OUTPUT_BYTES} bytes"
+                )
+            chunks.append(data)
+        return b"".join(chunks).decode("utf-8", errors="replace")
+    finally:
+        channel.close()
