@@ -74,7 +74,7 @@ def load_dataset(spec: str = DIGITS, seed: int = 0) -> Dataset:
 
 def _load_digits(seed: int) -> Dataset:
     try:
-        from sklearn.datasets import load_digits  # noqa: PLC0415  # optional: only digits needs it
+        from sklearn.datasets import load_digits  # optional: only digits needs it
     except ImportError:
         raise DatasetError("dataset 'digits' needs scikit-learn (pip install 'edgefed[demo]')") from None
     bunch = load_digits()

@@ -20,10 +20,10 @@ def lite_python() -> Path:
 def exported(tmp_path_factory: pytest.TempPathFactory):  # -> tuple[KerasClassifierTrainer, ExportedModel]
     """A digits classifier trained for a few hundred steps and exported with its test split as .npy."""
     # TensorFlow is imported here, not at collection, so the fast tests in this folder never load it.
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
-    from edgefed.tf.export import export_model  # noqa: PLC0415
-    from edgefed.tf.trainer import KerasClassifierTrainer  # noqa: PLC0415
+    from edgefed.tf.export import export_model
+    from edgefed.tf.trainer import KerasClassifierTrainer
 
     trainer = KerasClassifierTrainer(learning_rate=0.5, seed=3)
     trainer.train_steps(300)

@@ -72,7 +72,7 @@ def test_manifest_describes_the_files(exported) -> None:
 
 
 def test_keras_file_reloads_to_the_same_model(exported) -> None:
-    import keras  # noqa: PLC0415
+    import keras
 
     trainer, result = exported
     reloaded = keras.models.load_model(result.keras_path)
