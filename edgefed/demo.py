@@ -88,13 +88,42 @@ def _state_directory(path: str | None) -> Iterator[Path]:
             yield Path(tmp)
 
 
-def _node_command(role: str, config: Path) -> list[str]:
-    return [sys.executable, "-m", "edgefed", "-v", role, "--config", str(config), "--exit-when-done"]
+def _node_command(role: str, config: Path, exit_when_done: bool = True) -> list[str]:
+    command = [sys.executable, "-m", "edgefed", "-v", role, "--config", str(config)]
+    return [*command, "--exit-when-done"] if exit_when_done else command
+
+
+def _ledger_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "edgefed", "-v", "ledger", "serve", "--config", str(config)]
+
+
+LEDGER_STOP_TIMEOUT = 60.0
+
+
+def _stop_ledger(
+    processes: dict[str, subprocess.Popen[str]], services: dict[str, subprocess.Popen[str]]
+) -> dict[str, int]:
+    """End of the run: each ledger service delivers what is left (it drains on SIGTERM), workers' first,
+    while the chief still listens; then the chief, which kept its listener up for them, is stopped."""
+    failures: dict[str, int] = {}
+    order = [name for name in services if name != CHIEF] + [CHIEF]
+    for name in order:
+        service = services[name]
+        service.terminate()
+        try:
+            code = service.wait(timeout=LEDGER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            code = service.wait()
+        if code != 0:
+            failures[f"{name} ledger"] = code
+    processes[CHIEF].terminate()
+    return failures
 
 
 def run_demo(
     workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
-    out: TextIO | None = None, timeout: float = 600.0,
+    out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
 ) -> DemoResult:
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
@@ -107,15 +136,28 @@ def run_demo(
         names = worker_names(workers)
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
-        configs = {CHIEF: write_node_config(root, CHIEF, "chief", port, rounds, workers, interval_steps, trainer)}
+        extra = None if ledger else {"ledger": {"enabled": False}}
+        configs = {
+            CHIEF: write_node_config(root, CHIEF, "chief", port, rounds, workers, interval_steps, trainer, extra)
+        }
         for name in names:
-            configs[name] = write_node_config(root, name, "worker", port, rounds, workers, interval_steps, trainer)
+            configs[name] = write_node_config(
+                root, name, "worker", port, rounds, workers, interval_steps, trainer, extra
+            )
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         processes: dict[str, subprocess.Popen[str]] = {}
+        services: dict[str, subprocess.Popen[str]] = {}  # the ledger service of each node
         logs = {name: open(root / name / "node.log", "w") for name in configs}  # noqa: SIM115
         try:
+            if ledger:
+                for name, config in configs.items():
+                    services[name] = subprocess.Popen(
+                        _ledger_command(config), stdout=logs[name], stderr=subprocess.STDOUT, text=True, env=env
+                    )
+            # With the ledger the chief keeps its listener up after training (late ledger deliveries land)
+            # until the workers' ledger services have drained; _stop_ledger then stops it.
             processes[CHIEF] = subprocess.Popen(
-                [*_node_command("chief", configs[CHIEF]), "--progress-jsonl"],
+                [*_node_command("chief", configs[CHIEF], exit_when_done=not ledger), "--progress-jsonl"],
                 stdout=subprocess.PIPE, stderr=logs[CHIEF], text=True, env=env,
             )
             for name in names:
@@ -131,12 +173,20 @@ def run_demo(
                 record = json.loads(line)
                 if record.get("done"):
                     summary = record
+                    if ledger:
+                        break
                     continue
                 result.rounds.append(record)
                 _print_row(out, record)
-            failures = _wait_all(processes, deadline=started + timeout)
+            if ledger and processes[CHIEF].poll() is None:  # the chief finished training and still listens
+                workers_only = {name: process for name, process in processes.items() if name != CHIEF}
+                failures = _wait_all(workers_only, deadline=started + timeout)
+                failures.update(_stop_ledger(processes, services))
+                failures.update(_wait_all({CHIEF: processes[CHIEF]}, deadline=started + timeout))
+            else:
+                failures = _wait_all(processes, deadline=started + timeout)
         finally:
-            for process in processes.values():
+            for process in [*processes.values(), *services.values()]:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
@@ -163,8 +213,8 @@ def run_demo(
 def _wait_all(processes: dict[str, subprocess.Popen[str]], deadline: float) -> dict[str, int]:
     """Exit codes of the nodes that failed; if the chief failed, the workers are not waited for."""
     failures = {}
-    chief_code = processes[CHIEF].wait(timeout=max(1.0, deadline - time.monotonic()))
-    if chief_code != 0:
+    chief = processes.get(CHIEF)
+    if chief is not None and chief.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
         deadline = time.monotonic()
     for name, process in processes.items():
         try:

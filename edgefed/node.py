@@ -17,6 +17,7 @@ from edgefed.federation.chief import ChiefSession
 from edgefed.federation.driver import RoundReport, run_federated
 from edgefed.federation.events import EventBus
 from edgefed.federation.worker import WorkerSession
+from edgefed.ledger.integration import NodeLedgerHooks
 from edgefed.trainers.base import Trainer
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,16 @@ def run_node(
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)
     bus = events or EventBus()
+    # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
+    # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
+    ledger = NodeLedgerHooks.for_config(config)
+    for sink in ledger.sinks:
+        bus.subscribe(sink)
     session: ChiefSession | WorkerSession
-    session = ChiefSession(config, bus) if config.node.role == "chief" else WorkerSession(config, bus)
+    if config.node.role == "chief":
+        session = ChiefSession(config, bus, extra_handlers=ledger.extra_handlers)
+    else:
+        session = WorkerSession(config, bus)
     trainer = make_trainer(config.trainer)
     def on_round(report: RoundReport) -> None:
         record = asdict(report)
@@ -68,6 +77,7 @@ def run_node(
             stop.wait()
         return reports
     finally:
+        ledger.close()  # first: ends the ledger connections the chief's close() would otherwise wait for
         session.close()
 
 

@@ -30,6 +30,13 @@ def register(subcommands: Any) -> None:
         metavar="SECONDS",
         help="deliver what is waiting, then exit (status 1 if records are still waiting after SECONDS)",
     )
+    serve.add_argument(
+        "--stop-grace",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="on SIGTERM, keep delivering what is waiting for up to SECONDS before exiting (default 15)",
+    )
     serve.set_defaults(handler=_serve)
 
     verify = actions.add_parser("verify", help="check chain integrity, every signature and both sides of transfers")
@@ -91,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         service.run(stop)
-        return 0
+        # Stopping is the moment records are most likely waiting (the node just finished): deliver them.
+        return 0 if service.drain(args.stop_grace) else 1
     finally:
         service.close()
 

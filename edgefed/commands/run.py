@@ -30,6 +30,7 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--trainer", choices=("numpy", "keras"), default="numpy")
     demo.add_argument("--state-dir", help="keep every node's state here (default: a temporary directory)")
     demo.add_argument("--json", action="store_true", help="end with one JSON line summarising the run")
+    demo.add_argument("--no-ledger", action="store_true", help="run without the transfer ledger (for comparison)")
     demo.set_defaults(handler=_demo)
 
 
@@ -58,7 +59,9 @@ def _run_node(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from edgefed.demo import run_demo
 
-    result = run_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer)
+    result = run_demo(
+        args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger
+    )
     if args.json:
         print(json.dumps(result.summary))
     else:
