@@ -5,7 +5,9 @@ edgefed.tf.seed_params), same life cycle:
 
 - begin: placeholders and assign ops for every averaged variable (the graph is finalized after it);
 - after_create_session: join (the chief waits wait_time for its workers), adopt the chief's weights;
-- after_run: every interval_steps steps send the variables, inject the average; stop at the last round;
+- after_run: every interval_steps training steps send the variables, inject the average; stop at the
+  last round. A step is an increment of the global step when the graph has one (so evaluation runs do
+  not count), otherwise one run of the session, as in the seed;
 - end: a chief whose loop ended early makes that round the final one; everyone leaves cleanly.
 
 Graph mode needs `tf.compat.v1.disable_eager_execution()` before the graph is built, in its own process.
@@ -103,6 +105,9 @@ class FederatedHook(tf.compat.v1.train.SessionRunHook):
         self._variables: list[tf.Variable] = []
         self._placeholders: list[Any] = []
         self._assign_op: Any = None
+        self._global_step: Any = None
+        self._last_global_step = 0
+        self._next_sync = self.interval_steps
         self.start_info: StartInfo | None = None
         self.task_index = -1
         self.total = 0
@@ -133,6 +138,7 @@ class FederatedHook(tf.compat.v1.train.SessionRunHook):
 
     # -- SessionRunHook ---------------------------------------------------------------------------
     def begin(self) -> None:
+        self._global_step = tf.compat.v1.train.get_global_step()
         self._variables = self._requested_variables or list(tf.compat.v1.trainable_variables())
         if not self._variables:
             raise ValueError("FederatedHook: the graph has no trainable variables to average")
@@ -148,6 +154,8 @@ class FederatedHook(tf.compat.v1.train.SessionRunHook):
     def after_create_session(self, session: tf.compat.v1.Session, coord: Any) -> None:
         start = self.join(self._read(session) if self.is_chief else None)
         self._inject(session, start.weights)
+        if self._global_step is not None:
+            self._last_global_step = int(session.run(self._global_step))
 
     def before_run(self, run_context: tf.compat.v1.train.SessionRunContext) -> None:
         if self.finished:
@@ -157,8 +165,15 @@ class FederatedHook(tf.compat.v1.train.SessionRunHook):
         if self.finished:
             run_context.request_stop()
             return
-        self.steps += 1
-        if self.steps % self.interval_steps == 0:
+        if self._global_step is None:
+            self.steps += 1
+        else:
+            # Read it after the run: a value fetched with the run may be the one before the increment.
+            global_step = int(run_context.session.run(self._global_step))
+            self.steps += global_step - self._last_global_step
+            self._last_global_step = global_step
+        if self.steps >= self._next_sync:
+            self._next_sync += self.interval_steps
             self._synchronise(run_context.session, final=None)
             if self.finished:
                 run_context.request_stop()
