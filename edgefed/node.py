@@ -28,6 +28,10 @@ def make_trainer(section: TrainerSection) -> Trainer:
         from edgefed.trainers.softmax import SoftmaxTrainer
 
         return SoftmaxTrainer(section.learning_rate, section.batch_size, section.seed)
+    if section.kind == "keras":
+        from edgefed.tf.trainer import trainer_for_section  # TensorFlow only when asked for
+
+        return trainer_for_section(section)
     raise UsageError(f"trainer.kind: {section.kind!r} trainer is not available in this installation")
 
 
@@ -70,6 +74,12 @@ def run_node(
 
     try:
         reports = run_federated(session, trainer, config.federation.interval_steps, on_round)
+        if config.node.role == "chief" and config.trainer.kind == "keras" and reports:
+            from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
+
+            assert isinstance(trainer, KerasClassifierTrainer)
+            exported = trainer.export(export_directory(config), reports[-1].round, config.node.name)
+            log.info("final model exported to %s", exported.manifest_path)
         if progress is not None:
             progress({"done": True, "bytes_sent": session.bytes_sent, "bytes_received": session.bytes_received})
         if not exit_when_done:

@@ -68,4 +68,7 @@ def _demo(args: argparse.Namespace) -> int:
         summary = result.summary
         print(f"accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds with {summary['workers']} "
               f"workers; {summary['bytes_sent']} bytes on the wire in {summary['seconds']:.1f}s")
+        if args.trainer == "keras" and args.state_dir:
+            print(f"final model (.keras, .tflite, manifest.json) in {args.state_dir}/chief/model; "
+                  f"try: edgefed predict --model {args.state_dir}/chief/model/model.tflite --input FILE.npy")
     return 0

@@ -8,12 +8,16 @@ files accept exactly what the data set holds.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
 
-from edgefed.tf.data import DIGITS, Dataset, load_dataset
+from edgefed.config import NodeConfig, TrainerSection
+from edgefed.tf.data import DIGITS, Dataset, DatasetError, load_dataset
+from edgefed.tf.export import ExportedModel, export_model
 
 HIDDEN_UNITS = 64
 
@@ -114,3 +118,27 @@ class KerasClassifierTrainer:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class indices (argmax of the softmax scores)."""
         return np.argmax(self.model.predict(x, batch_size=256, verbose=0), axis=1)
+
+    def export(self, directory: str | os.PathLike[str], round_number: int, node: str = "") -> ExportedModel:
+        """Write .keras, float and dynamic-range .tflite and manifest.json (with test accuracies)."""
+        return export_model(
+            self.model, directory, round_number=round_number, labels=self.dataset.labels,
+            test_data=(self.dataset.x_test, self.dataset.y_test),
+            extra={"node": node, "dataset": self.dataset.name} if node else {"dataset": self.dataset.name},
+        )
+
+
+def trainer_for_section(section: TrainerSection) -> KerasClassifierTrainer:
+    """The Keras trainer `edgefed chief|worker` runs for [trainer] kind = "keras"."""
+    try:
+        dataset = load_dataset(section.dataset, section.seed)
+    except DatasetError as exc:
+        raise DatasetError(f"trainer.dataset: {exc}") from None
+    return KerasClassifierTrainer(
+        dataset, learning_rate=section.learning_rate, batch_size=section.batch_size, seed=section.seed
+    )
+
+
+def export_directory(config: NodeConfig) -> Path:
+    """trainer.export_dir, or STATE_DIR/model when it is empty."""
+    return Path(config.trainer.export_dir or Path(config.node.state_dir) / "model")
