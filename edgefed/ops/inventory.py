@@ -4,6 +4,14 @@ Ansible's own InventoryManager does the reading, so every format and rule the pl
 here too: YAML or INI files or a directory of them, group_vars/ and host_vars/ beside the inventory,
 `--limit` patterns, and Jinja expressions in variables. Importing and parsing cost about 0.3 s,
 paid only when the status command runs (nothing outside edgefed.ops imports this package).
+
+Per-host variables, first one set wins (the later names are the Ansible roles' own):
+- state directory: edgefed_state_dir, edgefed_install_state_dir; default /var/lib/edgefed
+- PKI directory on the node: edgefed_node_pki_dir, edgefed_install_pki_dir, pki_node_dest;
+  default /etc/edgefed/pki. `edgefed_pki_dir` is NOT read: in the playbooks it is the controller's
+  PKI directory (where the CA lives), not the node's.
+- node (certificate) name: edgefed_node_name, pki_node_name; default the inventory hostname
+- forwarding rule: edgefed_public_port (7777) -> edgefed_private_port (3389)
 """
 
 from __future__ import annotations
@@ -149,9 +157,10 @@ def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
         key_file=host_vars.text("ansible_ssh_private_key_file", "ansible_private_key_file"),
         password=host_vars.text("ansible_password", "ansible_ssh_pass"),
         role=role,
-        node_name=host_vars.text("edgefed_node_name", default=name) or name,
-        state_dir=host_vars.text("edgefed_state_dir", default=DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR,
-        pki_dir=host_vars.text("edgefed_pki_dir", default=DEFAULT_PKI_DIR) or DEFAULT_PKI_DIR,
+        node_name=host_vars.text("edgefed_node_name", "pki_node_name") or name,
+        state_dir=host_vars.text("edgefed_state_dir", "edgefed_install_state_dir") or DEFAULT_STATE_DIR,
+        pki_dir=host_vars.text("edgefed_node_pki_dir", "edgefed_install_pki_dir", "pki_node_dest")
+        or DEFAULT_PKI_DIR,
         public_port=host_vars.port("edgefed_public_port", DEFAULT_PUBLIC_PORT),
         private_port=host_vars.port("edgefed_private_port", DEFAULT_PRIVATE_PORT),
     )

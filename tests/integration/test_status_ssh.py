@@ -217,7 +217,7 @@ class Lab:
                 {
                     "ansible_user": "root",
                     "ansible_ssh_private_key_file": str(self.user_key),
-                    "edgefed_pki_dir": str(self.pki_dir),
+                    "edgefed_node_pki_dir": str(self.pki_dir),
                 }
             )
         )
