@@ -60,6 +60,7 @@ class _Round:
     number: int
     aggregator: StreamingAggregator
     submitted: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)  # submitted, or rejected: the chief stops waiting
     open: bool = True
     bytes_received: int = 0
 
@@ -168,7 +169,7 @@ class ChiefSession:
             expected = {w.name for w in self._workers.values() if w.alive and w.synced_round == current.number}
             deadline = time.monotonic() + self.federation.round_timeout
             while True:
-                missing = {n for n in expected if n not in current.submitted and self._is_alive(n)}
+                missing = {n for n in expected if n not in current.answered and self._is_alive(n)}
                 remaining = deadline - time.monotonic()
                 if not missing or remaining <= 0:
                     break
@@ -390,9 +391,14 @@ class ChiefSession:
                 else:
                     current.aggregator.add_scaled_in_place(frame.tensors, frame.num_samples, worker.name)
                     current.submitted.add(worker.name)
+                    current.answered.add(worker.name)
                     current.bytes_received += frame.wire_bytes
                     self._cond.notify_all()
         if reason is not None:
+            with self._cond:
+                if self._round is not None and self._round.number == frame.round:
+                    self._round.answered.add(worker.name)
+                    self._cond.notify_all()
             log.warning("rejected update from %s: %s", worker.name, reason)
             self.status.error(f"rejected update from {worker.name}: {reason}")
             self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, {"reason": reason})])

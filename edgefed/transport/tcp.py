@@ -34,7 +34,6 @@ class TlsConnection:
         self._peer = peer
         self._reader = FrameReader(limits)
         self._send_lock = threading.Lock()
-        self.address = sock.getpeername()
 
     @property
     def peer(self) -> str:

@@ -62,7 +62,9 @@ def specs_of(arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
 def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
     if array.dtype.name not in ALLOWED_DTYPES:
         raise ValueError(f"dtype {array.dtype} cannot travel on the wire (allowed: {sorted(ALLOWED_DTYPES)})")
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    little = np.asarray(array, dtype=array.dtype.newbyteorder("<"))
+    # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
+    return little if little.flags.c_contiguous else little.copy(order="C")
 
 
 def encode_tensor_header(arrays: Sequence[np.ndarray], num_samples: int) -> bytes:

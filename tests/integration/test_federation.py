@@ -1,0 +1,185 @@
+"""The federation over real TLS sockets: chief and workers as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefed.config import NodeConfig
+from edgefed.federation.checkpoint import load_checkpoint
+from edgefed.federation.chief import ChiefSession
+from edgefed.trainers.softmax import SoftmaxTrainer
+from tests.conftest import Processes, free_port, wait_for
+
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def reference_fedavg(total: int, rounds: int, interval_steps: int) -> list[np.ndarray]:
+    """FedAvg computed in one process: the same trainers, shards and weights as the real run."""
+    trainers = [SoftmaxTrainer() for _ in range(total)]
+    for index, trainer in enumerate(trainers):
+        trainer.use_shard(index, total)
+    global_weights = SoftmaxTrainer().get_weights()
+    for _ in range(rounds):
+        updates = []
+        for trainer in trainers:
+            trainer.set_weights(global_weights)
+            trainer.train_steps(interval_steps)
+            updates.append((trainer.get_weights(), trainer.num_samples))
+        samples = [count for _, count in updates]
+        global_weights = [
+            np.average([weights[i] for weights, _ in updates], axis=0, weights=samples).astype(np.float32)
+            for i in range(len(global_weights))
+        ]
+    return global_weights
+
+
+def test_chief_and_four_workers_match_reference_fedavg(
+    processes: Processes, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    port, rounds, steps = free_port(), 4, 7
+    settings = {"rounds": rounds, "interval_steps": steps, "min_workers": 4, "round_timeout": 60.0}
+    chief = processes.edgefed("chief", "--config", str(write_config("chief", "chief", port, **settings)),
+                              "--exit-when-done", "--progress-jsonl", log_name="chief", stdout=subprocess.PIPE)
+    workers = [
+        processes.edgefed("worker", "--config", str(write_config(f"worker{i}", "worker", port, **settings)),
+                          "--exit-when-done", log_name=f"worker{i}")
+        for i in range(1, 5)
+    ]
+    out, _ = chief.communicate(timeout=120)
+    assert chief.returncode == 0, processes.log("chief")
+    for index, worker in enumerate(workers, start=1):
+        assert worker.wait(timeout=60) == 0, processes.log(f"worker{index}")
+    reports = [json.loads(line) for line in out.decode().splitlines()]
+    rounds_seen = [r for r in reports if "round" in r]
+    assert [r["round"] for r in rounds_seen] == [1, 2, 3, 4]
+    assert all(sorted(r["participants"]) == ["chief", "worker1", "worker2", "worker3", "worker4"] for r in rounds_seen)
+    checkpoint = load_checkpoint(tmp_path / "state" / "chief")
+    assert checkpoint is not None and checkpoint.round == rounds and checkpoint.finished
+    reference = reference_fedavg(5, rounds, steps)
+    for got, want in zip(checkpoint.weights, reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # every worker finished on the chief's final weights
+    for index in range(1, 5):
+        status = json.loads((tmp_path / "state" / f"worker{index}" / "status" / "worker.json").read_text())
+        assert status["state"] == "finished" and status["round"] == rounds
+
+
+def _start_chief(config: NodeConfig) -> tuple[ChiefSession, list[np.ndarray]]:
+    chief = ChiefSession(config)
+    chief.listen()
+    return chief, SoftmaxTrainer().get_weights()
+
+
+def test_worker_killed_mid_upload_round_goes_on_and_worker_rejoins(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], pki_dir: Path
+) -> None:
+    port = free_port()
+    timeout = 60.0
+    chief, weights = _start_chief(make_config("chief", "chief", port, min_workers=3, rounds=50, round_timeout=timeout))
+    try:
+        for name in ("worker1", "worker2"):
+            processes.edgefed("worker", "--config", str(write_config(name, "worker", port, rounds=50)), log_name=name)
+        doomed = processes.python(str(HELPERS / "partial_upload.py"), str(pki_dir), "worker3", str(port),
+                                  log_name="doomed", stdout=subprocess.PIPE)
+        info = chief.start(weights)
+        assert info.total == 4
+        assert doomed.stdout is not None
+        assert doomed.stdout.readline().strip() == b"joined"
+
+        assert doomed.stdout.readline().strip() == b"sent-half"
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+        result = chief.average(weights, 100)
+        assert sorted(result.participants) == ["chief", "worker1", "worker2"]
+        status = json.loads(chief.status.path.read_text())
+        assert any("worker3 left" in e["message"] for e in status["errors"]), status["errors"]
+        assert not any("deadline passed" in e["message"] for e in status["errors"])
+
+        processes.edgefed("worker", "--config", str(write_config("worker3", "worker", port, rounds=50)),
+                          log_name="worker3")
+        wait_for(lambda: "worker3" in chief.participants(), 30, "worker3 to rejoin")
+        rejoined = chief.average(result.weights, 100)
+        assert sorted(rejoined.participants) == ["chief", "worker1", "worker2", "worker3"]
+    finally:
+        chief.close()
+
+
+def test_chief_restart_resumes_from_checkpoint(
+    processes: Processes, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    port, rounds = free_port(), 8
+    settings = {"rounds": rounds, "interval_steps": 200, "min_workers": 2, "wait_time": 30.0}
+    chief_config = str(write_config("chief", "chief", port, **settings))
+    workers = [
+        processes.edgefed("worker", "--config", str(write_config(f"worker{i}", "worker", port, **settings)),
+                          "--exit-when-done", log_name=f"worker{i}")
+        for i in (1, 2)
+    ]
+    first = processes.edgefed("chief", "--config", chief_config, "--exit-when-done", "--progress-jsonl",
+                              log_name="chief", stdout=subprocess.PIPE)
+    assert first.stdout is not None
+    while json.loads(first.stdout.readline()).get("round") != 2:
+        pass
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    checkpoint = load_checkpoint(tmp_path / "state" / "chief")
+    assert checkpoint is not None and 2 <= checkpoint.round < rounds
+
+    second = processes.edgefed("chief", "--config", chief_config, "--exit-when-done", "--progress-jsonl",
+                               log_name="chief", stdout=subprocess.PIPE)
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, processes.log("chief")
+    resumed = [json.loads(line)["round"] for line in out.decode().splitlines() if '"round"' in line]
+    assert resumed == list(range(checkpoint.round + 1, rounds + 1))
+    assert "resuming from checkpoint at round" in processes.log("chief")
+    for index, worker in enumerate(workers, start=1):
+        assert worker.wait(timeout=60) == 0, processes.log(f"worker{index}")
+    final = load_checkpoint(tmp_path / "state" / "chief")
+    assert final is not None and final.round == rounds and final.finished
+
+
+def test_demo_reaches_accuracy(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgefed", "demo", "--workers", "3", "--rounds", "5", "--json",
+         "--state-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["rounds"] == 5 and summary["workers"] == 3
+    assert summary["accuracy"] >= 0.85
+    assert summary["bytes_sent"] > 0
+    assert lines[0].split() == ["round", "participants", "loss", "accuracy", "bytes", "seconds"]
+    assert len(lines) == 1 + 5 + 1
+    for name in ("chief", "worker1", "worker2", "worker3"):
+        assert (tmp_path / "demo" / name / "status").is_dir()
+    assert (tmp_path / "demo" / "chief" / "checkpoint.npz").is_file()
+
+
+@pytest.mark.parametrize("workers", [0])
+def test_demo_rejects_bad_arguments(workers: int) -> None:
+    result = subprocess.run([sys.executable, "-m", "edgefed", "demo", "--workers", str(workers)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "--workers must be >= 1, got 0" in result.stderr
+
+
+def test_start_blocks_until_min_workers_or_wait_time(make_config: Callable[..., NodeConfig]) -> None:
+    port = free_port()
+    chief, weights = _start_chief(make_config("chief", "chief", port, wait_time=0.2, rounds=1))
+    try:
+        info = chief.start(weights)
+        assert info.total == 1 and info.task_index == 0
+        alone = chief.average(weights, 10)
+        assert alone.participants == ["chief"] and alone.finished
+    finally:
+        chief.close()
