@@ -154,10 +154,7 @@ class P2PListener:
             raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         self._sock.listen(16)
         self.host = host
-
-    @property
-    def port(self) -> int:
-        return int(self._sock.getsockname()[1])
+        self.port = int(self._sock.getsockname()[1])  # kept: still known after close()
 
     def accept(self, timeout: float) -> tuple[socket.socket, str] | None:
         """A newly connected socket and its address, or None if nobody came within timeout."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import ssl
 import threading
 import time
 from concurrent.futures import Future
@@ -88,6 +89,8 @@ class Sender(threading.Thread):
         self.chunk_size = chunk_size
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._stop_event = threading.Event()
+        self._queue_lock = threading.Lock()
+        self._ended = False
         self._connection: P2PConnection | None = None
         self.connected = threading.Event()
         self.peer_name = ""
@@ -121,9 +124,12 @@ class Sender(threading.Thread):
         self._jobs.put(None)
 
     def _queue(self, job: _Job) -> Future[Any]:
-        if self._stop_event.is_set():
-            raise P2PError("sender is stopped")
-        self._jobs.put(job)
+        with self._queue_lock:
+            if self._ended:
+                raise P2PError(f"sender to {self.host}:{self.port} has ended: {self.error or 'stopped'}")
+            if self._stop_event.is_set():
+                raise P2PError(f"sender to {self.host}:{self.port} is stopping")
+            self._jobs.put(job)
         return job.future
 
     # -- thread --------------------------------------------------------------------------------
@@ -143,10 +149,15 @@ class Sender(threading.Thread):
                     job.future.set_result(self._execute(job))
                 except (P2PError, TransportError, ProtocolError, OSError) as exc:
                     job.future.set_exception(exc)
+                except Exception as exc:  # a bug must not leave the caller waiting forever
+                    log.exception("p2p sender failed unexpectedly")
+                    job.future.set_exception(exc)
         except (P2PError, TransportError) as exc:
             self.error = exc
             log.warning("p2p sender to %s:%d gave up: %s", self.host, self.port, exc)
         finally:
+            with self._queue_lock:
+                self._ended = True
             self._fail_pending()
             self._hang_up("sender finished")
 
@@ -173,6 +184,9 @@ class Sender(threading.Thread):
             try:
                 self._connection = connect(self.host, self.port, self._security, self._expect_peer)
             except TransportError as exc:
+                if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+                    # Not a peer of our deployment: dialling again cannot help.
+                    raise P2PError(f"{self.host}:{self.port} refused as a peer: {exc}") from exc
                 if self._stop_event.is_set() or time.monotonic() + backoff > deadline:
                     raise TransportError(f"{exc} (gave up after retrying for {self.retry_for:g}s)") from exc
                 log.info("cannot reach %s:%d yet (%s); retrying in %.2fs", self.host, self.port, exc, backoff)
