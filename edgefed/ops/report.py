@@ -415,10 +415,11 @@ def _transfer_text(fed: dict[str, Any] | None) -> str:
     transfer = fed["last_transfer"] if fed else None
     if not transfer:
         return "—"
-    arrow = "→" if transfer["direction"] == "send" else "←"
+    arrow = {"send": "→", "receive": "←"}.get(transfer["direction"], "?")
     size = _bytes(transfer["bytes"]) if transfer["bytes"] is not None else "?"
+    round_ = transfer["round"] if transfer["round"] is not None else "?"
     age = _duration(transfer["age_seconds"])
-    return f"r{transfer['round']} {arrow} {transfer['peer']} {size}\n{age} ago"
+    return f"r{round_} {arrow} {transfer['peer'] or '?'} {size}\n{age} ago"
 
 
 def _ledger_text(ledger: dict[str, Any] | None) -> str:
@@ -437,7 +438,7 @@ def _cert_text(status: HostStatus) -> Text | str:
         return Text(cert["error"] or "?", style="red")
     days = float(cert["days_left"])
     style = "red" if days < 0 else "yellow" if days < 30 else "green"
-    return Text(f"{days:.0f} d", style=style)
+    return Text(f"{int(days)} d", style=style)  # whole days left, rounded down
 
 
 def _forward_text(status: HostStatus) -> Text | str:

@@ -1,0 +1,21 @@
+# `edgefed status` tests: a real OpenSSH server (sshd started by the tests), iproute2 for the
+# chief's network namespace and iptables for its nat table. Installed from Debian when missing.
+.PHONY: status-system-tools test-status-lab
+
+status-system-tools:
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null || ! command -v ip >/dev/null \
+	    || ! command -v iptables >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    openssh-server openssh-client iproute2 iptables; \
+	fi
+
+SETUP_TARGETS += status-system-tools
+
+# The status checks against real systemd: one lab container (molecule/image/build.sh builds the
+# image when it is missing). Starts dockerd when it is not running.
+test-status-lab: setup
+	@docker info >/dev/null 2>&1 || { dockerd >/var/log/dockerd.log 2>&1 & \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
+	$(PY) -m pytest -m lab tests/integration/test_status_lab.py
+
+SLOW_TEST_TARGETS += test-status-lab
