@@ -11,7 +11,8 @@ $(LITE_VENV)/.installed: pyproject.toml mk/lite.mk
 	$(LITE_PIP) install --quiet --upgrade pip
 	$(LITE_PIP) install --quiet 'numpy<2' 'tflite-runtime==2.14.0'
 	$(LITE_PIP) install --quiet --no-deps -e .
-	$(LITE_VENV)/bin/python -c "import tflite_runtime.interpreter, numpy; assert numpy.__version__ < '2'"
+	$(LITE_VENV)/bin/python -c "import numpy, tflite_runtime.interpreter; assert int(numpy.__version__.split('.')[0]) < 2"
+	$(LITE_VENV)/bin/edgefed-predict --help >/dev/null
 	touch $@
 
 SETUP_TARGETS += $(LITE_VENV)/.installed

@@ -1,8 +1,8 @@
 """`edgefed predict --model FILE.tflite --input FILE.npy`: classify with the lightest TFLite interpreter.
 
-Also runnable as `python -m edgefed.commands.predict ...`: in the Pi inference environment (NumPy < 2,
-tflite-runtime, edgefed installed --no-deps) the rest of the CLI's dependencies are absent, so this
-entry point imports nothing but edgefed.lite.
+Also installed as `edgefed-predict` (and runnable as `python -m edgefed.commands.predict`): in the Pi
+inference environment (NumPy < 2, tflite-runtime, edgefed installed --no-deps) the rest of the CLI's
+dependencies are absent, so this entry point imports nothing but edgefed.lite.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgefed.commands.predict", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="edgefed-predict", description="Classify an .npy array with an exported .tflite model."
+    )
     _add_arguments(parser)
     args = parser.parse_args(argv)
     try:

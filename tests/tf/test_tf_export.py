@@ -22,10 +22,9 @@ def _keras_classes(trainer, x: np.ndarray) -> np.ndarray:
     return np.argmax(trainer.model.predict(x, batch_size=256, verbose=0), axis=1)
 
 
-def _predict_json(python: Path, model: Path, inputs: Path, *extra: str) -> dict:
+def _predict_json(command: list[str], model: Path, inputs: Path) -> dict:
     done = subprocess.run(
-        [str(python), "-m", "edgefed.commands.predict", "--model", str(model), "--input", str(inputs),
-         "--json", *extra],
+        [*command, "--model", str(model), "--input", str(inputs), "--json"],
         capture_output=True, text=True, timeout=120, env=tf_subprocess_env(), cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
@@ -114,22 +113,18 @@ def test_predict_in_lite_env_matches_main_env(exported, lite_python: Path, varia
     trainer, result = exported
     model = result.float_path if variant == "float" else result.quantized_path
     inputs = result.directory / "x_test.npy"
-    on_pi = _predict_json(lite_python, model, inputs)
-    here = _predict_json(MAIN_PYTHON, model, inputs)
+    # The Pi environment's installed command, and its module entry point.
+    on_pi = _predict_json([str(lite_python.parent / "edgefed-predict")], model, inputs)
+    on_pi_module = _predict_json([str(lite_python), "-m", "edgefed.commands.predict"], model, inputs)
+    # The main environment's `edgefed predict`.
+    here = _predict_json([str(MAIN_PYTHON.parent / "edgefed"), "predict"], model, inputs)
     assert on_pi["interpreter"] == {"name": "tflite_runtime", "version": "2.14.0"}
     assert here["interpreter"]["name"] == "ai_edge_litert"
-    assert on_pi["predictions"] == here["predictions"]
+    assert on_pi["predictions"] == on_pi_module["predictions"] == here["predictions"]
     assert len(on_pi["predictions"]) == len(trainer.dataset.y_test)
     # The manifest beside the model names the classes, checked against the file's sha256.
     assert on_pi["labels"] == [str(c) for c in on_pi["predictions"]]
     assert "sha256 verified" in on_pi["manifest"]
-    # And the main `edgefed` command agrees with its `python -m` entry point.
-    cli = subprocess.run(
-        [str(MAIN_PYTHON.parent / "edgefed"), "predict", "--model", str(model), "--input", str(inputs),
-         "--json"],
-        capture_output=True, text=True, timeout=120, env=tf_subprocess_env(), check=True,
-    )
-    assert json.loads(cli.stdout)["predictions"] == here["predictions"]
 
 
 def test_predict_in_lite_env_explains_bad_input(exported, lite_python: Path, tmp_path: Path) -> None:
