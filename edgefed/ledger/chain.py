@@ -65,7 +65,12 @@ def resolve_ledger_path(path: str | Path) -> Path:
     """PATH may be the database itself or a state directory holding one."""
     candidate = Path(path)
     if candidate.is_dir():
-        candidate = ledger_path(candidate)
+        directory = candidate
+        candidate = ledger_path(directory)
+        # `edgefed demo --state-dir DIR` keeps one state directory per node: the chief's holds the ledger.
+        nested = sorted(directory.glob(f"*/{LEDGER_FILE}"))
+        if not candidate.is_file() and len(nested) == 1:
+            candidate = nested[0]
     if not candidate.is_file():
         raise LedgerError(f"{candidate}: no ledger database here (the chief keeps STATE_DIR/{LEDGER_FILE})")
     return candidate
