@@ -21,8 +21,16 @@ from typing import Any
 from cryptography import x509
 
 from edgefed.ops.inventory import InventoryHost
-from edgefed.ops.probe import COMPONENTS, MISSING, ProbeOutput, Section, parse_unit_properties, unit_name
-from edgefed.ops.ssh import Collected, Failure
+from edgefed.ops.probe import (
+    COMPONENTS,
+    MISSING,
+    Collected,
+    Failure,
+    ProbeOutput,
+    Section,
+    parse_unit_properties,
+    unit_name,
+)
 
 RUNNING_STATES = ("active", "reloading")
 
@@ -211,8 +219,7 @@ def _check_status_files(status: HostStatus, thresholds: Thresholds) -> None:
         backlog = ledger.get("outbox_backlog")
         if isinstance(backlog, int) and backlog > thresholds.max_outbox_backlog:
             status.problems.append(
-                f"ledger outbox backlog {backlog} exceeds {thresholds.max_outbox_backlog}"
-                " (are deliveries stuck?)"
+                f"ledger outbox backlog {backlog} exceeds {thresholds.max_outbox_backlog} (are deliveries stuck?)"
             )
 
 

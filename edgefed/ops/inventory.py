@@ -140,9 +140,7 @@ def _role(host: str, groups: list[str], host_vars: _Vars) -> Role | None:
         return "chief" if explicit == "chief" else "worker"
     roles = {ROLE_GROUPS[group] for group in groups if group in ROLE_GROUPS}
     if len(roles) > 1:
-        raise ConfigError(
-            f"inventory host {host} is in both 'chief' and 'workers'; set edgefed_role to pick one"
-        )
+        raise ConfigError(f"inventory host {host} is in both 'chief' and 'workers'; set edgefed_role to pick one")
     return roles.pop() if roles else None
 
 
@@ -159,8 +157,7 @@ def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
         role=role,
         node_name=host_vars.text("edgefed_node_name", "pki_node_name") or name,
         state_dir=host_vars.text("edgefed_state_dir", "edgefed_install_state_dir") or DEFAULT_STATE_DIR,
-        pki_dir=host_vars.text("edgefed_node_pki_dir", "edgefed_install_pki_dir", "pki_node_dest")
-        or DEFAULT_PKI_DIR,
+        pki_dir=host_vars.text("edgefed_node_pki_dir", "edgefed_install_pki_dir", "pki_node_dest") or DEFAULT_PKI_DIR,
         public_port=host_vars.port("edgefed_public_port", DEFAULT_PUBLIC_PORT),
         private_port=host_vars.port("edgefed_private_port", DEFAULT_PRIVATE_PORT),
     )

@@ -11,9 +11,20 @@ from __future__ import annotations
 import secrets
 import shlex
 from dataclasses import dataclass, field
+from typing import Literal
 
 from edgefed.ops.inventory import InventoryHost
 
+FailureKind = Literal[
+    "unreachable",
+    "timeout",
+    "host-key-unknown",
+    "host-key-changed",
+    "auth",
+    "ssh",
+    "command",
+    "not-installed",
+]
 COMPONENTS = ("chief", "worker", "ledger")
 UNIT_PROPERTIES = ("LoadState", "ActiveState", "SubState", "NRestarts", "Result")
 MISSING = 3  # exit status the script gives a section whose file is absent
@@ -35,6 +46,23 @@ class ProbeOutput:
 
     def get(self, name: str) -> Section | None:
         return self.sections.get(name)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a host has no probe output (or, for not-installed, why it has nothing to report)."""
+
+    kind: FailureKind
+    message: str
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What one host gave: the probe's sections, or the reason there are none."""
+
+    host: InventoryHost
+    output: ProbeOutput | None
+    failure: Failure | None
 
 
 def build_script(host: InventoryHost, nonce: str | None = None) -> tuple[str, str]:

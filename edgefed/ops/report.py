@@ -277,9 +277,7 @@ def host_json(status: HostStatus) -> dict[str, Any]:
         "node_name": host.node_name,
         "reachable": status.reachable,
         "healthy": status.healthy,
-        "failure": None
-        if status.failure is None
-        else {"kind": status.failure.kind, "message": status.failure.message},
+        "failure": None if status.failure is None else {"kind": status.failure.kind, "message": status.failure.message},
         "problems": list(status.problems),
         "remote_time": status.remote_time,
         "units": {c: (u.to_json() if (u := status.units.get(c)) is not None else None) for c in COMPONENTS},

@@ -15,44 +15,26 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
 
 from edgefed.fsutil import atomic_write_bytes
 from edgefed.ops.inventory import InventoryHost
-from edgefed.ops.probe import ProbeOutput, build_script, parse_output, remote_command
+from edgefed.ops.probe import (
+    Collected,
+    Failure,
+    FailureKind,
+    ProbeOutput,
+    build_script,
+    parse_output,
+    remote_command,
+)
 
 log = logging.getLogger(__name__)
 
-FailureKind = Literal[
-    "unreachable",
-    "timeout",
-    "host-key-unknown",
-    "host-key-changed",
-    "auth",
-    "ssh",
-    "command",
-    "not-installed",
-]
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024  # status files are small; a node printing more is misbehaving
 DEFAULT_KNOWN_HOSTS = (Path("~/.ssh/known_hosts"), Path("/etc/ssh/ssh_known_hosts"))
-
-
-@dataclass(frozen=True)
-class Failure:
-    kind: FailureKind
-    message: str
-
-
-@dataclass(frozen=True)
-class Collected:
-    """What one host gave: the probe's sections, or the reason there are none."""
-
-    host: InventoryHost
-    output: ProbeOutput | None
-    failure: Failure | None
 
 
 @dataclass(frozen=True)
@@ -154,6 +136,9 @@ def probe_host(host: InventoryHost, options: SshOptions, known_hosts: KnownHosts
         return Collected(host, _probe(client, host, options.command_timeout), None)
     except (OSError, paramiko.SSHException, _ProbeError) as exc:
         return Collected(host, None, classify(exc, host, key_file, options))
+    except Exception as exc:  # one host's surprise (a paramiko bug, EOFError) must not sink the report
+        log.debug("probing %s failed", host.name, exc_info=True)
+        return Collected(host, None, Failure("ssh", f"SSH with {host.address}:{host.port} failed: {exc!r}"))
     finally:
         client.close()
 
@@ -228,9 +213,7 @@ def _run(client: paramiko.SSHClient, command: str, timeout: float, where: str) -
                 break
             size += len(data)
             if size > MAX_OUTPUT_BYTES:
-                raise _ProbeError(
-                    "command", f"the status probe on {where} printed over {MAX_OUTPUT_BYTES} bytes"
-                )
+                raise _ProbeError("command", f"the status probe on {where} printed over {MAX_OUTPUT_BYTES} bytes")
             chunks.append(data)
         return b"".join(chunks).decode("utf-8", errors="replace")
     finally:

@@ -485,3 +485,13 @@ def test_bad_inventory_is_a_clear_error(tmp_path: Path) -> None:
     result = edgefed_status("-i", str(tmp_path / "nope.yml"))
     assert result.returncode == 2
     assert "nope.yml does not exist" in result.stderr
+
+
+def test_watch_table_refreshes_then_stops_after_count(healthy: Lab) -> None:
+    result = edgefed_status(
+        "-i", str(healthy.inventory()), "--limit", "pi1", "--watch", "0.2", "--count", "2",
+        known_hosts=healthy.known_hosts,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1/1 hosts healthy" in result.stdout
+    assert "pi1" in result.stdout

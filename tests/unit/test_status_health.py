@@ -11,8 +11,7 @@ import pytest
 from edgefed import pki
 from edgefed.ops.health import Thresholds, evaluate, find_dnat_rule
 from edgefed.ops.inventory import InventoryHost
-from edgefed.ops.probe import MISSING, ProbeOutput, Section
-from edgefed.ops.ssh import Collected, Failure
+from edgefed.ops.probe import MISSING, Collected, Failure, ProbeOutput, Section
 
 NOW = 1_800_000_000.0
 

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from edgefed.ops.health import HostStatus, UnitState
 from edgefed.ops.inventory import InventoryHost
+from edgefed.ops.probe import Failure
 from edgefed.ops.report import STATUS_SCHEMA, document, render_table
-from edgefed.ops.ssh import Failure
 
 jsonschema = pytest.importorskip("jsonschema")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "status.md"
