@@ -46,6 +46,10 @@ class _Job:
     attempts: int = field(default=0)
 
 
+class _Stopped(P2PError):
+    """stop() was called while the sender was still dialling."""
+
+
 class _Retry(Exception):
     """The receiver asked us to offer again after a pause (the file is busy there)."""
 
@@ -152,6 +156,8 @@ class Sender(threading.Thread):
                 except Exception as exc:  # a bug must not leave the caller waiting forever
                     log.exception("p2p sender failed unexpectedly")
                     job.future.set_exception(exc)
+        except _Stopped:
+            pass  # stop() while still dialling: an ending, not a failure
         except (P2PError, TransportError) as exc:
             self.error = exc
             log.warning("p2p sender to %s:%d gave up: %s", self.host, self.port, exc)
@@ -184,10 +190,12 @@ class Sender(threading.Thread):
             try:
                 self._connection = connect(self.host, self.port, self._security, self._expect_peer)
             except TransportError as exc:
+                if self._stop_event.is_set():
+                    raise _Stopped(f"sender stopped before reaching {self.host}:{self.port}") from exc
                 if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
                     # Not a peer of our deployment: dialling again cannot help.
                     raise P2PError(f"{self.host}:{self.port} refused as a peer: {exc}") from exc
-                if self._stop_event.is_set() or time.monotonic() + backoff > deadline:
+                if time.monotonic() + backoff > deadline:
                     raise TransportError(f"{exc} (gave up after retrying for {self.retry_for:g}s)") from exc
                 log.info("cannot reach %s:%d yet (%s); retrying in %.2fs", self.host, self.port, exc, backoff)
                 time.sleep(backoff)
