@@ -135,6 +135,13 @@ def probe_host(host: InventoryHost, options: SshOptions, known_hosts: KnownHosts
         )
         return Collected(host, _probe(client, host, options.command_timeout), None)
     except (OSError, paramiko.SSHException, _ProbeError) as exc:
+        transport = client.get_transport()
+        if isinstance(exc, paramiko.SSHException) and transport is not None and not transport.remote_version:
+            # paramiko gives up waiting for the server's greeting silently and then fails the login
+            # with "No existing session": say what really happened.
+            where = f"{host.address}:{host.port}"
+            message = f"no SSH greeting from {where} within {options.connect_timeout:g}s (is sshd there?)"
+            return Collected(host, None, Failure("timeout", message))
         return Collected(host, None, classify(exc, host, key_file, options))
     except Exception as exc:  # one host's surprise (a paramiko bug, EOFError) must not sink the report
         log.debug("probing %s failed", host.name, exc_info=True)

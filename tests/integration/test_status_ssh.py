@@ -46,6 +46,8 @@ SYSTEMCTL_DOUBLE = """#!/bin/sh
 # `systemctl show --property=... UNIT` from $EDGEFED_TEST_UNITS/UNIT (KEY=VALUE lines), and reports
 # a unit without a file the way systemd reports an unknown unit.
 [ "$1" = show ] || { echo "systemctl double: only 'show' is implemented" >&2; exit 1; }
+# A node that hangs (for the command timeout test): bounded, so nothing outlives the test for long.
+if [ -f "$EDGEFED_TEST_UNITS/hang" ]; then sleep 10; fi
 for last; do :; done
 if [ -f "$EDGEFED_TEST_UNITS/$last" ]; then
   cat "$EDGEFED_TEST_UNITS/$last"
@@ -495,3 +497,33 @@ def test_watch_table_refreshes_then_stops_after_count(healthy: Lab) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1/1 hosts healthy" in result.stdout
     assert "pi1" in result.stdout
+
+
+def test_silent_server_and_hanging_probe_time_out(healthy: Lab) -> None:
+    with socket.socket() as mute:  # accepts TCP connections and never says a word
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        mute_port = mute.getsockname()[1]
+        inventory = healthy.inventory(extra_hosts={"mute": {"ansible_host": "127.0.0.1", "ansible_port": mute_port}})
+        hang = healthy.nodes["pi2"].root / "units" / "hang"
+        hang.touch()
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "edgefed.cli", "status", "-i", str(inventory), "--json",
+                 "--limit", "pi1:pi2:mute", "--known-hosts", str(healthy.known_hosts),
+                 "--connect-timeout", "1", "--command-timeout", "2"],
+                capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+        finally:
+            hang.unlink()
+    doc = json.loads(result.stdout)
+    _validate(doc)
+    hosts = _hosts(doc)
+    assert result.returncode == 1
+    assert hosts["pi1"]["healthy"] is True
+    assert hosts["mute"]["failure"] == {
+        "kind": "timeout",
+        "message": f"no SSH greeting from 127.0.0.1:{mute_port} within 1s (is sshd there?)",
+    }
+    assert hosts["pi2"]["failure"]["kind"] == "timeout"
+    assert "did not finish within 2s" in hosts["pi2"]["failure"]["message"]
