@@ -186,8 +186,15 @@ class ChiefSession:
             self._round = _Round(next_round, StreamingAggregator(self._specs))
             recipients = [w for w in self._workers.values() if w.alive]
             contributors = list(current.aggregator.contributors)
-        save_checkpoint(self._state_dir, Checkpoint(next_round, average, is_final))
+        # The checkpoint is written while the broadcast runs (a crash in between only repeats a round),
+        # and is on disk before average() returns.
+        checkpointing = threading.Thread(
+            target=save_checkpoint, args=(self._state_dir, Checkpoint(next_round, average, is_final)),
+            name="chief-checkpoint",
+        )
+        checkpointing.start()
         broadcast_bytes = self._broadcast(recipients, next_round, average, final=is_final)
+        checkpointing.join()
         self.status.update(
             state="finished" if is_final else "training", round=next_round, participants=self.participants()
         )

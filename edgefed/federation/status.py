@@ -16,6 +16,7 @@ from edgefed.federation.events import TransferEvent
 from edgefed.fsutil import atomic_write_json
 
 MAX_ERRORS = 10
+TRANSFER_WRITE_INTERVAL = 0.5  # seconds: transfers alone rewrite the file at most this often
 
 
 def status_path(state_dir: str | Path, component: str) -> Path:
@@ -28,6 +29,7 @@ class StatusFile:
     def __init__(self, state_dir: str | Path, component: str, node: str, **fields: Any) -> None:
         self.path = status_path(state_dir, component)
         self._lock = threading.Lock()
+        self._last_write = 0.0
         self._doc: dict[str, Any] = {
             "component": component,
             "node": node,
@@ -52,21 +54,25 @@ class StatusFile:
             self._write()
 
     def transfer(self, event: TransferEvent) -> None:
+        """Record the latest transfer; written now only if the file is older than the write interval
+        (the next update() or transfer writes it otherwise), so a busy round costs few writes."""
         peer = event.receiver if event.direction == "send" else event.sender
-        self.update(
-            last_transfer={
+        with self._lock:
+            self._doc["last_transfer"] = {
                 "round": event.round,
                 "peer": peer,
                 "direction": event.direction,
                 "bytes": event.bytes,
                 "at": event.timestamp,
             }
-        )
+            if time.monotonic() - self._last_write >= TRANSFER_WRITE_INTERVAL:
+                self._write()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._doc)
 
     def _write(self) -> None:
+        self._last_write = time.monotonic()
         self._doc["updated_at"] = time.time()
         atomic_write_json(self.path, self._doc, durable=False)
