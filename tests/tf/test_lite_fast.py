@@ -24,10 +24,11 @@ def test_inference_path_imports_without_tensorflow() -> None:
     assert json.loads(done.stdout) == []
 
 
-def test_cli_help_lists_predict_without_importing_tensorflow() -> None:
+def test_cli_and_core_import_without_tensorflow() -> None:
     probe = (
         "import sys; from edgefed.cli import build_parser; build_parser(); "
-        "print('tensorflow' in sys.modules)"
+        "import edgefed.node, edgefed.demo, edgefed.federation.driver, edgefed.tf, edgefed.tf.seed_params; "
+        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                           check=True, cwd=ROOT)
