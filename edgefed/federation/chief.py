@@ -188,13 +188,12 @@ class ChiefSession:
             contributors = list(current.aggregator.contributors)
         # The checkpoint is written while the broadcast runs (a crash in between only repeats a round),
         # and is on disk before average() returns.
-        checkpointing = threading.Thread(
-            target=save_checkpoint, args=(self._state_dir, Checkpoint(next_round, average, is_final)),
-            name="chief-checkpoint",
-        )
-        checkpointing.start()
-        broadcast_bytes = self._broadcast(recipients, next_round, average, final=is_final)
-        checkpointing.join()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint") as writer:
+            checkpointing = writer.submit(
+                save_checkpoint, self._state_dir, Checkpoint(next_round, average, is_final)
+            )
+            broadcast_bytes = self._broadcast(recipients, next_round, average, final=is_final)
+            checkpointing.result()  # a failed write (disk full) stops the chief with its error
         self.status.update(
             state="finished" if is_final else "training", round=next_round, participants=self.participants()
         )
