@@ -39,8 +39,10 @@ def _parsers() -> dict[str, Callable[[str], Any]]:
 
 
 def _add_security(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pki", default=DEFAULT_PKI_DIR, help=f"PKI directory (default {DEFAULT_PKI_DIR})")
-    parser.add_argument("--name", help="this node's name in the PKI (its certificate); required for TLS")
+    parser.add_argument(
+        "--pki", default=DEFAULT_PKI_DIR, metavar="DIR", help=f"PKI directory (default {DEFAULT_PKI_DIR})"
+    )
+    parser.add_argument("--name", metavar="NAME", help="this node's name in the PKI; required for TLS")
     parser.add_argument(
         "--insecure-plaintext", action="store_true",
         help="DANGEROUS: no TLS, no authentication; messages and files travel in clear text",
@@ -48,10 +50,14 @@ def _add_security(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_peer_options(parser: argparse.ArgumentParser, types: dict[str, Callable[[str], Any]]) -> None:
-    parser.add_argument("--peer", required=True, type=types["peer"], help="the other node's receiver, HOST:PORT")
-    parser.add_argument("--peer-name", help="require the peer's certificate to be issued to this node name")
     parser.add_argument(
-        "--retry-for", type=types["duration"], default=None,
+        "--peer", required=True, type=types["peer"], metavar="HOST:PORT", help="the other node's receiver"
+    )
+    parser.add_argument(
+        "--peer-name", metavar="NAME", help="require the peer's certificate to be issued to this node name"
+    )
+    parser.add_argument(
+        "--retry-for", type=types["duration"], metavar="DURATION",
         help="keep re-dialling an unreachable or broken link this long (e.g. 30s, 5m)",
     )
 
@@ -62,26 +68,37 @@ def register(subcommands: Any) -> None:
     actions = parser.add_subparsers(dest="p2p_command", required=True, metavar="ACTION")
 
     chat = actions.add_parser("chat", help="chat with another node (lines from stdin)")
-    chat.add_argument("--listen", required=True, type=types["listen"], help="this node's receiver, HOST:PORT")
+    chat.add_argument(
+        "--listen", required=True, type=types["listen"], metavar="HOST:PORT", help="this node's receiver"
+    )
     _add_peer_options(chat, types)
-    chat.add_argument("--for", dest="lifetime", type=types["duration"], help="end the chat after (e.g. 10m)")
+    chat.add_argument(
+        "--for", dest="lifetime", type=types["duration"], metavar="DURATION", help="end the chat after (e.g. 10m)"
+    )
     _add_security(chat)
     chat.set_defaults(handler=_chat)
 
     send = actions.add_parser("send", help="send files to a node running `edgefed p2p receive`")
     send.add_argument("files", nargs="+", type=Path, metavar="FILE")
     _add_peer_options(send, types)
-    send.add_argument("--as", dest="remote_name", help="file name to propose to the receiver (one FILE)")
-    send.add_argument("--max-rate", type=types["size"], help="bandwidth cap in bytes per second (e.g. 20M)")
+    send.add_argument("--as", dest="remote_name", metavar="NAME", help="name to propose to the receiver (one FILE)")
+    send.add_argument(
+        "--max-rate", type=types["size"], metavar="RATE", help="bandwidth cap in bytes per second (e.g. 20M)"
+    )
     send.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_security(send)
     send.set_defaults(handler=_send)
 
     receive = actions.add_parser("receive", help="receive files (and chat lines) for a limited time")
-    receive.add_argument("--listen", required=True, type=types["listen"], help="address to listen on, HOST:PORT")
-    receive.add_argument("--dir", required=True, type=Path, help="directory the files are written to")
-    receive.add_argument("--for", dest="lifetime", type=types["duration"], help="end the session after (e.g. 10m)")
-    receive.add_argument("--max-size", type=types["size"], help="largest file accepted (default 4G)")
+    receive.add_argument(
+        "--listen", required=True, type=types["listen"], metavar="HOST:PORT", help="address to listen on"
+    )
+    receive.add_argument("--dir", required=True, type=Path, metavar="DIR", help="where received files go")
+    receive.add_argument(
+        "--for", dest="lifetime", type=types["duration"], metavar="DURATION",
+        help="end the session after (e.g. 10m)",
+    )
+    receive.add_argument("--max-size", type=types["size"], metavar="SIZE", help="largest file accepted (default 4G)")
     receive.add_argument("--allow", action="append", metavar="NAME", help="accept only this peer (repeatable)")
     receive.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_security(receive)

@@ -13,6 +13,7 @@ import logging
 import select
 import socket
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ class PlainConnection:
     def __init__(self, sock: socket.socket, limits: Limits = P2P_LIMITS) -> None:
         self._sock = sock
         self._reader = FrameReader(limits)
+        self._send_lock = threading.Lock()  # frames from two threads must not interleave
         host, port = sock.getpeername()[:2]
         self._peer = f"unauthenticated@{host}:{port}"
 
@@ -102,9 +104,10 @@ class PlainConnection:
     def send(self, parts: Sequence[bytes | memoryview]) -> int:
         total = 0
         try:
-            for part in parts:
-                self._sock.sendall(part)
-                total += len(part) if isinstance(part, bytes) else part.nbytes
+            with self._send_lock:
+                for part in parts:
+                    self._sock.sendall(part)
+                    total += len(part) if isinstance(part, bytes) else part.nbytes
         except OSError as exc:
             raise TransportError(f"send to {self._peer} failed: {exc}") from exc
         return total

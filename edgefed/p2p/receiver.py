@@ -180,7 +180,7 @@ class Receiver(threading.Thread):
             session.serve()
         except ConnectionClosed as exc:
             log.info("%s", exc)
-        except (TransportError, ProtocolError, P2PError) as exc:
+        except (OSError, ProtocolError, P2PError) as exc:  # OSError: the link, or our disk
             if not self._stop_event.is_set():
                 log.warning("dropping peer %s: %s", peer, exc)
                 self._say_bye(connection, str(exc))

@@ -151,10 +151,13 @@ class Sender(threading.Thread):
                     continue
                 try:
                     job.future.set_result(self._execute(job))
-                except (P2PError, TransportError, ProtocolError, OSError) as exc:
+                except TransferRefused as exc:  # a clean answer: the link is still in step
                     job.future.set_exception(exc)
-                except Exception as exc:  # a bug must not leave the caller waiting forever
-                    log.exception("p2p sender failed unexpectedly")
+                except Exception as exc:
+                    if not isinstance(exc, (P2PError, ProtocolError, OSError)):
+                        log.exception("p2p sender failed unexpectedly")  # a bug: still answer the caller
+                    # The link may be mid-file: start the next job on a fresh one.
+                    self._hang_up("transfer abandoned")
                     job.future.set_exception(exc)
         except _Stopped:
             pass  # stop() while still dialling: an ending, not a failure

@@ -136,7 +136,7 @@ def sha256_of(path: Path) -> str:
 
 def test_two_processes_chat_both_ways(pki: Path, tmp_path: Path) -> None:
     alice_port, bob_port = free_port(), free_port()
-    common = ["--pki", pki, "--for", "2m", "--retry-for", "30s"]
+    common: list[str | Path] = ["--pki", pki, "--for", "2m", "--retry-for", "30s"]
     alice = Edgefed(tmp_path, "alice", "p2p", "chat", "--listen", f"127.0.0.1:{alice_port}",
                     "--peer", f"127.0.0.1:{bob_port}", "--name", "alice", "--peer-name", "bob", *common,
                     stdin=subprocess.PIPE)

@@ -124,3 +124,9 @@ def test_the_part_description_records_the_offer(tmp_path: Path) -> None:
 def test_malformed_offers_are_protocol_errors(body: dict[str, object], message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
         FileOffer.from_body(body)
+
+
+def test_an_empty_file_is_a_file_too(tmp_path: Path) -> None:
+    empty = FileOffer("empty.txt", 0, hashlib.sha256(b"").hexdigest())
+    IncomingFile(tmp_path, empty, LIMIT).finish()
+    assert (tmp_path / "empty.txt").read_bytes() == b""
