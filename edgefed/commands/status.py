@@ -16,9 +16,7 @@ def register(subcommands: Any) -> None:
         description="Exit status: 0 when every host is healthy, 1 otherwise, 2 on bad input."
         " The checks and the --json shape are in docs/status.md.",
     )
-    parser.add_argument(
-        "-i", "--inventory", required=True, type=Path, help="Ansible inventory file or directory"
-    )
+    parser.add_argument("-i", "--inventory", required=True, type=Path, help="Ansible inventory file or directory")
     parser.add_argument("-l", "--limit", help="Ansible host pattern, as for ansible-playbook --limit")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
@@ -33,15 +31,13 @@ def register(subcommands: Any) -> None:
         action="append",
         type=Path,
         metavar="FILE",
-        help="known_hosts file (repeatable; the first receives accepted keys);"
-        " default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts",
+        help="known_hosts file for every host (repeatable; the first receives accepted keys); default:"
+        " UserKnownHostsFile from the inventory's ssh args, else ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts",
     )
     parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--command-timeout", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument("--forks", type=int, default=16, help="hosts probed at once (default 16)")
-    parser.add_argument(
-        "--min-cert-days", type=float, default=14.0, help="unhealthy when a certificate expires sooner"
-    )
+    parser.add_argument("--min-cert-days", type=float, default=14.0, help="unhealthy when a certificate expires sooner")
     parser.add_argument(
         "--max-outbox-backlog", type=int, default=100, help="unhealthy above this many undelivered records"
     )
@@ -58,6 +54,8 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"--{option.replace('_', '-')} must be more than 0 seconds")
     if args.forks < 1:
         raise UsageError("--forks must be at least 1")
+    if args.min_cert_days < 0 or args.max_outbox_backlog < 0:
+        raise UsageError("--min-cert-days and --max-outbox-backlog cannot be negative")
 
 
 def run(args: argparse.Namespace) -> int:

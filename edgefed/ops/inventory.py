@@ -12,11 +12,13 @@ Per-host variables, first one set wins (the later names are the Ansible roles' o
   PKI directory (where the CA lives), not the node's.
 - node (certificate) name: edgefed_node_name, pki_node_name; default the inventory hostname
 - forwarding rule: edgefed_public_port (7777) -> edgefed_private_port (3389)
+- known_hosts: `-o UserKnownHostsFile=...` in ansible_ssh_common_args or ansible_ssh_extra_args
 """
 
 from __future__ import annotations
 
 import getpass
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,8 @@ class InventoryHost:
     pki_dir: str
     public_port: int  # the chief's forwarding rule: public_port -> private_port
     private_port: int
+    # UserKnownHostsFile from ansible_ssh_common_args / ansible_ssh_extra_args, as ssh would use it.
+    known_hosts_files: tuple[str, ...] = ()
 
     @property
     def cert_path(self) -> str:
@@ -160,4 +164,27 @@ def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
         pki_dir=host_vars.text("edgefed_node_pki_dir", "edgefed_install_pki_dir", "pki_node_dest") or DEFAULT_PKI_DIR,
         public_port=host_vars.port("edgefed_public_port", DEFAULT_PUBLIC_PORT),
         private_port=host_vars.port("edgefed_private_port", DEFAULT_PRIVATE_PORT),
+        known_hosts_files=_user_known_hosts(
+            name, [host_vars.text(var) or "" for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args")]
+        ),
     )
+
+
+def _user_known_hosts(host: str, ssh_args: list[str]) -> tuple[str, ...]:
+    """The UserKnownHostsFile option of the ssh arguments Ansible passes (`-o Key=Value` forms)."""
+    files: tuple[str, ...] = ()
+    for args in ssh_args:
+        try:
+            words = shlex.split(args)
+        except ValueError as exc:
+            raise ConfigError(f"inventory host {host}: cannot parse ssh arguments {args!r}: {exc}") from None
+        for index, word in enumerate(words):
+            option = words[index + 1] if word == "-o" and index + 1 < len(words) else None
+            if option is None and word.startswith("-o") and len(word) > 2:
+                option = word[2:]
+            if option is None:
+                continue
+            key, _, value = option.replace("=", " ", 1).partition(" ")
+            if key.lower() == "userknownhostsfile" and value.strip():
+                files = tuple(path for path in value.split() if path.lower() != "none")
+    return files

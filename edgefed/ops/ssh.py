@@ -41,7 +41,9 @@ DEFAULT_KNOWN_HOSTS = (Path("~/.ssh/known_hosts"), Path("/etc/ssh/ssh_known_host
 class SshOptions:
     connect_timeout: float = 10.0
     command_timeout: float = 30.0
-    known_hosts: tuple[Path, ...] = ()  # empty: ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts
+    # Empty: each host's UserKnownHostsFile from its ssh args, else ~/.ssh/known_hosts and
+    # /etc/ssh/ssh_known_hosts. Given: these files for every host.
+    known_hosts: tuple[Path, ...] = ()
     accept_new_host_keys: bool = False
     forks: int = 16
 
@@ -49,10 +51,11 @@ class SshOptions:
 class KnownHosts:
     """The known_hosts files keys are checked against; newly accepted keys go to the first one."""
 
-    def __init__(self, files: Sequence[Path] = ()) -> None:
+    _write_lock = threading.Lock()  # one for all instances: two may share a file
+
+    def __init__(self, files: Sequence[Path | str] = ()) -> None:
         chosen = files or DEFAULT_KNOWN_HOSTS
         self.files = [Path(os.path.expanduser(str(path))) for path in chosen]
-        self._lock = threading.Lock()
 
     @property
     def writable(self) -> Path:
@@ -66,7 +69,7 @@ class KnownHosts:
 
     def add(self, hostname: str, key: paramiko.PKey) -> None:
         line = HostKeyEntry([hostname], key).to_line()
-        with self._lock:
+        with self._write_lock:
             path = self.writable
             old = path.read_bytes() if path.exists() else b""
             if old and not old.endswith(b"\n"):
@@ -106,10 +109,13 @@ def collect(hosts: Sequence[InventoryHost], options: SshOptions) -> list[Collect
     """Probe every host concurrently; results come back in the order of `hosts`."""
     if not hosts:
         return []
-    known_hosts = KnownHosts(options.known_hosts)
+
+    def known_hosts(host: InventoryHost) -> KnownHosts:
+        return KnownHosts(options.known_hosts or host.known_hosts_files)
+
     workers = max(1, min(options.forks, len(hosts)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgefed-ssh") as pool:
-        return list(pool.map(lambda host: probe_host(host, options, known_hosts), hosts))
+        return list(pool.map(lambda host: probe_host(host, options, known_hosts(host)), hosts))
 
 
 def probe_host(host: InventoryHost, options: SshOptions, known_hosts: KnownHosts) -> Collected:

@@ -527,3 +527,12 @@ def test_silent_server_and_hanging_probe_time_out(healthy: Lab) -> None:
     }
     assert hosts["pi2"]["failure"]["kind"] == "timeout"
     assert "did not finish within 2s" in hosts["pi2"]["failure"]["message"]
+
+
+def test_known_hosts_file_named_in_the_inventory_ssh_args(healthy: Lab) -> None:
+    # As in inventory/lab: ansible_ssh_common_args carries -o UserKnownHostsFile=...; no --known-hosts.
+    args = f"-o UserKnownHostsFile={healthy.known_hosts} -o StrictHostKeyChecking=yes"
+    inventory = healthy.inventory(pi1={"ansible_ssh_common_args": args})
+    result = edgefed_status("-i", str(inventory), "--limit", "pi1", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["hosts"][0]["healthy"] is True

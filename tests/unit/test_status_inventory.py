@@ -128,3 +128,28 @@ def test_missing_or_empty_inventory(tmp_path: Path) -> None:
     empty = _write(tmp_path / "empty.ini", "[web]\nwww1\n")
     with pytest.raises(ConfigError, match="no hosts in the groups 'chief' or 'workers'"):
         load_inventory(empty)
+
+
+def test_known_hosts_file_from_ansible_ssh_args(tmp_path: Path) -> None:
+    source = _write(
+        tmp_path / "hosts.yml",
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "workers": {
+                            "hosts": {
+                                "pi1": {"ansible_ssh_common_args": "-o UserKnownHostsFile=/lab/known_hosts -o X=y"},
+                                "pi2": {"ansible_ssh_extra_args": "-oStrictHostKeyChecking=yes"
+                                        " '-oUserKnownHostsFile ~/a ~/b'"},
+                                "pi3": {"ansible_ssh_common_args": "-o UserKnownHostsFile=none"},
+                                "pi4": None,
+                            }
+                        }
+                    }
+                }
+            }
+        ),
+    )  # fmt: skip
+    hosts = {host.name: host.known_hosts_files for host in load_inventory(source)}
+    assert hosts == {"pi1": ("/lab/known_hosts",), "pi2": ("~/a", "~/b"), "pi3": (), "pi4": ()}
