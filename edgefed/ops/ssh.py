@@ -64,8 +64,11 @@ class KnownHosts:
     def load_into(self, client: paramiko.SSHClient) -> None:
         for path in self.files:
             if path.exists():
-                # "system" host keys are read-only to paramiko: it never rewrites these files itself.
-                client.load_system_host_keys(str(path))
+                try:
+                    # "system" host keys are read-only to paramiko: it never rewrites these files itself.
+                    client.load_system_host_keys(str(path))
+                except OSError as exc:
+                    raise _ProbeError("ssh", f"cannot read known_hosts {path}: {exc.strerror or exc}") from exc
 
     def add(self, hostname: str, key: paramiko.PKey) -> None:
         line = HostKeyEntry([hostname], key).to_line()
