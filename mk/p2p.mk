@@ -1,0 +1,8 @@
+# p2p chat and file transfer (docs/p2p.md): its own tests, and the transfer benchmark.
+.PHONY: test-p2p bench-p2p
+test-p2p: setup
+	$(PY) -m pytest tests/unit/test_p2p_parse.py tests/unit/test_p2p_names.py tests/unit/test_p2p_partfiles.py \
+	  tests/integration/test_p2p_threads.py tests/integration/test_p2p_processes.py
+
+bench-p2p: setup
+	$(PY) bench/bench_p2p.py
