@@ -67,8 +67,7 @@ def run_chief(args: argparse.Namespace) -> None:
     chief = ChiefSession(config)
     chief.listen()
     print("listening", flush=True)
-    weights = model(args.size)
-    info = chief.start(weights)
+    info = chief.start(model(args.size))
     times = []
     current = info.weights
     for _ in range(args.rounds):

@@ -65,6 +65,14 @@ class _Round:
     bytes_received: int = 0
 
 
+def _freeze(weights: list[np.ndarray]) -> list[np.ndarray]:
+    """The global weights are shared by broadcasts, checkpoints and the caller: make them read-only
+    rather than copy them (a trainer's set_weights copies what it keeps)."""
+    for array in weights:
+        array.flags.writeable = False
+    return weights
+
+
 class ChiefSession:
     """The seed's chief (is_chief=True): serves on private_ip:private_port and trains too."""
 
@@ -132,6 +140,7 @@ class ChiefSession:
             raise ValueError("the chief needs initial weights (no checkpoint to resume from)")
         else:
             weights, start_round, finished = [np.array(w) for w in weights], 0, False
+        _freeze(weights)
         specs = specs_of(weights)
         with self._cond:
             self._global, self._specs = weights, specs
@@ -149,7 +158,7 @@ class ChiefSession:
             self._welcome(worker, total)
         self._broadcast(joined, start_round, weights, final=self._finished)
         self.status.update(state="finished" if self._finished else "training", participants=self.participants())
-        return StartInfo([np.array(w) for w in weights], start_round, 0, total, finished=self._finished)
+        return StartInfo(weights, start_round, 0, total, finished=self._finished)
 
     def average(
         self, weights: list[np.ndarray], num_samples: int, final: bool | None = None
@@ -178,7 +187,7 @@ class ChiefSession:
                 log.warning("round %d deadline passed without %s", current.number, sorted(missing))
                 self.status.error(f"round {current.number}: no update from {', '.join(sorted(missing))}")
             current.open = False
-            average = current.aggregator.average()
+            average = _freeze(current.aggregator.average())
             next_round = current.number + 1
             is_final = final if final is not None else next_round >= self.federation.rounds
             self._global = average
@@ -199,7 +208,7 @@ class ChiefSession:
         )
         log.info("round %d averaged %s", next_round, contributors)
         return RoundResult(
-            [np.array(w) for w in average], next_round, contributors, is_final,
+            average, next_round, contributors, is_final,
             bytes=current.bytes_received + broadcast_bytes,
         )
 
