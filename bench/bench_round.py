@@ -186,7 +186,7 @@ def write_markdown(rows: list[dict[str, Any]], command: str) -> str:
         "framing, validation, hashing or averaging. Median of the timed rounds (the first is dropped). "
         "Targets: edgefed <= 1.5x raw; chief peak RSS <= 3x model + 150 MB at N = 16.",
         "",
-        "| workers | model MB | edgefed s | raw TLS s | ratio | chief peak RSS MB | RSS target MB | raw server RSS MB |",
+        "| workers | model MB | edgefed s | raw TLS s | ratio | chief RSS MB | RSS target MB | raw server RSS MB |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
