@@ -7,7 +7,7 @@ Links are mutual TLS 1.3 with the deployment's PKI (plain text only with
 FILE_CHUNK, FILE_DONE, FILE_RESULT, BYE). See docs/p2p.md.
 """
 
-from edgefed.p2p.errors import P2PError, TransferFailed, TransferRefused
+from edgefed.p2p.errors import P2PError, PeerUnreachable, TransferFailed, TransferRefused
 from edgefed.p2p.files import FileOffer, TransferCallback, transfer_record
 from edgefed.p2p.link import PLAINTEXT_WARNING, LinkSecurity
 from edgefed.p2p.names import check_file_name, printable
@@ -23,6 +23,7 @@ __all__ = [
     "FileOffer",
     "LinkSecurity",
     "P2PError",
+    "PeerUnreachable",
     "ProgressFactory",
     "Receiver",
     "RichProgress",

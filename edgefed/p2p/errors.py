@@ -7,6 +7,10 @@ class P2PError(Exception):
     """A chat or file transfer cannot go on; the message says what was wrong and with whom."""
 
 
+class PeerUnreachable(P2PError):
+    """The peer's receiver could not be reached (or re-reached) within the retry window."""
+
+
 class TransferRefused(P2PError):
     """The receiving peer refused a file offer (bad name, too large, already there, ...)."""
 

@@ -14,11 +14,11 @@ import ssl
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgefed.p2p.errors import P2PError, TransferFailed, TransferRefused
+from edgefed.p2p.errors import P2PError, PeerUnreachable, TransferFailed, TransferRefused
 from edgefed.p2p.files import FileOffer, TransferCallback, file_sha256, notify_transfer, transfer_record
 from edgefed.p2p.link import CHUNK_BYTES, LinkSecurity, P2PConnection, connect
 from edgefed.p2p.names import MAX_CHAT_CHARS, printable
@@ -43,7 +43,8 @@ class _Job:
     remote_name: str = ""
     offer: FileOffer | None = None
     stat: tuple[int, int] = (0, 0)
-    attempts: int = field(default=0)
+    attempts: int = 0
+    progressed: bool = False  # the current attempt got the file further
 
 
 class _Stopped(P2PError):
@@ -199,9 +200,9 @@ class Sender(threading.Thread):
                     # Not a peer of our deployment: dialling again cannot help.
                     raise P2PError(f"{self.host}:{self.port} refused as a peer: {exc}") from exc
                 if time.monotonic() + backoff > deadline:
-                    raise TransportError(f"{exc} (gave up after retrying for {self.retry_for:g}s)") from exc
+                    raise PeerUnreachable(f"{exc} (gave up after retrying for {self.retry_for:g}s)") from exc
                 log.info("cannot reach %s:%d yet (%s); retrying in %.2fs", self.host, self.port, exc, backoff)
-                time.sleep(backoff)
+                self._stop_event.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
             self.peer_name = self._connection.peer
@@ -210,13 +211,18 @@ class Sender(threading.Thread):
         return self._connection
 
     def _execute(self, job: _Job) -> Any:
-        """Run one job, re-dialling after a broken link for at most retry_for seconds each time."""
-        deadline = time.monotonic() + self.retry_for
+        """Run one job; after a broken link, re-dial for up to retry_for seconds.
+
+        The window restarts whenever an attempt moved the file forward, so a long transfer over
+        a flaky link keeps going as long as it progresses.
+        """
+        give_up_at = time.monotonic() + self.retry_for
         backoff = _FIRST_BACKOFF
         while True:
             job.attempts += 1
+            job.progressed = False
             try:
-                connection = self._ensure_connected(deadline)
+                connection = self._ensure_connected(give_up_at)
                 if job.text is not None:
                     connection.send([encode_control_frame(MessageType.CHAT, 0, {"text": job.text})])
                     return None
@@ -226,10 +232,13 @@ class Sender(threading.Thread):
                     self._hang_up("link error")
                 if self._stop_event.is_set():
                     raise
-                if job.attempts >= MAX_ATTEMPTS or time.monotonic() + backoff > deadline:
+                if job.progressed:
+                    job.attempts, backoff = 0, _FIRST_BACKOFF
+                    give_up_at = time.monotonic() + self.retry_for
+                if job.attempts >= MAX_ATTEMPTS or time.monotonic() + backoff > give_up_at:
                     raise TransportError(f"{exc} (gave up after {job.attempts} attempts)") from exc
                 log.warning("%s; trying again in %.2fs", exc, backoff)
-                time.sleep(backoff)
+                self._stop_event.wait(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
     # -- file transfer -----------------------------------------------------------------------------
@@ -261,7 +270,7 @@ class Sender(threading.Thread):
             log.info("resuming %s at %d of %d bytes", offer.name, offset, offer.size)
         task = self._progress(f"{offer.name} → {connection.peer}", offer.size, offset) if self._progress else None
         try:
-            self._stream(connection, job.path, offset, offer.size, task)
+            self._stream(connection, job, offset, offer.size, task)
         finally:
             if task is not None:
                 task.close()
@@ -269,9 +278,11 @@ class Sender(threading.Thread):
         return self._finished(self._reply(connection), offer, offset, "FILE_DONE")
 
     def _stream(
-        self, connection: P2PConnection, path: Path, offset: int, size: int, task: ProgressTask | None
+        self, connection: P2PConnection, job: _Job, offset: int, size: int, task: ProgressTask | None
     ) -> None:
         """Send bytes offset..size as FILE_CHUNK frames from one reused buffer."""
+        assert job.path is not None
+        path = job.path
         buffer = memoryview(bytearray(self.chunk_size))
         sent, started = 0, time.monotonic()
         with path.open("rb", buffering=0) as handle:
@@ -284,6 +295,7 @@ class Sender(threading.Thread):
                 if not count:
                     raise TransferFailed(f"{path} shrank while it was being sent")
                 connection.send(encode_raw_frame(MessageType.FILE_CHUNK, 0, buffer[:count]))
+                job.progressed = True
                 position += count
                 sent += count
                 if task is not None:

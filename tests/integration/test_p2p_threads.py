@@ -7,13 +7,14 @@ import logging
 import os
 import queue
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from edgefed.p2p import P2PError, Receiver, Sender, TransferRefused
+from edgefed.p2p import P2PError, PeerUnreachable, Receiver, Sender, TransferRefused
 from edgefed.p2p.link import P2P_LIMITS
 from edgefed.pki import NodeCredentials, PKIError, init_ca, issue_node
 from edgefed.transport import TlsConnection, TransportError, client_context, connect_tls
@@ -314,3 +315,34 @@ def test_the_session_ends_by_itself_and_says_goodbye(pki: Path) -> None:
     assert not receiver.is_alive()
     with pytest.raises(TransportError, match="cannot connect"):
         dial(pki, "alice", receiver.port)
+
+
+def test_an_unreachable_peer_ends_the_sender_with_a_clear_error() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind((LOCALHOST, 0))
+        port = probe.getsockname()[1]
+    sender = Sender(LOCALHOST, port, insecure_plaintext=True, retry_for=1)
+    sender.start()
+    sender.join(timeout=30)
+    assert not sender.is_alive()
+    assert isinstance(sender.error, PeerUnreachable)
+    assert f"cannot connect to 127.0.0.1:{port}" in str(sender.error)
+    assert "gave up after retrying for 1s" in str(sender.error)
+
+
+def test_a_chat_only_receiver_refuses_files(pki: Path, tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("notes")
+    receiver = Receiver(LOCALHOST, 0, pki_dir=pki, name="bob")
+    sender = Sender(LOCALHOST, receiver.port, pki_dir=pki, name="alice")
+    receiver.start()
+    sender.start()
+    try:
+        with pytest.raises(TransferRefused, match="does not accept files"):
+            sender.send_file(source).result(timeout=30)
+        sender.send_message("still talking").result(timeout=30)
+    finally:
+        sender.stop()
+        receiver.stop()
+        sender.join(10)
+        receiver.join(10)
