@@ -143,6 +143,7 @@ class Receiver(threading.Thread):
         handler.start()
 
     def _shutdown(self) -> None:
+        self._stop_event.set()  # handlers still handshaking see it and hang up themselves
         self._listener.close()
         reason = self.end_reason or "session over"
         with self._lock:
@@ -240,7 +241,7 @@ class _PeerSession:
     def release(self) -> None:
         """The connection ended: keep any partial file for a resume, free its name."""
         if self.incoming is not None:
-            log.info(
+            log.warning(
                 "transfer of %r from %s interrupted at %d of %d bytes; kept for resume",
                 printable(self.incoming.offer.name), self.peer, self.incoming.received, self.incoming.offer.size,
             )
@@ -251,7 +252,10 @@ class _PeerSession:
         text = frame.body.get("text")
         if not isinstance(text, str) or len(text) > MAX_CHAT_CHARS:
             raise ProtocolError(f"CHAT text must be a string of at most {MAX_CHAT_CHARS} characters")
-        self.receiver._on_chat(self.peer, printable(text))
+        try:
+            self.receiver._on_chat(self.peer, printable(text))
+        except Exception:  # the application's handler failing is no reason to drop the peer
+            log.exception("on_chat callback failed for a message from %s", self.peer)
 
     def _offer(self, frame: Frame) -> None:
         if self.incoming is not None:
