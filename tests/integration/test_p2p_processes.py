@@ -181,6 +181,9 @@ def test_a_200_mib_file_arrives_identical_and_receiver_memory_stays_flat(pki: Pa
     assert sha256_of(arrived) == expected
     assert f"received: big.bin (200.0 MiB, sha256 {expected}) by bob" in tx.out()
     assert f"received big.bin (200.0 MiB, sha256 {expected}) from alice" in rx.out()
+    # The rich progress bars (stderr; drawn once at the end when it is not a terminal).
+    assert re.search(r"big\.bin → bob .*200\.0/200\.0 MiB", tx.err())
+    assert re.search(r"big\.bin ← alice .*200\.0/200\.0 MiB", rx.err())
     # A memory bound, not a timing: chunks are streamed to disk, so the receiver's peak resident
     # memory (interpreter and libraries included) stays far below the size of the file.
     print(f"receiver peak RSS: {before / MiB:.1f} MiB listening, {peak / MiB:.1f} MiB after {size // MiB} MiB")
