@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from common import machine, model, peak_rss_mb, run_server_and_clients, update_doc  # noqa: E402
 
 from edgefed import pki  # noqa: E402
 from edgefed.config import config_from_dict  # noqa: E402
@@ -38,13 +34,6 @@ from edgefed.federation.worker import WorkerSession  # noqa: E402
 from edgefed.pki import NodeCredentials  # noqa: E402
 from edgefed.transport import client_context, server_context  # noqa: E402
 from edgefed.transport.tcp import tune_socket  # noqa: E402
-
-TENSORS = 4
-
-
-def model(megabytes: int) -> list[np.ndarray]:
-    elements = megabytes * (1 << 20) // 4 // TENSORS
-    return [np.full(elements, i + 1, dtype=np.float32) for i in range(TENSORS)]
 
 
 def node_config(pki_dir: str, state: str, name: str, role: str, port: int, workers: int, rounds: int) -> Any:
@@ -55,10 +44,6 @@ def node_config(pki_dir: str, state: str, name: str, role: str, port: int, worke
                        "round_timeout": 600.0, "max_frame_bytes": 1 << 31},
         "ledger": {"enabled": False},
     })
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- edgefed -----------------------------------------------------------------------------------------
@@ -144,7 +129,7 @@ def run_raw_client(args: argparse.Namespace) -> None:
 
 
 # -- orchestration -----------------------------------------------------------------------------------
-def measure(kind: str, pki_dir: str, workers: int, size: int, rounds: int) -> dict[str, Any]:
+def measure(kind: str, pki_dir: str, workers: int, size: int, rounds: int, timeout: float = 600) -> dict[str, Any]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -153,26 +138,13 @@ def measure(kind: str, pki_dir: str, workers: int, size: int, rounds: int) -> di
               "--size", str(size), "--rounds", str(rounds)]
     server_role, client_role = ("chief", "worker") if kind == "edgefed" else ("raw-server", "raw-client")
     me = [sys.executable, __file__]
-    server = subprocess.Popen([*me, "--role", server_role, *common], stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    assert server.stdout.readline().strip() == "listening"
-    clients = [subprocess.Popen([*me, "--role", client_role, "--name", f"w{i}", *common]) for i in range(workers)]
-    out = json.loads(server.stdout.readline())
-    server.wait(timeout=600)
-    for client in clients:
-        client.wait(timeout=600)
+    out = run_server_and_clients(
+        [*me, "--role", server_role, *common],
+        [[*me, "--role", client_role, "--name", f"w{i}", *common] for i in range(workers)],
+        timeout,
+    )
     # the first round includes connection warm-up; report the median of the rest
-    return {"median_s": statistics.median(out["times"][1:]), "peak_rss_mb": out["peak_rss_mb"]}
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {ssl.OPENSSL_VERSION}"
+    return {"median_s": statistics.median(out["times"][1:]), "peak_rss_mb": out["peak_rss_mb"], "times": out["times"]}
 
 
 def write_markdown(rows: list[dict[str, Any]], command: str) -> str:
@@ -196,18 +168,6 @@ def write_markdown(rows: list[dict[str, Any]], command: str) -> str:
             f"{row['edgefed_s'] / row['raw_s']:.2f} | {row['chief_rss_mb']:.0f} | {target} | {row['raw_rss_mb']:.0f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def update_doc(section: str, marker: str) -> None:
-    doc = REPO / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    block = f"{start}\n{section}{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text)
 
 
 def main() -> None:

@@ -1,0 +1,151 @@
+"""What the benchmarks share: the test model, process orchestration, the machine line, and the
+sections of docs/benchmarks.md.
+
+Only the standard library and NumPy: the Flower roles import this module inside .venv-flwr, where
+edgefed and its dependencies are not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import selectors
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "benchmarks.md"
+PLOTS = REPO / "docs" / "bench"
+TENSORS = 4
+
+
+def model(megabytes: int) -> list[np.ndarray]:
+    """A model of `megabytes` MiB of float32 in TENSORS equal tensors (tensor i filled with i + 1)."""
+    elements = megabytes * (1 << 20) // 4 // TENSORS
+    return [np.full(elements, i + 1, dtype=np.float32) for i in range(TENSORS)]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def machine() -> str:
+    """CPU model, cores, memory, kernel, Python and OpenSSL: what a reader needs to compare numbers."""
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError), open("/proc/meminfo") as info:
+        for line in info:
+            if line.startswith("MemTotal:"):
+                memory = f", {int(line.split()[1]) / (1 << 20):.0f} GiB RAM"
+                break
+    return (
+        f"{cpu}, {os.cpu_count()} cores{memory}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}, {ssl.OPENSSL_VERSION}"
+    )
+
+
+def load_average() -> str:
+    """The 1-minute load when a measurement starts: other work on a shared machine shows here."""
+    with contextlib.suppress(OSError):
+        return f"{os.getloadavg()[0]:.1f}"
+    return "?"
+
+
+def update_doc(section: str, marker: str, doc: Path = DOC) -> None:
+    """Replace the text between <!-- marker:start --> and <!-- marker:end --> (append it if absent),
+    leaving the other benchmarks' sections as they are."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    block = f"{start}\n{section}{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+# -- processes ---------------------------------------------------------------------------------------
+class BenchFailure(RuntimeError):
+    """A benchmark run did not finish: a process failed, or a deadline passed."""
+
+
+def read_line(stream: IO[str], deadline: float, what: str) -> str:
+    """One line from a child's stdout, or BenchFailure once the deadline has passed."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not selector.select(remaining):
+            raise BenchFailure(f"timed out waiting for {what}")
+    line = stream.readline()
+    if not line:
+        raise BenchFailure(f"{what}: the process ended without saying it")
+    return line.strip()
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[list[subprocess.Popen[str]]]:
+    """Children appended to the yielded list are killed on the way out if they are still running."""
+    children: list[subprocess.Popen[str]] = []
+    try:
+        yield children
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
+
+
+def run_server_and_clients(
+    server: Sequence[str],
+    clients: Sequence[Sequence[str]],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    ready: str = "listening",
+) -> dict[str, Any]:
+    """Start the server, wait for its `ready` line, start the clients, then return the JSON object the
+    server prints last. Everything is bounded by `timeout` seconds; stragglers are killed."""
+    deadline = time.monotonic() + timeout
+    with process_group() as children:
+        first = subprocess.Popen(list(server), stdout=subprocess.PIPE, text=True, env=env)
+        children.append(first)
+        assert first.stdout is not None
+        line = read_line(first.stdout, deadline, f"{server[-1]!r} to say {ready!r}")
+        if line != ready:
+            raise BenchFailure(f"server said {line!r} instead of {ready!r}")
+        children.extend(subprocess.Popen(list(command), text=True, env=env) for command in clients)
+        result = json.loads(read_line(first.stdout, deadline, "the server's result"))
+        for child in children:
+            try:
+                code = child.wait(timeout=max(deadline - time.monotonic(), 1))
+            except subprocess.TimeoutExpired:
+                raise BenchFailure(f"process {child.args!r} did not end in time") from None
+            if code != 0:
+                raise BenchFailure(f"process {child.args!r} exited with {code}")
+    if not isinstance(result, dict):
+        raise BenchFailure(f"the server printed {result!r}, not a JSON object")
+    return result
