@@ -156,6 +156,7 @@ class NodeLedgerHooks:
     sinks: list[EventSink] = field(default_factory=list)
     extra_handlers: dict[MessageType, PushHandler] = field(default_factory=dict)
     outbox: Outbox | None = None
+    outbox_sink: OutboxSink | None = None
     push_handler: LedgerPushHandler | None = None
 
     @classmethod
@@ -165,7 +166,7 @@ class NodeLedgerHooks:
         creds = NodeCredentials(Path(config.node.pki_dir), config.node.name)
         outbox = Outbox.for_state_dir(config.node.state_dir)
         sink = OutboxSink(outbox, config.node.name, creds.ledger_signing_key(), config.ledger.process)
-        hooks = cls(sinks=[sink], outbox=outbox)
+        hooks = cls(sinks=[sink], outbox=outbox, outbox_sink=sink)
         if config.node.role == "chief" and config.ledger.backend == "embedded":
             hooks.push_handler = LedgerPushHandler(open_chief_ledger(config))
             hooks.extra_handlers[MessageType.LEDGER_PUSH] = hooks.push_handler
@@ -175,5 +176,7 @@ class NodeLedgerHooks:
         if self.push_handler is not None:
             self.push_handler.close()
             self.push_handler.ledger.close()
+        if self.outbox_sink is not None:
+            self.outbox_sink.close()  # writes what is still queued
         if self.outbox is not None:
             self.outbox.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sqlite3
 import threading
 import time
@@ -96,14 +97,22 @@ class Outbox:
 
     def put(self, record: TransferRecord) -> bool:
         """Store a signed record; False if a record with this id was already stored (or delivered)."""
+        return self.put_many([record]) == 1
+
+    def put_many(self, records: list[TransferRecord]) -> int:
+        """Store records in one transaction (one fsync); returns how many were new."""
+        stored = 0
+        now = time.time()
         with self._transaction() as conn:
-            if conn.execute("SELECT 1 FROM delivered WHERE id = ?", (record.id,)).fetchone():
-                return False
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO outbox (id, record, created_at) VALUES (?, ?, ?)",
-                (record.id, record.to_json(), time.time()),
-            )
-            return cursor.rowcount == 1
+            for record in records:
+                if conn.execute("SELECT 1 FROM delivered WHERE id = ?", (record.id,)).fetchone():
+                    continue
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO outbox (id, record, created_at) VALUES (?, ?, ?)",
+                    (record.id, record.to_json(), now),
+                )
+                stored += cursor.rowcount
+        return stored
 
     def pending(self, limit: int) -> list[PendingRecord]:
         """The oldest records still waiting for delivery (refused ones excluded)."""
@@ -156,8 +165,10 @@ class Outbox:
 class OutboxSink:
     """An EventBus sink: turns each TransferEvent this node observed into a signed record in the outbox.
 
-    Runs on the training thread, so it only signs (tens of microseconds) and inserts one row; the
-    relay to the backend happens in the ledger service.
+    The training thread only checks the event and queues it (microseconds); a writer thread signs the
+    queued events and stores them in one transaction per batch, so an fsync never sits on the training
+    path. The price: events queued in the last moments before a hard kill (SIGKILL, power loss) are
+    lost; close() (run on every orderly exit, SIGTERM included) writes everything queued.
     """
 
     def __init__(self, outbox: Outbox, node: str, signing_key: ed25519.Ed25519PrivateKey, process: str) -> None:
@@ -165,9 +176,45 @@ class OutboxSink:
         self.node = node
         self._key = signing_key
         self.process = process
+        self._queue: queue.SimpleQueue[TransferEvent | None] = queue.SimpleQueue()
+        self._unwritten = 0  # events queued and not yet stored
+        self._written = threading.Condition()
+        self._writer = threading.Thread(target=self._write_loop, name=f"ledger-outbox-{node}", daemon=True)
+        self._writer.start()
 
     def __call__(self, event: TransferEvent) -> None:
         if event.observer != self.node:
             # Only a node's own observations are signed with its key; anything else is a wiring mistake.
             raise LedgerError(f"event observed by {event.observer!r} reached the outbox of {self.node!r}")
-        self.outbox.put(TransferRecord.from_event(event, self.process).signed(self._key))
+        with self._written:
+            self._unwritten += 1
+        self._queue.put(event)
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            events = [event for event in batch if event is not None]
+            if events:
+                records = [TransferRecord.from_event(event, self.process).signed(self._key) for event in events]
+                try:
+                    self.outbox.put_many(records)
+                except Exception:
+                    log.exception("ledger outbox %s: could not store %d records", self.outbox.path, len(records))
+            with self._written:
+                self._unwritten -= len(events)
+                self._written.notify_all()
+            if None in batch:
+                return
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is in the outbox; False if that took over timeout."""
+        with self._written:
+            return self._written.wait_for(lambda: self._unwritten == 0, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join(timeout)

@@ -15,7 +15,9 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from functools import cached_property
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -58,11 +60,12 @@ class TransferRecord:
 
     def body(self) -> dict[str, Any]:
         """The signed fields (everything except the signature)."""
-        fields = asdict(self)
-        del fields["signature"]
-        return fields
+        return {name: getattr(self, name) for name in _FIELD_NAMES if name != "signature"}
 
-    @property
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+    @cached_property
     def id(self) -> str:
         return hashlib.sha256(canonical_json(self.body())).hexdigest()[:ID_HEX_CHARS]
 
@@ -72,14 +75,14 @@ class TransferRecord:
         return (self.process, self.round, self.sender, self.receiver, self.kind)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, **asdict(self)}
+        return {"id": self.id, **self.fields()}
 
     def to_json(self) -> str:
         return canonical_json(self.to_dict()).decode()
 
     def signed(self, key: ed25519.Ed25519PrivateKey) -> TransferRecord:
         signature = key.sign(SIGNING_CONTEXT + canonical_json(self.body())).hex()
-        return TransferRecord(**{**asdict(self), "signature": signature})
+        return TransferRecord(**{**self.fields(), "signature": signature})
 
     def verify(self, public_key: ed25519.Ed25519PublicKey) -> None:
         """Raise LedgerError unless the signature is the observer's over exactly these fields."""
@@ -169,6 +172,9 @@ class TransferRecord:
             raise LedgerError(f"{label}: sha256 must be 64 lowercase hex characters")
         if self.round < 0 or self.bytes < 0 or self.participants < 0:
             raise LedgerError(f"{label}: round, bytes and participants must be >= 0")
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclass_fields(TransferRecord))
 
 
 def disagreement(send: TransferRecord, receive: TransferRecord) -> str | None:

@@ -28,7 +28,9 @@ from edgefed.pki import NodeCredentials
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-POLL_INTERVAL_S = 0.2
+# Records are relayed in batches at most once a second (sooner when a full batch waits): the relay's
+# work on the chief (signature checks, appends) is then a few bursts per round, not one per transfer.
+POLL_INTERVAL_S = 1.0
 FIRST_RETRY_DELAY_S = 0.5
 
 
@@ -96,7 +98,7 @@ class LedgerService:
                 self._backoff(stop, exc)
                 continue
             self._retry_delay = FIRST_RETRY_DELAY_S
-            if moved == 0:
+            if moved < self.batch_size:
                 stop.wait(self.poll_interval)
         self._report(state="finished")
 

@@ -242,6 +242,7 @@ def test_ledger_serve_relays_an_outbox_to_iroha(
     sink = OutboxSink(Outbox.for_state_dir(state), "worker1", key_of(pki_dir, "worker1"), "edgefed")
     for round_ in range(5):
         sink(TransferEvent(round_, "chief", "worker1", "worker1", "receive", 3, 100, f"{round_:064x}", 0.0, "weights"))
+    sink.close()
     config = tmp_path / "worker1.toml"
     config.write_text(
         dump_config(

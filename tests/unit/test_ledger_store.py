@@ -70,6 +70,7 @@ def test_outbox_keeps_records_until_acknowledged_across_reopen(pki_dir: Path, tm
     sink = OutboxSink(outbox, "chief", keys(pki_dir, "chief"), "edgefed")
     for round_ in range(3):
         sink(transfer(round_)[0])
+    sink.close()  # the writer thread stores what was queued
     outbox.close()
 
     reopened = Outbox(path)  # another process (the ledger service) opening the same file
