@@ -108,8 +108,10 @@ def main() -> None:
         for mode in ("tls", "plaintext"):
             (root / mode).mkdir()
         rows = [row for mode in ("tls", "plaintext") for row in bench_mode(root, mode, sizes, args.runs)]
-    print(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                      "results": rows}, indent=2))
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    # Other work on the machine slows the transfer: the load average puts the numbers in context.
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(json.dumps({"machine": machine, "load_average_after": load, "results": rows}, indent=2))
     print("\n| link | file | median send time | throughput | receiver peak RSS |")
     print("|---|---|---|---|---|")
     for row in rows:
