@@ -346,3 +346,19 @@ def test_a_chat_only_receiver_refuses_files(pki: Path, tmp_path: Path) -> None:
         receiver.stop()
         sender.join(10)
         receiver.join(10)
+
+
+def test_a_sender_pinned_to_a_peer_name_refuses_another_node(pki: Path) -> None:
+    receiver = Receiver(LOCALHOST, 0, pki_dir=pki, name="bob")
+    receiver.start()
+    sender = Sender(LOCALHOST, receiver.port, pki_dir=pki, name="alice", expect_peer="carol", retry_for=300)
+    sender.start()
+    try:
+        sender.join(timeout=60)
+        assert not sender.is_alive()
+        assert isinstance(sender.error, P2PError)
+        assert "not valid for 'carol'" in str(sender.error)
+    finally:
+        sender.stop()
+        receiver.stop()
+        receiver.join(10)
