@@ -13,7 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from edgefed.errors import user_error
 
+
+@user_error
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
 

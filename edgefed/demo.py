@@ -18,16 +18,17 @@ from typing import Any, TextIO
 
 from edgefed import pki
 from edgefed.config import dump_config
-from edgefed.errors import UsageError, register_user_error
+from edgefed.errors import UsageError, user_error
 
 CHIEF = "chief"
 
 
+@user_error
 class DemoFailed(RuntimeError):
     """A node of the demo exited with an error; the message quotes the end of its log."""
 
 
-register_user_error(DemoFailed)
+
 
 
 @dataclass

@@ -1,26 +1,26 @@
-"""Errors that mean bad input or an unusable environment: the CLI prints them without a traceback."""
+"""Errors that mean bad input or an unusable environment: the CLI prints them without a traceback.
 
-from edgefed.config import ConfigError
-from edgefed.federation.checkpoint import CheckpointError
-from edgefed.ledger.errors import LedgerError
-from edgefed.lite import InferenceError
-from edgefed.p2p.errors import P2PError
-from edgefed.pki import PKIError
-from edgefed.transport.base import TransportError
-from edgefed.wire.errors import ProtocolError
+This module imports nothing, so every layer can mark its own error types with @user_error and the
+CLI works in environments that have only part of the dependencies (the Pi inference venv).
+"""
 
+from typing import TypeVar
 
-class UsageError(ValueError):
-    """A command-line value is invalid; the message names it."""
+ErrorType = TypeVar("ErrorType", bound=type[BaseException])
+
+USER_ERRORS: list[type[BaseException]] = []
 
 
-USER_ERRORS: list[type[BaseException]] = [
-    CheckpointError, ConfigError, PKIError, ProtocolError, TransportError, UsageError, InferenceError, P2PError,
-    LedgerError,
-]
-
-
-def register_user_error(error_type: type[BaseException]) -> None:
-    """Let a module's own error type reach the user as a one-line message (no traceback)."""
+def user_error(error_type: ErrorType) -> ErrorType:
+    """Class decorator: this error reaches the user as one line, `edgefed: error: ...`, exit status 2."""
     if error_type not in USER_ERRORS:
         USER_ERRORS.append(error_type)
+    return error_type
+
+
+register_user_error = user_error
+
+
+@user_error
+class UsageError(ValueError):
+    """A command-line value is invalid; the message names it."""

@@ -19,12 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from edgefed.errors import user_error
+
 BACKENDS = ("tflite_runtime", "ai_edge_litert", "tensorflow")
 MANIFEST_NAME = "manifest.json"
 # Bound the interpreter's tensors when a large input file is scored.
 MAX_BATCH = 1024
 
 
+@user_error
 class InferenceError(ValueError):
     """A model or input file is unusable, or no TFLite interpreter is installed; the message says which."""
 

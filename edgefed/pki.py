@@ -24,13 +24,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgefed.errors import user_error
 from edgefed.fsutil import atomic_write_bytes
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CA_DAYS = 3650
-NODE_DAYS = 365
+NODE_DAYS = 365  # keep edgefed/commands/pki.py's copy in step
 
 
+@user_error
 class PKIError(Exception):
     """A PKI directory or request is not usable; the message names the file or value."""
 

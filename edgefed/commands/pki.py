@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edgefed import pki
+NODE_DAYS = 365  # edgefed.pki.NODE_DAYS; not imported here so the CLI loads without cryptography
 
 
 def register(subcommands: Any) -> None:
@@ -22,18 +22,22 @@ def register(subcommands: Any) -> None:
     issue.add_argument("name", help="node name; it becomes the certificate's common name")
     issue.add_argument("--pki", required=True, help="PKI directory holding the CA")
     issue.add_argument("--san", action="append", default=[], help="extra DNS name or IP (repeatable)")
-    issue.add_argument("--days", type=int, default=pki.NODE_DAYS)
+    issue.add_argument("--days", type=int, default=NODE_DAYS)
     issue.add_argument("--force", action="store_true", help="re-issue an existing certificate")
     issue.set_defaults(handler=_issue)
 
 
 def _init(args: argparse.Namespace) -> int:
+    from edgefed import pki
+
     path = pki.init_ca(args.pki, args.common_name, force=args.force)
     print(f"CA written to {path}")
     return 0
 
 
 def _issue(args: argparse.Namespace) -> int:
+    from edgefed import pki
+
     creds = pki.issue_node(args.pki, args.name, args.san, days=args.days, force=args.force)
     print(f"issued {creds.cert} and ledger key {creds.ledger_pub}")
     return 0

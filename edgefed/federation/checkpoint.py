@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefed.errors import user_error
 from edgefed.fsutil import atomic_writer
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
+@user_error
 class CheckpointError(Exception):
     """A checkpoint file exists but cannot be used; the message says which and why."""
 

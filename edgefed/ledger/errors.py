@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from edgefed.errors import user_error
 
+
+@user_error
 class LedgerError(Exception):
     """A ledger database, record or backend is unusable; the message says which and why."""
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from edgefed.errors import user_error
 
+
+@user_error
 class P2PError(Exception):
     """A chat or file transfer cannot go on; the message says what was wrong and with whom."""
 

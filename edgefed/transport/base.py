@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from edgefed.errors import user_error
 from edgefed.wire import Frame
 from edgefed.wire.reader import Allocator
 
 
+@user_error
 class TransportError(ConnectionError):
     """The link to a peer failed (handshake, reset, timeout)."""
 

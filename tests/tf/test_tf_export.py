@@ -113,14 +113,16 @@ def test_predict_in_lite_env_matches_main_env(exported, lite_python: Path, varia
     trainer, result = exported
     model = result.float_path if variant == "float" else result.quantized_path
     inputs = result.directory / "x_test.npy"
-    # The Pi environment's installed command, and its module entry point.
-    on_pi = _predict_json([str(lite_python.parent / "edgefed-predict")], model, inputs)
+    # The Pi environment's `edgefed predict` (the CLI loads without cryptography), its short
+    # command and its module entry point.
+    on_pi = _predict_json([str(lite_python.parent / "edgefed"), "predict"], model, inputs)
+    on_pi_short = _predict_json([str(lite_python.parent / "edgefed-predict")], model, inputs)
     on_pi_module = _predict_json([str(lite_python), "-m", "edgefed.commands.predict"], model, inputs)
     # The main environment's `edgefed predict`.
     here = _predict_json([str(MAIN_PYTHON.parent / "edgefed"), "predict"], model, inputs)
     assert on_pi["interpreter"] == {"name": "tflite_runtime", "version": "2.14.0"}
     assert here["interpreter"]["name"] == "ai_edge_litert"
-    assert on_pi["predictions"] == on_pi_module["predictions"] == here["predictions"]
+    assert on_pi["predictions"] == on_pi_short["predictions"] == on_pi_module["predictions"] == here["predictions"]
     assert len(on_pi["predictions"]) == len(trainer.dataset.y_test)
     # The manifest beside the model names the classes, checked against the file's sha256.
     assert on_pi["labels"] == [str(c) for c in on_pi["predictions"]]
