@@ -7,6 +7,9 @@
   wheelhouse.py download DEST_DIR --platform TAG... --python-version 3.11 [--check] REQUIREMENT...
       Make DEST_DIR hold every wheel REQUIREMENTs need on that platform: first resolved offline
       against DEST_DIR itself (nothing to do when complete), otherwise downloaded with `pip download`.
+      Local wheel files among the REQUIREMENTs (the edgefed wheel) are not kept in DEST_DIR: nodes get
+      them on their own. DEST_DIR.tar is then rewritten, if its content changed, as a reproducible
+      archive of DEST_DIR: one file to copy to a node instead of one round-trip per wheel.
 
 Prints one JSON object: {"changed": bool, "wheel": path?, "saved": [files]?}. Runs with the
 controller's Python (ansible_playbook_python), which has pip.
@@ -18,8 +21,10 @@ import argparse
 import json
 import os
 import shutil
+import io
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -64,25 +69,60 @@ def build_wheel(source: Path, dest: Path, check: bool) -> dict[str, object]:
     return {"changed": changed, "wheel": str(target)}
 
 
+def _pack(directory: Path, check: bool) -> bool:
+    """Write DIRECTORY.tar (sorted names, fixed owners and times) if it differs; True if it did."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path in sorted(directory.iterdir()):
+            if not path.is_file() or path.suffix != ".whl":
+                continue
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mode, info.mtime = path.stat().st_size, 0o644, int(_FIXED_EPOCH)
+            with path.open("rb") as data:
+                archive.addfile(info, data)
+    target = directory.with_name(directory.name + ".tar")
+    content = buffer.getvalue()
+    if target.is_file() and target.read_bytes() == content:
+        return False
+    if not check:
+        partial = target.with_name(target.name + ".partial")
+        partial.write_bytes(content)
+        partial.replace(target)
+    return True
+
+
+def _drop_local_wheels(dest: Path, requirements: list[str]) -> None:
+    for requirement in requirements:
+        local = Path(requirement.split("[", 1)[0])
+        if local.suffix == ".whl" and local.is_file():
+            (dest / local.name).unlink(missing_ok=True)
+
+
 def download(dest: Path, platforms: list[str], python_version: str, requirements: list[str],
              check: bool) -> dict[str, object]:
     target = [
         "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
         *(arg for tag in platforms for arg in ("--platform", tag)),
     ]
+    saved: list[str] = []
+    complete = False
     if dest.is_dir():
+        # Resolve against DEST_DIR only: when it is complete pip finds every file already there.
         offline = _pip("download", "--no-index", "--find-links", str(dest), "--dest", str(dest),
                        *target, *requirements)
-        if offline.returncode == 0:
-            return {"changed": False, "saved": []}
-    if check:
-        return {"changed": True, "saved": []}
-    dest.mkdir(parents=True, exist_ok=True)
-    online = _pip("download", "--dest", str(dest), *target, *requirements)
-    if online.returncode != 0:
-        raise SystemExit(f"pip download for {' '.join(platforms)} failed:\n{online.stdout}\n{online.stderr}")
-    saved = [line.split("Saved ", 1)[1].strip() for line in online.stdout.splitlines() if "Saved " in line]
-    return {"changed": bool(saved), "saved": saved}
+        _drop_local_wheels(dest, requirements)
+        complete = offline.returncode == 0
+    if not complete:
+        if check:
+            return {"changed": True, "saved": []}
+        dest.mkdir(parents=True, exist_ok=True)
+        online = _pip("download", "--dest", str(dest), *target, *requirements)
+        if online.returncode != 0:
+            raise SystemExit(f"pip download for {' '.join(platforms)} failed:\n{online.stdout}\n{online.stderr}")
+        saved = [line.split("Saved ", 1)[1].strip() for line in online.stdout.splitlines() if "Saved " in line]
+        _drop_local_wheels(dest, requirements)
+    packed = _pack(dest, check)
+    return {"changed": bool(saved) or packed, "saved": saved, "archive": str(dest) + ".tar"}
 
 
 def main() -> int:
