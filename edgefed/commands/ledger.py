@@ -40,7 +40,10 @@ def register(subcommands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
     verify = actions.add_parser("verify", help="check chain integrity, every signature and both sides of transfers")
-    verify.add_argument("path", metavar="PATH", help="a ledger database or a state directory holding ledger.sqlite")
+    verify.add_argument(
+        "path", metavar="PATH", nargs="?", help="a ledger database or a state directory holding ledger.sqlite"
+    )
+    verify.add_argument("--config", help="verify the Iroha ledger this node configuration points at (needs --pki)")
     verify.add_argument("--pki", help="also check the registered keys against this PKI directory's ledger.pub files")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_verify)
@@ -105,9 +108,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from edgefed.errors import UsageError
     from edgefed.ledger.verify import verify_ledger
 
-    report = verify_ledger(args.path, args.pki)
+    if (args.path is None) == (args.config is None):
+        raise UsageError("give either PATH (the embedded ledger) or --config (a node configured for iroha)")
+    report = _verify_iroha(args) if args.config is not None else verify_ledger(args.path, args.pki)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif report.ok:
@@ -120,6 +126,20 @@ def _verify(args: argparse.Namespace) -> int:
         if len(report.problems) > 1:
             print(f"  ({len(report.problems) - 1} more problems; --json lists them all)", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _verify_iroha(args: argparse.Namespace) -> Any:
+    from edgefed.errors import UsageError
+    from edgefed.ledger.iroha import IrohaBackend, verify_iroha
+    from edgefed.pki import ledger_public_keys
+
+    config = _config(args)
+    if config.ledger.backend != "iroha":
+        raise UsageError(f"{args.config}: ledger.backend is {config.ledger.backend!r}; verify its ledger by PATH")
+    keys = ledger_public_keys(args.pki or config.node.pki_dir)
+    if not keys:
+        raise UsageError(f"no ledger.pub files under {args.pki or config.node.pki_dir}/nodes: pass --pki")
+    return verify_iroha(IrohaBackend.for_config(config), keys)
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ appends their records to STATE_DIR/ledger.sqlite and answers LEDGER_ACK.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,7 +131,11 @@ class LedgerPushHandler:
         except ProtocolError as exc:
             log.warning("ledger: malformed push from %s: %s", peer, exc)
             return {"error": str(exc)}
-        result = self.ledger.append(records, pushed_by=peer)
+        try:
+            result = self.ledger.append(records, pushed_by=peer)
+        except sqlite3.Error as exc:  # disk full, chief shutting down: the worker keeps them and retries
+            log.error("ledger: cannot append records from %s: %s", peer, exc)
+            return {"error": f"the chief's ledger cannot take records now: {exc}"}
         refused.extend(result.refused)
         if result.accepted:
             log.info("ledger: appended %d records from %s (height %d)", len(result.accepted), peer, result.height)

@@ -35,6 +35,7 @@ from edgefed.config import NodeConfig
 from edgefed.ledger.backends import Delivery
 from edgefed.ledger.errors import BackendUnavailable, LedgerError
 from edgefed.ledger.records import TransferRecord
+from edgefed.ledger.verify import Problem, VerifyReport, check_transfers
 from edgefed.pki import NodeCredentials, public_key_hex
 
 log = logging.getLogger(__name__)
@@ -255,24 +256,61 @@ class IrohaBackend:
         for record in batch:
             self._deliver_batch([record], delivery)
 
+    def fetch_details(self, accounts: Iterable[str]) -> list[tuple[str, str, str]]:
+        """(where, writer, value) of every detail stored on these accounts; unknown accounts are skipped."""
+        found: list[tuple[str, str, str]] = []
+        for account in accounts:
+            try:
+                stored = self.client.account_details(account)
+            except IrohaQueryError as exc:
+                if exc.reason != "NO_ACCOUNT":
+                    raise
+                continue  # a node of the PKI that was never bootstrapped on Iroha has no records
+            for writer, details in stored.items():
+                found.extend((f"{account} detail {key} by {writer}", writer, value) for key, value in details.items())
+        return found
+
+    def parse_detail(self, where: str, writer: str, value: str) -> TransferRecord:
+        try:
+            record = TransferRecord.from_dict(json.loads(value))
+        except (LedgerError, json.JSONDecodeError) as exc:
+            raise LedgerError(f"{where}: not a valid transfer record: {exc}") from None
+        if account_id(record.observer, self.domain) != writer:
+            raise LedgerError(f"{where}: written by {writer}, but the record is {record.observer}'s")
+        return record
+
     def fetch_records(self, accounts: Iterable[str]) -> list[tuple[str, TransferRecord]]:
         """Every record stored in the details of these accounts, labelled with where it was found."""
-        found: list[tuple[str, TransferRecord]] = []
-        for account in accounts:
-            for writer, details in self.client.account_details(account).items():
-                for key, value in details.items():
-                    where = f"{account} detail {key} by {writer}"
-                    try:
-                        record = TransferRecord.from_dict(json.loads(value))
-                    except (LedgerError, json.JSONDecodeError) as exc:
-                        raise LedgerError(f"{where}: not a transfer record: {exc}") from None
-                    if account_id(record.observer, self.domain) != writer:
-                        raise LedgerError(f"{where}: written by {writer}, but the record is {record.observer}'s")
-                    found.append((where, record))
-        return found
+        return [
+            (where, self.parse_detail(where, writer, value)) for where, writer, value in self.fetch_details(accounts)
+        ]
 
     def close(self) -> None:
         pass
+
+
+def verify_iroha(backend: IrohaBackend, public_keys: dict[str, ed25519.Ed25519PublicKey]) -> VerifyReport:
+    """Read every record from the accounts of these nodes, check each signature against the PKI's key
+    and pair the sides of every transfer (Iroha itself vouches for order and integrity)."""
+    report = VerifyReport(signers=sorted(public_keys))
+    checked: list[tuple[str, TransferRecord]] = []
+    found = backend.fetch_details(account_id(node, backend.domain) for node in sorted(public_keys))
+    for where, writer, value in found:
+        report.entries += 1
+        try:
+            record = backend.parse_detail(where, writer, value)
+            key = public_keys.get(record.observer)
+            if key is None:
+                raise LedgerError(f"record {record.id} is signed by {record.observer!r}, who has no ledger.pub")
+            record.verify(key)
+        except LedgerError as exc:
+            report.problems.append(Problem(where, str(exc).removeprefix(f"{where}: ")))
+            continue
+        checked.append((where, record))
+    report.records = len(checked)
+    report.proven_transfers, problems = check_transfers(checked)
+    report.problems.extend(problems)
+    return report
 
 
 def _chunks(items: list[TransferRecord], size: int) -> Iterable[list[TransferRecord]]:

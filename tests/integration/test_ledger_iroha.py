@@ -146,6 +146,53 @@ def test_both_sides_commit_and_the_transfer_is_proven(bootstrapped: tuple[ToriiD
     assert {r.id for _, r in found} == {weights_send.id, weights_receive.id, update_send.id, update_receive.id}
 
 
+def test_verify_reads_the_iroha_ledger_and_names_a_forged_detail(
+    bootstrapped: tuple[ToriiDouble, str], pki_dir: Path, tmp_path: Path
+) -> None:
+    _, address = bootstrapped
+    send, receive = record(pki_dir, "send"), record(pki_dir, "receive")
+    backend(address, pki_dir, "chief").deliver([send])
+    backend(address, pki_dir, "worker1").deliver([receive])
+    config = tmp_path / "worker1.toml"
+    config.write_text(
+        dump_config(
+            {
+                "node": {
+                    "name": "worker1",
+                    "role": "worker",
+                    "pki_dir": str(pki_dir),
+                    "state_dir": str(tmp_path / "s"),
+                },
+                "ledger": {"backend": "iroha", "torii": address, "domain": DOMAIN, "commit_timeout": TIMEOUT},
+            }
+        )
+    )
+    command = [sys.executable, "-m", "edgefed", "ledger", "verify", "--config", str(config), "--json"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["proven_transfers"] == 1
+
+    # The chief's account overwrites its own detail with a changed byte count: Iroha accepts the write
+    # (the chief may write there), but the record's signature no longer matches.
+    forged = json.loads(send.to_json())
+    forged["bytes"] += 1
+    chief = backend(address, pki_dir, "chief")
+    outcome = chief.client.submit(
+        [
+            Iroha.command(
+                "SetAccountDetail",
+                account_id="worker1@edgefed",
+                key=detail_key(send),
+                value=json.dumps(forged, separators=(",", ":")),
+            )
+        ]
+    )
+    assert outcome.committed
+    broken = subprocess.run(command[:-1], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert broken.returncode == 1
+    assert f"worker1@edgefed detail {detail_key(send)} by chief@edgefed" in broken.stderr
+
+
 def test_a_retry_overwrites_the_same_detail_instead_of_duplicating(
     bootstrapped: tuple[ToriiDouble, str], pki_dir: Path
 ) -> None:
