@@ -19,12 +19,12 @@ script_digest=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
 tag="$repo:$script_digest"
 
 # What the nodes need: systemd as PID 1, sshd for Ansible, Python with venv for the edgefed install,
-# iptables + netfilter-persistent for the port-forward role, python3-apt for Ansible's apt module,
-# and small tools the verifier uses (openssl s_client, ss, nc).
+# iptables + netfilter-persistent for the port-forward role, python3-apt and debconf-utils for
+# Ansible's apt and debconf modules, and small tools the verifier uses (ss, nc, openssl).
 packages=(
   systemd systemd-sysv dbus
   openssh-server sudo ca-certificates
-  python3 python3-venv python3-apt
+  python3 python3-venv python3-apt debconf-utils
   iptables iptables-persistent netfilter-persistent
   iproute2 procps openssl netcat-openbsd less
 )
@@ -100,8 +100,9 @@ for unit in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-ker
   chroot_run systemctl mask "$unit" >&2
 done
 
-# The apt lists and caches are not needed at run time and make up a third of the size.
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+# The package lists stay (Ansible's apt module reads them to see what is installed); the downloaded
+# archives do not.
+rm -rf "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
 
 echo "importing into docker as $tag" >&2
 tar -C "$root" --numeric-owner -c . | docker import \

@@ -1,0 +1,30 @@
+# The Docker lab (issue 7, docs/lab.md): a chief and two workers as systemd containers on their own
+# network, reached over SSH through inventory/lab; molecule/default drives it.
+#   make lab       build the image if needed, start the lab, run site.yml, train, verify, show status
+#   make lab-down  remove the containers, the network, the AWS double and the lab's keys
+#   make test-lab  the whole molecule scenario (part of `make test`): up, verify, idempotence,
+#                  teardown check, down
+
+MOLECULE := $(VENV)/bin/molecule
+# The image tag follows the build script's content: it is built once, rebuilt when the script changes.
+LAB_IMAGE = $$(molecule/image/build.sh)
+
+.PHONY: lab lab-down test-lab lab-image lab-engine
+lab-engine:
+	@scripts/lab/ensure-docker.sh
+
+lab-image: lab-engine
+	@molecule/image/build.sh >/dev/null
+
+lab: setup lab-image
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) converge
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) verify
+	$(VENV)/bin/edgefed status -i inventory/lab --known-hosts .lab/known_hosts
+
+lab-down: setup lab-engine
+	$(MOLECULE) destroy
+
+test-lab: setup lab-image
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test
+
+SLOW_TEST_TARGETS += test-lab
