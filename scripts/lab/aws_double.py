@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REGION = "us-east-1"
 # moto accepts any credentials; botocore only needs some to sign with.
@@ -67,8 +68,8 @@ def serve(state_dir: Path) -> int:
     return 0
 
 
-def _client(endpoint_url: str):  # type: ignore[no-untyped-def]
-    import boto3
+def _client(endpoint_url: str) -> Any:
+    import boto3  # type: ignore[import-untyped]
 
     return boto3.client("ec2", region_name=REGION, endpoint_url=endpoint_url, **CREDENTIALS)
 

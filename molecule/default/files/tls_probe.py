@@ -19,6 +19,15 @@ import socket
 import ssl
 import sys
 import time
+from typing import Any
+
+
+def _common_name(cert: dict[str, Any]) -> str | None:
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def probe(args: argparse.Namespace) -> dict[str, object]:
@@ -38,9 +47,7 @@ def probe(args: argparse.Namespace) -> dict[str, object]:
             tls = context.wrap_socket(raw, server_hostname=args.server_name or args.host)
         except (ssl.SSLError, OSError) as exc:
             return {**result, "accepted": False, "error": f"handshake: {exc}"}
-        cert = tls.getpeercert() or {}
-        subject = dict(item for rdn in cert.get("subject", ()) for item in rdn)
-        result["server_common_name"] = subject.get("commonName")
+        result["server_common_name"] = _common_name(tls.getpeercert() or {})
         # Read until the server's verdict: tickets (accepted) or an alert (refused). The server
         # sends no application data first, so a read only ends on an alert, EOF or the timeout.
         deadline = time.monotonic() + args.timeout
