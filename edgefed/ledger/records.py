@@ -6,7 +6,9 @@ from, so the same event always gets the same id (relays are idempotent) and any 
 breaks the signature.
 
 A transfer is *proven* when the sender's record (direction ``send``) and the receiver's record
-(direction ``receive``) agree on process, round, sender, receiver, kind, participants, bytes and sha256.
+(direction ``receive``) agree on process, round, sender, receiver, kind, bytes and sha256. The
+participant count is each observer's own view (a worker that joined late saw a different count than
+the chief), recorded but not part of the agreement.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ ID_HEX_CHARS = 32  # 128 bits of a SHA-256: unique enough, and short enough for 
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 # The fields both sides of one transfer must agree on.
-AGREEMENT_FIELDS = ("process", "round", "sender", "receiver", "kind", "participants", "bytes", "sha256")
+AGREEMENT_FIELDS = ("process", "round", "sender", "receiver", "kind", "bytes", "sha256")
 
 
 def canonical_json(document: Mapping[str, Any]) -> bytes:
