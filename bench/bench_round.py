@@ -144,7 +144,7 @@ def measure(kind: str, pki_dir: str, workers: int, size: int, rounds: int, timeo
         timeout,
     )
     # the first round includes connection warm-up; report the median of the rest
-    return {"median_s": statistics.median(out["times"][1:]), "peak_rss_mb": out["peak_rss_mb"], "times": out["times"]}
+    return {"median_s": statistics.median(out["times"][1:]), **out}
 
 
 def write_markdown(rows: list[dict[str, Any]], command: str) -> str:

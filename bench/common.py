@@ -139,13 +139,32 @@ def run_server_and_clients(
             raise BenchFailure(f"server said {line!r} instead of {ready!r}")
         children.extend(subprocess.Popen(list(command), text=True, env=env) for command in clients)
         result = json.loads(read_line(first.stdout, deadline, "the server's result"))
-        for child in children:
-            try:
-                code = child.wait(timeout=max(deadline - time.monotonic(), 1))
-            except subprocess.TimeoutExpired:
-                raise BenchFailure(f"process {child.args!r} did not end in time") from None
-            if code != 0:
-                raise BenchFailure(f"process {child.args!r} exited with {code}")
+        peaks = reap(children, deadline)
     if not isinstance(result, dict):
         raise BenchFailure(f"the server printed {result!r}, not a JSON object")
+    result["server_process_peak_rss_mb"] = peaks[0]
+    result["client_peak_rss_mb"] = max(peaks[1:], default=0.0)
     return result
+
+
+def reap(children: Sequence[subprocess.Popen[str]], deadline: float) -> list[float]:
+    """Wait for every child; return each one's peak RSS in MB (from wait4's rusage, exact per child).
+    BenchFailure when one exits non-zero or is still running at the deadline."""
+    peaks = [0.0] * len(children)
+    pending = set(range(len(children)))
+    while pending:
+        for index in sorted(pending):
+            child = children[index]
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid == 0:
+                continue
+            child.returncode = os.waitstatus_to_exitcode(status)
+            peaks[index] = usage.ru_maxrss / 1024
+            pending.discard(index)
+            if child.returncode != 0:
+                raise BenchFailure(f"process {child.args!r} exited with {child.returncode}")
+        if pending and time.monotonic() > deadline:
+            raise BenchFailure(f"{len(pending)} processes did not end in time")
+        if pending:
+            time.sleep(0.05)
+    return peaks
