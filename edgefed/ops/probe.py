@@ -77,8 +77,14 @@ def build_script(host: InventoryHost, nonce: str | None = None) -> tuple[str, st
         # A section: its output, then a frame line with the command's exit status.
         'begin() { printf "%s begin %s\\n" "$M" "$1"; }',
         'end() { printf "\\n%s end %s %s\\n" "$M" "$1" "$2"; }',
-        'show_file() { if [ -r "$1" ]; then cat "$1";'
-        f' elif [ -e "$1" ]; then echo "$1 is not readable"; return 2; else return {MISSING}; fi; }}',
+        # A file the login user cannot read (the roles keep state and keys to the service user) is
+        # read through `sudo -n` when that is allowed; otherwise "not readable", never "missing".
+        'show_file() { if [ -r "$1" ]; then cat "$1"; return; fi;'
+        ' if [ "$(id -u)" != 0 ] && sudo -n test -e "$1" 2>/dev/null; then sudo -n cat "$1"; return; fi;'
+        ' if [ -e "$1" ]; then echo "$1 is not readable by $(id -un)"; return 2; fi;'
+        ' d=$(dirname "$1"); while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done;'
+        ' if [ -d "$d" ] && [ ! -x "$d" ]; then echo "$1 is not readable by $(id -un): $d is closed to it";'
+        f" return 2; fi; return {MISSING}; }}",
         "begin clock; date +%s; end clock $?",
         f'begin state_dir; if [ -d "$STATE_DIR" ]; then :; else (exit {MISSING}); fi; end state_dir $?',
     ]

@@ -108,3 +108,29 @@ def test_a_section_cut_short_is_left_out() -> None:
 )
 def test_unit_properties(text: str, expected: dict[str, str]) -> None:
     assert parse_unit_properties(text) == expected
+
+
+def test_files_closed_to_the_login_user_are_not_readable_rather_than_missing(tmp_path: Path) -> None:
+    """As the roles lay them out: state and keys belong to the service user, the operator logs in as
+    another user without sudo (here `nobody`, for real, through setpriv)."""
+    root = tmp_path / "closed"
+    host = _host(root)
+    status_dir = Path(host.state_dir) / "status"
+    status_dir.mkdir(parents=True)
+    (status_dir / "worker.json").write_text("{}")
+    Path(host.cert_path).parent.mkdir(parents=True)
+    Path(host.cert_path).write_text("cert")
+    tmp_path.chmod(0o755)
+    root.chmod(0o755)
+    Path(host.state_dir).chmod(0o700)  # closed directory
+    Path(host.pki_dir).chmod(0o700)
+    nonce, script = build_script(host)
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c", script],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    output = parse_output(result.stdout, nonce)
+    worker = output.sections["status.worker"]
+    assert worker.status == 2 and "is not readable by nobody" in worker.text
+    cert = output.sections["cert"]
+    assert cert.status == 2 and "is not readable by nobody" in cert.text
