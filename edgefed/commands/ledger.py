@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -36,6 +37,12 @@ def register(subcommands: Any) -> None:
         default=15.0,
         metavar="SECONDS",
         help="on SIGTERM, keep delivering what is waiting for up to SECONDS before exiting (default 15)",
+    )
+    serve.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="lower the service's CPU priority by this much (default 10: relaying yields to training)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -84,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
     from edgefed.ledger.service import service_for
 
     config = _config(args)
+    if args.nice:
+        os.nice(args.nice)
     service = service_for(config)
     try:
         if args.drain is not None:

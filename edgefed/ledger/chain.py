@@ -152,6 +152,8 @@ class EmbeddedLedger:
         self._key = signing_key
         self._key_lookup = key_lookup
         self._lock = threading.Lock()
+        self._tip: tuple[int, str] | None = None  # (height, hash) of the last entry, inside a transaction
+        self._verifiers: dict[str, ed25519.Ed25519PublicKey] = {}
         self._conn = connect_wal(self.path)
         try:
             self._conn.executescript(_SCHEMA)
@@ -175,11 +177,14 @@ class EmbeddedLedger:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._tip = None
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._tip = None
             self._conn.execute("COMMIT")
 
     @staticmethod
@@ -190,8 +195,10 @@ class EmbeddedLedger:
     def _append(self, conn: sqlite3.Connection, kind: str, entry_id: str, document: dict[str, Any]) -> int:
         if self._key is None:
             raise LedgerError(f"{self.path}: opened without the owner's signing key, cannot append")
-        last = self._last(conn)
-        height, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_PREV)
+        # The tip is read once per transaction (BEGIN IMMEDIATE: nobody else appends meanwhile).
+        if self._tip is None:
+            self._tip = self._last(conn) or (0, GENESIS_PREV)
+        height, prev = self._tip[0] + 1, self._tip[1]
         payload = canonical_json(document).decode()
         at = time.time()
         digest = entry_hash(
@@ -209,6 +216,7 @@ class EmbeddedLedger:
             " signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (height, kind, entry_id, payload, prev, digest, at, self.owner, signature),
         )
+        self._tip = (height, digest)
         return height
 
     def _registered_keys(self, conn: sqlite3.Connection) -> dict[str, str]:
@@ -263,13 +271,18 @@ class EmbeddedLedger:
             record.check_fields()
             existing = conn.execute("SELECT payload FROM entries WHERE entry_id = ?", (record.id,)).fetchone()
             if existing is not None:
-                if existing[0] == canonical_json(record.to_dict()).decode():
+                if existing[0] == record.to_json():
                     return "duplicate"
                 raise LedgerError(f"a different record with id {record.id} is already on the ledger")
             public_hex = self._key_for(conn, keys, record.observer)
             if public_hex is None:
                 raise LedgerError(f"unknown signer {record.observer!r}: no ledger key registered for it")
-            record.verify(ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex)))
+            verifier = self._verifiers.get(public_hex)
+            if verifier is None:
+                verifier = self._verifiers[public_hex] = ed25519.Ed25519PublicKey.from_public_bytes(
+                    bytes.fromhex(public_hex)
+                )
+            record.verify(verifier)
         except LedgerError as exc:
             return str(exc)
         return None

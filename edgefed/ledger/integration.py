@@ -17,7 +17,9 @@ appends their records to STATE_DIR/ledger.sqlite and answers LEDGER_ACK.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 # (the service reconnects on its next batch) so dead peers never pin a thread.
 PUSH_IDLE_TIMEOUT_S = 300.0
 MAX_RECORDS_PER_PUSH = 1000
+BACKGROUND_NICENESS = 10  # ledger work is background work: it yields the CPU to training
 
 PushHandler = Callable[[TlsConnection, Frame], None]
 
@@ -70,6 +73,12 @@ def open_chief_ledger(config: NodeConfig) -> EmbeddedLedger:
         signing_key=creds.ledger_signing_key(),
         key_lookup=pki_key_lookup(config.node.pki_dir),
     )
+
+
+def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
+    """Let training threads win the CPU over ledger work (Linux schedules threads with their own nice)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 def parse_push(body: dict[str, Any]) -> tuple[list[TransferRecord], list[tuple[str, str]]]:
@@ -105,6 +114,7 @@ class LedgerPushHandler:
                 return
             self._connections.add(conn)
         conn.settimeout(PUSH_IDLE_TIMEOUT_S)
+        lower_thread_priority()
         frame: Frame | None = first_frame
         try:
             while frame is not None:

@@ -9,8 +9,10 @@ silently. Two processes share the file: SQLite's locking keeps them consistent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -191,6 +193,8 @@ class OutboxSink:
         self._queue.put(event)
 
     def _write_loop(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # signing and fsync yield to training
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while True:
             first = self._queue.get()
             batch = [first]

@@ -13,6 +13,7 @@ the chief), recorded but not part of the agreement.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import re
@@ -68,8 +69,13 @@ class TransferRecord:
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     @cached_property
+    def signed_bytes(self) -> builtins.bytes:  # the field `bytes` shadows the type here
+        """The canonical JSON of the signed fields (computed once: ids, signing and checks all need it)."""
+        return canonical_json(self.body())
+
+    @cached_property
     def id(self) -> str:
-        return hashlib.sha256(canonical_json(self.body())).hexdigest()[:ID_HEX_CHARS]
+        return hashlib.sha256(self.signed_bytes).hexdigest()[:ID_HEX_CHARS]
 
     @property
     def transfer_key(self) -> tuple[str, int, str, str, str]:
@@ -83,7 +89,7 @@ class TransferRecord:
         return canonical_json(self.to_dict()).decode()
 
     def signed(self, key: ed25519.Ed25519PrivateKey) -> TransferRecord:
-        signature = key.sign(SIGNING_CONTEXT + canonical_json(self.body())).hex()
+        signature = key.sign(SIGNING_CONTEXT + self.signed_bytes).hex()
         return TransferRecord(**{**self.fields(), "signature": signature})
 
     def verify(self, public_key: ed25519.Ed25519PublicKey) -> None:
@@ -93,7 +99,7 @@ class TransferRecord:
         except ValueError:
             raise LedgerError(f"record {self.id}: signature is not hex") from None
         try:
-            public_key.verify(raw, SIGNING_CONTEXT + canonical_json(self.body()))
+            public_key.verify(raw, SIGNING_CONTEXT + self.signed_bytes)
         except InvalidSignature:
             raise LedgerError(
                 f"record {self.id}: bad signature (not {self.observer}'s ledger key over these fields)"
