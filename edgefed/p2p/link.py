@@ -8,13 +8,10 @@ connection's own thread, so a slow or hostile peer never blocks the others.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import select
 import socket
 import ssl
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +19,6 @@ from typing import Protocol
 from edgefed.p2p.errors import P2PError
 from edgefed.pki import NodeCredentials, PKIError
 from edgefed.transport import (
-    ConnectionClosed,
     TlsConnection,
     TransportError,
     client_context,
@@ -31,9 +27,8 @@ from edgefed.transport import (
     server_context,
 )
 from edgefed.transport.base import Connection
-from edgefed.transport.tcp import HANDSHAKE_TIMEOUT, tune_socket
-from edgefed.wire import Frame, FrameReader, Limits
-from edgefed.wire.reader import Allocator, allocate_fresh
+from edgefed.transport.tcp import HANDSHAKE_TIMEOUT, SocketConnection, tune_socket
+from edgefed.wire import Limits
 
 log = logging.getLogger("edgefed.p2p")
 
@@ -84,54 +79,10 @@ class LinkSecurity:
         return self.credentials.name if self.credentials is not None else "unauthenticated"
 
 
-class PlainConnection:
+def plain_connection(sock: socket.socket, limits: Limits = P2P_LIMITS) -> SocketConnection:
     """Frames over a bare TCP socket: the Connection interface without any security."""
-
-    def __init__(self, sock: socket.socket, limits: Limits = P2P_LIMITS) -> None:
-        self._sock = sock
-        self._reader = FrameReader(limits)
-        self._send_lock = threading.Lock()  # frames from two threads must not interleave
-        host, port = sock.getpeername()[:2]
-        self._peer = f"unauthenticated@{host}:{port}"
-
-    @property
-    def peer(self) -> str:
-        return self._peer
-
-    def settimeout(self, seconds: float | None) -> None:
-        self._sock.settimeout(seconds)
-
-    def send(self, parts: Sequence[bytes | memoryview]) -> int:
-        total = 0
-        try:
-            with self._send_lock:
-                for part in parts:
-                    self._sock.sendall(part)
-                    total += len(part) if isinstance(part, bytes) else part.nbytes
-        except OSError as exc:
-            raise TransportError(f"send to {self._peer} failed: {exc}") from exc
-        return total
-
-    def recv(self, allocator: Allocator | None = None) -> Frame:
-        self._reader.allocator = allocator or allocate_fresh
-        try:
-            while True:
-                count = self._sock.recv_into(self._reader.buffer())
-                if count == 0:
-                    where = "" if self._reader.at_frame_boundary else " in the middle of a frame"
-                    raise ConnectionClosed(f"{self._peer} closed the connection{where}")
-                frame = self._reader.advance(count)
-                if frame is not None:
-                    return frame
-        except TimeoutError as exc:
-            raise TransportError(f"timed out waiting for {self._peer}") from exc
-        except OSError as exc:
-            raise TransportError(f"receive from {self._peer} failed: {exc}") from exc
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+    host, port = sock.getpeername()[:2]
+    return SocketConnection(sock, f"unauthenticated@{host}:{port}", limits)
 
 
 # What the p2p code needs from a connection beyond the transport's Connection protocol.
@@ -174,7 +125,7 @@ class P2PListener:
         """Authenticate an accepted socket; TransportError if the peer is refused."""
         tune_socket(raw)
         if self._context is None:
-            return PlainConnection(raw)
+            return plain_connection(raw)
         raw.settimeout(HANDSHAKE_TIMEOUT)
         try:
             tls = self._context.wrap_socket(raw, server_side=True)
@@ -198,7 +149,7 @@ def connect(host: str, port: int, security: LinkSecurity, expect_peer: str | Non
             raise TransportError(f"cannot connect to {host}:{port}: {exc}") from exc
         tune_socket(raw)
         raw.settimeout(None)
-        return PlainConnection(raw)
+        return plain_connection(raw)
     # Any node certificate of the deployment CA is accepted unless a peer name is required: node
     # certificates name the node (SAN DNS:NAME), not necessarily the address we dial.
     context = client_context(security.credentials, check_hostname=expect_peer is not None)

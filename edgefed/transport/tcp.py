@@ -26,10 +26,10 @@ def tune_socket(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
-class TlsConnection:
-    """One authenticated TLS stream. send() may be called from another thread than recv()."""
+class SocketConnection:
+    """Frames over one stream socket. send() may be called from another thread than recv()."""
 
-    def __init__(self, sock: ssl.SSLSocket, peer: str, limits: Limits | None = None) -> None:
+    def __init__(self, sock: socket.socket, peer: str, limits: Limits | None = None) -> None:
         self._sock = sock
         self._peer = peer
         self._reader = FrameReader(limits)
@@ -49,7 +49,7 @@ class TlsConnection:
                 for part in parts:
                     self._sock.sendall(part)
                     total += len(part) if isinstance(part, bytes) else part.nbytes
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError included
             raise TransportError(f"send to {self._peer} failed: {exc}") from exc
         return total
 
@@ -68,7 +68,7 @@ class TlsConnection:
                     return frame
         except TimeoutError as exc:
             raise TransportError(f"timed out waiting for {self._peer}") from exc
-        except (ssl.SSLError, OSError) as exc:
+        except OSError as exc:  # ssl.SSLError included
             if isinstance(exc, ConnectionClosed):
                 raise
             raise TransportError(f"receive from {self._peer} failed: {exc}") from exc
@@ -77,6 +77,13 @@ class TlsConnection:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+
+
+class TlsConnection(SocketConnection):
+    """A stream whose peer proved its identity in a mutual-TLS handshake; peer is its certificate's CN."""
+
+    def __init__(self, sock: ssl.SSLSocket, peer: str, limits: Limits | None = None) -> None:
+        super().__init__(sock, peer, limits)
 
 
 class TlsListener:
