@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from edgefed.federation.events import EventBus, TransferEvent
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.status import StatusFile
 from edgefed.pki import NodeCredentials
-from edgefed.transport import TlsConnection, TlsListener, TransportError, server_context
+from edgefed.transport import Connection, Listener, PendingConnection, TlsTransport, Transport, TransportError
 from edgefed.wire import (
     Flags,
     Frame,
@@ -41,13 +40,13 @@ from edgefed.wire import (
 log = logging.getLogger(__name__)
 
 FIRST_FRAME_TIMEOUT = 15.0
-ExtraHandler = Callable[[TlsConnection, Frame], None]
+ExtraHandler = Callable[[Connection, Frame], None]
 
 
 @dataclass(eq=False)
 class _Worker:
     name: str
-    conn: TlsConnection
+    conn: Connection
     task_index: int
     synced_round: int = -1  # the round whose global weights this worker last received
     alive: bool = True
@@ -82,6 +81,7 @@ class ChiefSession:
         events: EventBus | None = None,
         extra_handlers: dict[MessageType, ExtraHandler] | None = None,
         status: StatusFile | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.config = config
         self.name = config.node.name
@@ -89,7 +89,7 @@ class ChiefSession:
         self.events = events or EventBus()
         self._extra_handlers = dict(extra_handlers or {})
         self._limits = limits_for(self.federation)
-        self._creds = NodeCredentials.load(config.node.pki_dir, self.name)
+        self._transport = transport or TlsTransport(NodeCredentials.load(config.node.pki_dir, self.name))
         self._state_dir = config.node.state_dir
         self.status = status or StatusFile(
             self._state_dir, "chief", self.name, role="chief", task_index=0, round=0,
@@ -106,7 +106,7 @@ class ChiefSession:
         self._specs: list[TensorSpec] = []
         self._round: _Round | None = None
         self._slots: UploadSlots | None = None
-        self._listener: TlsListener | None = None
+        self._listener: Listener | None = None
         self._threads: list[threading.Thread] = []
         self._counter_lock = threading.Lock()
         self.bytes_sent = 0
@@ -122,8 +122,8 @@ class ChiefSession:
     def listen(self) -> int:
         """Open the listener (start() does this too); returns the bound port."""
         if self._listener is None:
-            self._listener = TlsListener(
-                self.federation.private_ip, self.federation.private_port, server_context(self._creds), self._limits
+            self._listener = self._transport.listen(
+                self.federation.private_ip, self.federation.private_port, self._limits
             )
             self._spawn(self._accept_loop, "chief-accept")
             log.info("chief %s listening on %s:%d", self.name, self.federation.private_ip, self._listener.port)
@@ -250,7 +250,7 @@ class ChiefSession:
         body = {"task_index": worker.task_index, "total": total, "round": round_number, "chief": self.name}
         self._send(worker, [encode_control_frame(MessageType.WELCOME, round_number, body)])
 
-    def _register(self, conn: TlsConnection, hello: Frame) -> _Worker | None:
+    def _register(self, conn: Connection, hello: Frame) -> _Worker | None:
         with self._cond:
             if self._started and not self.federation.allow_late_joiners and conn.peer not in self._task_indices:
                 refusal = "late joiners are not allowed in this federation"
@@ -293,22 +293,23 @@ class ChiefSession:
         assert self._listener is not None
         while not self._closing:
             try:
-                raw, address = self._listener.accept_raw()
+                pending = self._listener.accept_pending()
             except OSError:
                 if self._closing:
                     return
                 log.exception("accept failed")
                 time.sleep(0.1)
                 continue
-            self._spawn(self._serve_connection, f"chief-conn-{address[0]}:{address[1]}", raw, address)
+            host, port = pending.address
+            self._spawn(self._serve_connection, f"chief-conn-{host}:{port}", pending)
 
-    def _serve_connection(self, raw: socket.socket, address: tuple[str, int]) -> None:
-        assert self._listener is not None
+    def _serve_connection(self, pending: PendingConnection) -> None:
         try:
-            conn = self._listener.handshake(raw)
+            conn = pending.authenticate()
         except TransportError as exc:
-            log.warning("refused connection from %s:%d: %s", address[0], address[1], exc)
-            self.status.error(f"refused {address[0]}: {exc}")
+            host = pending.address[0]
+            log.warning("refused connection from %s:%d: %s", host, pending.address[1], exc)
+            self.status.error(f"refused {host}: {exc}")
             return
         try:
             conn.settimeout(FIRST_FRAME_TIMEOUT)

@@ -18,7 +18,7 @@ from edgefed.federation.events import EventBus, TransferEvent
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.status import StatusFile
 from edgefed.pki import NodeCredentials
-from edgefed.transport import TlsConnection, TransportError, client_context, connect_tls
+from edgefed.transport import Connection, TlsTransport, Transport, TransportError
 from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
 from edgefed.wire import payload_sha256 as sha256_of
 
@@ -34,17 +34,22 @@ class FederationRefused(TransportError):
 class WorkerSession:
     """The seed's worker (is_chief=False): connects to public_ip:public_port."""
 
-    def __init__(self, config: NodeConfig, events: EventBus | None = None, status: StatusFile | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        events: EventBus | None = None,
+        status: StatusFile | None = None,
+        transport: Transport | None = None,
+    ) -> None:
         self.config = config
         self.name = config.node.name
         self.federation = config.federation
         self.events = events or EventBus()
-        self._creds = NodeCredentials.load(config.node.pki_dir, self.name)
-        self._context = client_context(self._creds)
+        self._transport = transport or TlsTransport(NodeCredentials.load(config.node.pki_dir, self.name))
         self._limits = limits_for(self.federation)
         self.status = status or StatusFile(config.node.state_dir, "worker", self.name, role="worker", round=0)
         self.events.subscribe(self.status.transfer)
-        self._conn: TlsConnection | None = None
+        self._conn: Connection | None = None
         self.chief = ""
         self.round = 0
         self.task_index = -1
@@ -104,7 +109,7 @@ class WorkerSession:
                 self.status.update(state="finished" if self.finished else "training", round=self.round)
                 return RoundResult(frame.tensors, frame.round, [], self.finished, bytes=sent + frame.wire_bytes)
 
-    def _recv_weights_or_control(self, conn: TlsConnection) -> Frame:
+    def _recv_weights_or_control(self, conn: Connection) -> Frame:
         started = time.monotonic()
         frame = conn.recv()
         if frame.type is MessageType.WEIGHTS:
@@ -149,9 +154,8 @@ class WorkerSession:
 
     def _join_once(self) -> list[np.ndarray]:
         federation = self.federation
-        conn = connect_tls(
-            federation.public_ip, federation.public_port, self._context, self._limits,
-            server_hostname=federation.server_name or federation.public_ip,
+        conn = self._transport.connect(
+            federation.public_ip, federation.public_port, self._limits, federation.server_name or federation.public_ip
         )
         self._conn = conn
         self.chief = conn.peer
@@ -184,7 +188,7 @@ class WorkerSession:
             elif frame.type is not MessageType.REJECT:
                 raise ProtocolError(f"unexpected {frame.type.name} while joining")
 
-    def _require_conn(self) -> TlsConnection:
+    def _require_conn(self) -> Connection:
         if self._conn is None:
             raise TransportError("not connected to the chief")
         return self._conn

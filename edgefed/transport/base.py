@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from edgefed.errors import user_error
-from edgefed.wire import Frame
+from edgefed.wire import Frame, Limits
 from edgefed.wire.reader import Allocator
 
 
@@ -35,15 +35,39 @@ class Connection(Protocol):
         """Block until one whole frame has arrived; tensors land in arrays from allocator."""
         ...
 
+    def settimeout(self, seconds: float | None) -> None:
+        """Bound how long recv() may wait (None: wait for ever)."""
+        ...
+
     def close(self) -> None: ...
+
+
+class PendingConnection(Protocol):
+    """A peer that connected but has not proved who it is yet."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def authenticate(self) -> Connection:
+        """Complete the handshake (on the caller's thread, so a slow peer never blocks accepting);
+        raise TransportError if the peer is refused."""
+        ...
 
 
 class Listener(Protocol):
     @property
     def port(self) -> int: ...
 
-    def accept(self) -> Connection:
-        """Wait for a peer and authenticate it; raise TransportError if that peer is refused."""
+    def accept_pending(self) -> PendingConnection:
+        """Wait for the next peer to connect."""
         ...
 
     def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """How sessions reach each other: TLS sockets today (TlsTransport), MPI later."""
+
+    def listen(self, host: str, port: int, limits: Limits) -> Listener: ...
+
+    def connect(self, host: str, port: int, limits: Limits, server_name: str) -> Connection: ...

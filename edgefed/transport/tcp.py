@@ -7,9 +7,11 @@ import socket
 import ssl
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from edgefed.pki import NodeCredentials
 from edgefed.transport.base import ConnectionClosed, TransportError
-from edgefed.transport.tls import peer_common_name
+from edgefed.transport.tls import client_context, peer_common_name, server_context
 from edgefed.wire import Frame, FrameReader, Limits
 from edgefed.wire.reader import Allocator, allocate_fresh
 
@@ -130,6 +132,10 @@ class TlsListener:
         raw, _ = self.accept_raw()
         return self.handshake(raw)
 
+    def accept_pending(self) -> PendingTls:
+        raw, address = self.accept_raw()
+        return PendingTls(self, raw, (str(address[0]), int(address[1])))
+
     def close(self) -> None:
         self._sock.close()
 
@@ -155,3 +161,27 @@ def connect_tls(
         raise TransportError(f"TLS handshake with {host}:{port} failed: {exc}") from exc
     tls.settimeout(None)
     return TlsConnection(tls, name, limits)
+
+
+@dataclass(frozen=True)
+class PendingTls:
+    listener: TlsListener
+    raw: socket.socket
+    address: tuple[str, int]
+
+    def authenticate(self) -> TlsConnection:
+        return self.listener.handshake(self.raw)
+
+
+class TlsTransport:
+    """The Transport of a node holding NAME's credentials: mutual TLS 1.3 over TCP."""
+
+    def __init__(self, creds: NodeCredentials) -> None:
+        self._server = server_context(creds)
+        self._client = client_context(creds)
+
+    def listen(self, host: str, port: int, limits: Limits) -> TlsListener:
+        return TlsListener(host, port, self._server, limits)
+
+    def connect(self, host: str, port: int, limits: Limits, server_name: str) -> TlsConnection:
+        return connect_tls(host, port, self._client, limits, server_hostname=server_name)
