@@ -36,7 +36,7 @@ from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.outbox import Outbox, OutboxSink
 from edgefed.ledger.records import TransferRecord
 from edgefed.pki import NodeCredentials, PKIError, check_node_name, load_ledger_public_key
-from edgefed.transport import TlsConnection, TransportError
+from edgefed.transport import Connection, TransportError
 from edgefed.wire import Frame, MessageType, ProtocolError, encode_control_frame
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ PUSH_IDLE_TIMEOUT_S = 300.0
 MAX_RECORDS_PER_PUSH = 1000
 BACKGROUND_NICENESS = 10  # ledger work is background work: it yields the CPU to training
 
-PushHandler = Callable[[TlsConnection, Frame], None]
+PushHandler = Callable[[Connection, Frame], None]
 
 
 def pki_key_lookup(pki_dir: str | Path) -> Callable[[str], ed25519.Ed25519PublicKey | None]:
@@ -105,10 +105,10 @@ class LedgerPushHandler:
     def __init__(self, ledger: EmbeddedLedger) -> None:
         self.ledger = ledger
         self._lock = threading.Lock()
-        self._connections: set[TlsConnection] = set()
+        self._connections: set[Connection] = set()
         self._closing = False
 
-    def __call__(self, conn: TlsConnection, first_frame: Frame) -> None:
+    def __call__(self, conn: Connection, first_frame: Frame) -> None:
         with self._lock:
             if self._closing:
                 return
