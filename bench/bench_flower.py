@@ -189,6 +189,7 @@ def plot(rows: list[dict[str, Any]]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     sizes = sorted({r["size_mb"] for r in rows})
     figure, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
@@ -201,6 +202,7 @@ def plot(rows: list[dict[str, Any]]) -> None:
         axis.set(title=f"{size} MB model", xlabel="workers", ylabel="median round time (s)", xscale="log", yscale="log")
         workers = sorted({r["workers"] for r in rows})
         axis.set_xticks(workers, labels=[str(n) for n in workers])
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.grid(True, which="both", alpha=0.3)
     axes[0][0].legend()
     figure.tight_layout()
@@ -219,6 +221,7 @@ def plot(rows: list[dict[str, Any]]) -> None:
     axis.set(xlabel="workers", ylabel="peak RSS of the chief / server (MB)", xscale="log", yscale="log")
     workers = sorted({r["workers"] for r in rows})
     axis.set_xticks(workers, labels=[str(n) for n in workers])
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
