@@ -122,17 +122,20 @@ def bench_demo(runs: int, workers: int, rounds: int, interval_steps: int) -> dic
             result = run_demo(workers, rounds, interval_steps=interval_steps, out=io.StringIO(), ledger=mode == "on")
             times[mode].extend(float(r["seconds"]) for r in result.rounds)
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
+    mean_off, mean_on = statistics.mean(times["off"]), statistics.mean(times["on"])
     return {
         "workers": workers, "rounds": rounds, "interval_steps": interval_steps, "runs": runs,
         "median_round_s_off": round(off, 4), "median_round_s_on": round(on, 4),
-        "slowdown_pct": round((on / off - 1) * 100, 1),
+        "median_slowdown_pct": round((on / off - 1) * 100, 1),
+        "mean_round_s_off": round(mean_off, 4), "mean_round_s_on": round(mean_on, 4),
+        "mean_slowdown_pct": round((mean_on / mean_off - 1) * 100, 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=2000)
-    parser.add_argument("--demo-runs", type=int, default=3)
+    parser.add_argument("--demo-runs", type=int, default=4)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--interval-steps", type=int, default=20)
