@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ def verify_ledger(path: str | Path, pki_dir: str | Path | None = None) -> Verify
     ledger = EmbeddedLedger.open_readonly(path)
     try:
         return verify_entries(ledger.entries(), ledger_public_keys(pki_dir) if pki_dir else None)
+    except sqlite3.DatabaseError as exc:  # the file itself is damaged beyond SQLite's page structure
+        raise LedgerError(f"{ledger.path}: the database cannot be read: {exc}") from None
     finally:
         ledger.close()
 
