@@ -20,7 +20,7 @@ from pathlib import Path
 from edgefed.config import NodeConfig
 from edgefed.federation.status import StatusFile
 from edgefed.ledger.backends import Backend, LocalChainBackend, RemoteChainBackend
-from edgefed.ledger.errors import BackendUnavailable, LedgerError
+from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.integration import open_chief_ledger
 from edgefed.ledger.outbox import Outbox
 from edgefed.pki import NodeCredentials
@@ -94,7 +94,7 @@ class LedgerService:
         while not stop.is_set():
             try:
                 moved = self.relay_once()
-            except BackendUnavailable as exc:
+            except LedgerError as exc:  # BackendUnavailable, or an answer we did not expect: keep all, retry
                 self._backoff(stop, exc)
                 continue
             self._retry_delay = FIRST_RETRY_DELAY_S
@@ -111,7 +111,7 @@ class LedgerService:
                 if self.relay_once() == 0:
                     return True
                 self._retry_delay = FIRST_RETRY_DELAY_S
-            except BackendUnavailable as exc:
+            except LedgerError as exc:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
