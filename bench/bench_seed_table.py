@@ -486,12 +486,15 @@ def plot(results: dict[str, dict[str, Any]], target: float) -> None:
     import matplotlib.pyplot as plt
 
     figure, (by_time, by_bytes) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = {"single": "tab:blue", "sync": "tab:orange", "fedavg": "tab:green"}
     for mode, result in results.items():
         points = result["snapshots"]
-        by_time.plot([p["seconds"] for p in points], [p["accuracy"] for p in points], label=LABELS[mode])
+        by_time.plot([p["seconds"] for p in points], [p["accuracy"] for p in points], color=colors[mode],
+                     marker="." if mode == "fedavg" else None, label=LABELS[mode])
         if mode != "single":
             sent = [p for p in points if p["bytes"] > 0]
-            by_bytes.plot([p["bytes"] / 1e6 for p in sent], [p["accuracy"] for p in sent], label=LABELS[mode])
+            by_bytes.plot([p["bytes"] / 1e6 for p in sent], [p["accuracy"] for p in sent], color=colors[mode],
+                          marker="." if mode == "fedavg" else None, label=LABELS[mode])
     for axis in (by_time, by_bytes):
         axis.axhline(target, color="grey", linestyle=":", linewidth=1)
         axis.set_ylabel("test accuracy")
