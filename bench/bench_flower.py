@@ -22,7 +22,10 @@ import argparse
 import json
 import os
 import shlex
+import socket
+import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +42,8 @@ from common import (
     load_average,
     machine,
     model,
+    process_group,
+    read_line,
     run_server_and_clients,
     update_doc,
 )
@@ -74,6 +79,25 @@ def measure_flower(
         [*me, "--role", "server", *common], [[*me, "--role", "client", *common] for _ in range(workers)], timeout, env
     )
     return {"median_s": statistics.median(out["times"][1:]), **out}
+
+
+def flower_tls(flwr_python: str, pki_dir: str) -> str:
+    """What a TLS client negotiates with the Flower server: proof that its own TLS is on."""
+    port = free_port()
+    command = [flwr_python, str(FLOWER_ROLES), "--role", "server", "--pki", pki_dir, "--port", str(port),
+               "--workers", "1", "--size", "1", "--rounds", "2"]
+    with process_group() as children:
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+        children.append(server)
+        assert server.stdout is not None
+        read_line(server.stdout, time.monotonic() + 60, "the Flower server to listen")
+        context = ssl.create_default_context(cafile=str(Path(pki_dir) / "ca.crt"))
+        context.set_alpn_protocols(["h2"])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            cipher = tls.cipher()
+            return f"{tls.version()} {cipher[0] if cipher else '?'}, ALPN {tls.selected_alpn_protocol()}"
 
 
 def available_memory_mb() -> float:
@@ -169,7 +193,8 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
         f"Machine: {machine()}  ",
         f"Flower: flwr {flwr_version} in `.venv-flwr`, legacy `start_server`/`start_client` (gRPC bidi stream), "
         "its own TLS on with the certificates `edgefed.pki` issued (ECDSA P-256; Flower authenticates the "
-        "server only, edgefed and raw TLS authenticate both ends), strategy FedAvg, server thread pool = N.  ",
+        f"server only, edgefed and raw TLS authenticate both ends; a client handshake with the Flower server "
+        f"negotiated {args.flower_tls}), strategy FedAvg, server thread pool = N.  ",
         "",
         "A round: every worker uploads the model, the chief averages, the chief broadcasts the average "
         "(Flower: the server sends the model in each fit instruction, every client returns it, the server "
@@ -300,6 +325,7 @@ def main() -> None:
         pki.issue_node(pki_dir, "chief", ["127.0.0.1"])
         for i in range(max(args.workers)):
             pki.issue_node(pki_dir, f"w{i}")
+        args.flower_tls = flower_tls(args.flwr_python, pki_dir)
         # small models first: if the budget runs out, what is left unmeasured is the largest points
         for size in sorted(args.sizes):
             for workers in sorted(args.workers):
