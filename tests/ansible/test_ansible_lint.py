@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from ansible_helpers import BIN, REPO, ansible_env
 
 LINTED = ["site.yml", "teardown.yml", "playbooks", "roles", "inventory/example"]

@@ -18,10 +18,10 @@ controller's Python (ansible_playbook_python), which has pip.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
-import io
 import subprocess
 import sys
 import tarfile

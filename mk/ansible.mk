@@ -1,0 +1,29 @@
+# The Ansible appliance (issue 6, docs/ansible.md): site.yml brings the chief and workers up,
+# teardown.yml closes what it opened.
+#   make ansible-check   ansible-lint (production profile) + --syntax-check of both playbooks
+#   make test-ansible    tests/ansible: the gates above, the pki play against edgefed.pki and its TLS,
+#                        the security-group role against moto on loopback, the validation play, the
+#                        rendered units (systemd-analyze security) and configuration (edgefed.config)
+#   make site INVENTORY=inventory/<name>  /  make teardown INVENTORY=inventory/<name>
+# tests/ansible is part of `make test-fast` (pytest -m "not lab" tests); converging real nodes is the
+# molecule lab's job (mk/lab.mk).
+INVENTORY ?= inventory/example
+ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
+ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example
+ANSIBLE_PYTHON := roles/pki/filter_plugins roles/edgefed_install/files
+
+.PHONY: ansible-check test-ansible site teardown
+ansible-check: setup
+	$(VENV)/bin/ansible-lint --offline --profile production $(ANSIBLE_LINTED)
+	$(ANSIBLE_PLAYBOOK) -i inventory/example --syntax-check site.yml teardown.yml
+	$(VENV)/bin/ruff check $(ANSIBLE_PYTHON)
+	$(VENV)/bin/mypy --strict --ignore-missing-imports $(ANSIBLE_PYTHON)
+
+test-ansible: setup
+	$(PY) -m pytest tests/ansible
+
+site: setup
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml
+
+teardown: setup
+	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) teardown.yml
