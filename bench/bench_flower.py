@@ -45,6 +45,7 @@ from common import (
     process_group,
     read_line,
     run_server_and_clients,
+    spawn,
     update_doc,
 )
 
@@ -87,8 +88,7 @@ def flower_tls(flwr_python: str, pki_dir: str) -> str:
     command = [flwr_python, str(FLOWER_ROLES), "--role", "server", "--pki", pki_dir, "--port", str(port),
                "--workers", "1", "--size", "1", "--rounds", "2"]
     with process_group() as children:
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                                  env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
+        server = spawn(command, {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}, subprocess.PIPE)
         children.append(server)
         assert server.stdout is not None
         read_line(server.stdout, time.monotonic() + 60, "the Flower server to listen")

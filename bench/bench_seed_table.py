@@ -48,7 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from common import PLOTS, BenchFailure, load_average, machine, process_group, read_line, reap, update_doc
+from common import PLOTS, BenchFailure, load_average, machine, process_group, read_line, reap, spawn, update_doc
 
 REPO = Path(__file__).resolve().parent.parent
 NODES = 6  # the seed's six Raspberry Pis: the chief and 5 workers, all training
@@ -350,7 +350,7 @@ def role_command(args: argparse.Namespace, role: str, *extra: str) -> list[str]:
 def run_single_mode(args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds + 300
     with process_group() as children:
-        child = subprocess.Popen(role_command(args, "single"), stdout=subprocess.PIPE, text=True, env=child_env())
+        child = spawn(role_command(args, "single"), child_env(), subprocess.PIPE)
         children.append(child)
         assert child.stdout is not None
         result = json.loads(read_line(child.stdout, deadline, "the single node's result"))
@@ -370,19 +370,16 @@ def run_federated_mode(args: argparse.Namespace, bed: Testbed, pki_dir: str, mod
     deadline = time.monotonic() + args.max_seconds + 300
     with process_group() as children:
         if not bed.netem:
-            relay = subprocess.Popen([*bed.exec_in(bed.hub), *role_command(args, "relay")], stdout=subprocess.PIPE,
-                                     text=True, env=child_env())
+            relay = spawn([*bed.exec_in(bed.hub), *role_command(args, "relay")], child_env(), subprocess.PIPE)
             children.append(relay)
             assert relay.stdout is not None
             read_line(relay.stdout, deadline, "the relay to listen")
-        chief = subprocess.Popen([*bed.exec_in(bed.node(0)), *role_command(args, "chief", *common)],
-                                 stdout=subprocess.PIPE, text=True, env=child_env())
+        chief = spawn([*bed.exec_in(bed.node(0)), *role_command(args, "chief", *common)], child_env(), subprocess.PIPE)
         children.append(chief)
         assert chief.stdout is not None
         read_line(chief.stdout, deadline, "the chief to listen")
         workers = [
-            subprocess.Popen([*bed.exec_in(bed.node(i)), *role_command(args, "worker", *common, "--name", f"w{i}")],
-                             text=True, env=child_env())
+            spawn([*bed.exec_in(bed.node(i)), *role_command(args, "worker", *common, "--name", f"w{i}")], child_env())
             for i in range(1, NODES)
         ]
         children.extend(workers)

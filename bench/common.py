@@ -13,6 +13,7 @@ import os
 import platform
 import resource
 import selectors
+import signal
 import socket
 import ssl
 import subprocess
@@ -88,6 +89,23 @@ def update_doc(section: str, marker: str, doc: Path = DOC) -> None:
 
 
 # -- processes ---------------------------------------------------------------------------------------
+def die_with_parent() -> None:
+    """preexec_fn: the kernel kills the child when the benchmark dies, even by SIGKILL (PR_SET_PDEATHSIG
+    survives exec, also through `ip netns exec`), so no worker outlives a killed run."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def spawn(
+    command: Sequence[str], env: dict[str, str] | None = None, stdout: int | None = None
+) -> subprocess.Popen[str]:
+    """A child process that dies with this one (die_with_parent)."""
+    return subprocess.Popen(list(command), stdout=stdout, text=True, env=env, preexec_fn=die_with_parent)
+
+
 class BenchFailure(RuntimeError):
     """A benchmark run did not finish: a process failed, or a deadline passed."""
 
@@ -131,13 +149,13 @@ def run_server_and_clients(
     server prints last. Everything is bounded by `timeout` seconds; stragglers are killed."""
     deadline = time.monotonic() + timeout
     with process_group() as children:
-        first = subprocess.Popen(list(server), stdout=subprocess.PIPE, text=True, env=env)
+        first = spawn(server, env, subprocess.PIPE)
         children.append(first)
         assert first.stdout is not None
         line = read_line(first.stdout, deadline, f"{server[-1]!r} to say {ready!r}")
         if line != ready:
             raise BenchFailure(f"server said {line!r} instead of {ready!r}")
-        children.extend(subprocess.Popen(list(command), text=True, env=env) for command in clients)
+        children.extend(spawn(command, env) for command in clients)
         result = json.loads(read_line(first.stdout, deadline, "the server's result"))
         peaks = reap(children, deadline)
     if not isinstance(result, dict):
