@@ -137,6 +137,9 @@ class TlsListener:
         return PendingTls(self, raw, (str(address[0]), int(address[1])))
 
     def close(self) -> None:
+        # shutdown() wakes a thread blocked in accept(); close() alone does not on Linux.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
 
