@@ -189,6 +189,29 @@ def verdicts(row: dict[str, Any]) -> str:
     return "; ".join(notes + errors)
 
 
+def memory_verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Per model size: chief / server RSS at the smallest and largest N measured, and whether edgefed's
+    stays flat (within 20 %) while Flower's grows."""
+    verdicts = []
+    for size in sorted({r["size_mb"] for r in rows}):
+        parts = []
+        for system in ("edgefed", "flower"):
+            points = sorted((r["workers"], r[system]["peak_rss_mb"]) for r in rows
+                            if r["size_mb"] == size and "peak_rss_mb" in r[system])
+            if len(points) < 2:
+                parts.append(f"{LABELS[system]}: fewer than two points")
+                continue
+            (n_low, low), (n_high, high) = points[0], points[-1]
+            growth = high / low
+            judged = ""
+            if system == "edgefed":
+                judged = " — flat: met" if growth <= 1.2 else " — flat: **missed**"
+            parts.append(f"{LABELS[system]} {low:.0f} MB at N = {n_low} → {high:.0f} MB at N = {n_high} "
+                         f"(x{growth:.2f}){judged}")
+        verdicts.append(f"- {size} MB model: " + "; ".join(parts))
+    return verdicts
+
+
 def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], command: str, args: argparse.Namespace,
                    elapsed: float, own_work: list[dict[str, float]]) -> str:
     flwr_version = next((r["flower"]["flwr"] for r in rows if "flwr" in r["flower"]), "?")
@@ -258,7 +281,7 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
     for row in sorted(rows, key=lambda r: (r["size_mb"], r["workers"])):
         rss = [row[s].get("peak_rss_mb") for s in SYSTEMS] + [row[s].get("client_peak_rss_mb") for s in SYSTEMS]
         lines.append(f"| {row['size_mb']} | {row['workers']} | " + " | ".join(cell(v, 0) for v in rss) + " |")
-    lines += ["", "![chief memory](bench/chief_rss.png)", ""]
+    lines += ["", *memory_verdicts(rows), "", "![chief memory](bench/chief_rss.png)", ""]
     return "\n".join(lines) + "\n"
 
 
