@@ -417,7 +417,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def write_markdown(summary: dict[str, dict[str, Any]], args: argparse.Namespace, bed_info: str, command: str,
-                   elapsed: float, load: str) -> str:
+                   elapsed: float, load: str, failures: dict[str, str]) -> str:
     target = args.target
     lines = [
         "## The seed's table: single node vs synchronous SGD vs FedAvg on shaped links (issue 9)",
@@ -442,7 +442,8 @@ def write_markdown(summary: dict[str, dict[str, Any]], args: argparse.Namespace,
     ]
     for mode in ("single", "sync", "fedavg"):
         if mode not in summary:
-            lines.append(f"| {LABELS[mode]} | not run | | | | | | |")
+            lines.append(f"| {LABELS[mode]} | {'failed: ' + failures[mode] if mode in failures else 'not run'} "
+                         "| | | | | | |")
             continue
         row = summary[mode]
         steps = f"{row['steps']} (all data, one node)" if mode == "single" else str(row["steps"])
@@ -531,6 +532,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         raise SystemExit("bench_seed_table.py needs root (ip netns, tc): run it as root or through sudo")
     started, load = time.monotonic(), load_average()
     results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="bench-seed-pki-") as pki_dir:
         from edgefed import pki
 
@@ -541,24 +543,29 @@ def orchestrate(args: argparse.Namespace) -> None:
         for mode in args.modes:
             if mode == "single":
                 results[mode] = timed(mode, lambda: run_single_mode(args))
-        with testbed(args.rate_mbit, args.latency_ms) as bed:
-            latency = (f"tc netem {args.latency_ms / 2} ms ± 20 % on each link (two links per path)" if bed.netem else
-                       "this kernel has no sch_netem (tc netem: 'Specified qdisc kind is unknown'), so a relay in "
-                       "the hub namespace (the seed's public port 7777 -> the chief's 3389) delays each direction "
-                       f"by {args.latency_ms / 2} ms ± 20 %, in order")
-            bed_info = (f"{NODES} network namespaces on a bridge in a hub namespace, each link tc tbf "
-                        f"{args.rate_mbit} Mbit/s each way; added round-trip latency {args.latency_ms} ms: {latency}")
-            for mode in args.modes:
-                if mode in MODES:
-                    try:
-                        results[mode] = timed(mode, functools.partial(run_federated_mode, args, bed, pki_dir, mode))
-                    except BenchFailure as exc:
-                        print(f"{mode}: {exc}", file=sys.stderr)
+        bed_info = "none (single node only)"
+        if any(mode in MODES for mode in args.modes):
+            with testbed(args.rate_mbit, args.latency_ms) as bed:
+                latency = (f"tc netem {args.latency_ms / 2} ms ± 20 % on each link (two links per path)" if bed.netem
+                           else "this kernel has no sch_netem (tc netem: 'Specified qdisc kind is unknown'), so a "
+                           "relay in the hub namespace (the seed's public port 7777 -> the chief's 3389) delays each "
+                           f"direction by {args.latency_ms / 2} ms ± 20 %, in order")
+                bed_info = (f"{NODES} network namespaces on a bridge in a hub namespace, each link tc tbf "
+                            f"{args.rate_mbit} Mbit/s each way; added round-trip latency {args.latency_ms} ms: "
+                            f"{latency}")
+                for mode in args.modes:
+                    if mode in MODES:
+                        try:
+                            results[mode] = timed(mode, functools.partial(run_federated_mode, args, bed, pki_dir,
+                                                                          mode))
+                        except BenchFailure as exc:
+                            failures[mode] = str(exc)
+                            print(f"{mode}: {exc}", file=sys.stderr)
     elapsed = time.monotonic() - started
     summary = summarize(results, args.target)
     print(json.dumps(summary, indent=1))
     command = "python bench/bench_seed_table.py " + shlex.join(sys.argv[1:])
-    section = write_markdown(summary, args, bed_info, command.strip(), elapsed, load)
+    section = write_markdown(summary, args, bed_info, command.strip(), elapsed, load, failures)
     print(section)
     if not args.no_doc:
         PLOTS.mkdir(parents=True, exist_ok=True)
