@@ -9,7 +9,7 @@ MOLECULE := $(VENV)/bin/molecule
 # The image tag follows the build script's content: it is built once, rebuilt when the script changes.
 LAB_IMAGE = $$(molecule/image/build.sh)
 
-.PHONY: lab lab-down test-lab lab-image lab-engine
+.PHONY: lab lab-down test-lab lab-lint lab-image lab-engine
 lab-engine:
 	@scripts/lab/ensure-docker.sh
 
@@ -17,6 +17,7 @@ lab-image: lab-engine
 	@molecule/image/build.sh >/dev/null
 
 lab: setup lab-image
+	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) converge
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) verify
 	$(VENV)/bin/edgefed status -i inventory/lab --known-hosts .lab/known_hosts
@@ -24,7 +25,13 @@ lab: setup lab-image
 lab-down: setup lab-engine
 	$(MOLECULE) destroy
 
-test-lab: setup lab-image
+# The lab's own playbooks and helpers (the roles have their gates in mk/ansible.mk).
+lab-lint: setup
+	$(VENV)/bin/ansible-lint --offline --profile production molecule/default inventory/lab
+	$(VENV)/bin/ruff check scripts/lab molecule/default/files
+	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py
+
+test-lab: setup lab-lint lab-image
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test
 
 SLOW_TEST_TARGETS += test-lab
