@@ -4,6 +4,8 @@
 #   make test-ansible    tests/ansible: the gates above, the pki play against edgefed.pki and its TLS,
 #                        the security-group role against moto on loopback, the validation play, the
 #                        rendered units (systemd-analyze security) and configuration (edgefed.config)
+#   make test-ansible-hosts  tests/ansible marked `lab`: site.yml --check and teardown.yml against
+#                        fresh containers of the lab image (part of `make test`)
 #   make site INVENTORY=inventory/<name>  /  make teardown INVENTORY=inventory/<name>
 # tests/ansible is part of `make test-fast` (pytest -m "not lab" tests); converging real nodes is the
 # molecule lab's job (mk/lab.mk).
@@ -12,7 +14,7 @@ ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
 ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example
 ANSIBLE_PYTHON := roles/pki/filter_plugins roles/edgefed_install/files
 
-.PHONY: ansible-check test-ansible site teardown
+.PHONY: ansible-check test-ansible test-ansible-hosts site teardown
 ansible-check: setup
 	$(VENV)/bin/ansible-lint --offline --profile production $(ANSIBLE_LINTED)
 	$(ANSIBLE_PLAYBOOK) -i inventory/example --syntax-check site.yml teardown.yml
@@ -20,7 +22,12 @@ ansible-check: setup
 	$(VENV)/bin/mypy --strict --ignore-missing-imports $(ANSIBLE_PYTHON)
 
 test-ansible: setup
-	$(PY) -m pytest tests/ansible
+	$(PY) -m pytest -m "not lab" tests/ansible
+
+test-ansible-hosts: setup lab-image
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(PY) -m pytest -m lab tests/ansible
+
+SLOW_TEST_TARGETS += test-ansible-hosts
 
 site: setup
 	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml

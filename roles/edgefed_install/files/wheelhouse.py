@@ -4,7 +4,7 @@
   wheelhouse.py wheel SOURCE_DIR DEST_DIR [--check]
       Build the project's wheel reproducibly (SOURCE_DATE_EPOCH fixed, so the same source gives the
       same bytes) and place it in DEST_DIR only if it differs from what is there.
-  wheelhouse.py download DEST_DIR --platform TAG... --python-version 3.11 [--check] REQUIREMENT...
+  wheelhouse.py download DEST_DIR --platform TAG... --python-version 3.11 [--check] [--no-deps] REQUIREMENT...
       Make DEST_DIR hold every wheel REQUIREMENTs need on that platform: first resolved offline
       against DEST_DIR itself (nothing to do when complete), otherwise downloaded with `pip download`.
       Local wheel files among the REQUIREMENTs (the edgefed wheel) are not kept in DEST_DIR: nodes get
@@ -99,10 +99,11 @@ def _drop_local_wheels(dest: Path, requirements: list[str]) -> None:
 
 
 def download(dest: Path, platforms: list[str], python_version: str, requirements: list[str],
-             check: bool) -> dict[str, object]:
+             check: bool, no_deps: bool = False) -> dict[str, object]:
     target = [
         "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
         *(arg for tag in platforms for arg in ("--platform", tag)),
+        *(["--no-deps"] if no_deps else []),
     ]
     saved: list[str] = []
     complete = False
@@ -137,12 +138,14 @@ def main() -> int:
     fetch.add_argument("--platform", action="append", required=True)
     fetch.add_argument("--python-version", required=True)
     fetch.add_argument("--check", action="store_true")
+    fetch.add_argument("--no-deps", action="store_true", help="only the requirements themselves")
     fetch.add_argument("requirements", nargs="+")
     args = parser.parse_args()
     if args.action == "wheel":
         report = build_wheel(args.source, args.dest, args.check)
     else:
-        report = download(args.dest, args.platform, args.python_version, args.requirements, args.check)
+        report = download(args.dest, args.platform, args.python_version, args.requirements, args.check,
+                          args.no_deps)
     print(json.dumps(report))
     return 0
 
