@@ -19,8 +19,9 @@ SETUP_TARGETS += $(VENV)/.ledger-installed
 
 .PHONY: test-ledger bench-ledger
 test-ledger: setup
-	$(PY) -m pytest tests/unit/test_ledger_records.py tests/unit/test_ledger_store.py \
-	  tests/integration/test_ledger_embedded.py tests/integration/test_ledger_iroha.py
+	$(PY) -m pytest tests/unit/test_ledger_records.py tests/unit/test_ledger_file_records.py \
+	  tests/unit/test_ledger_store.py tests/integration/test_ledger_embedded.py tests/integration/test_ledger_iroha.py \
+	  tests/integration/test_p2p_ledger.py tests/integration/test_p2p_ledger_iroha.py
 
 bench-ledger: setup
 	$(PY) bench/bench_ledger.py

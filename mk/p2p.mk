@@ -2,7 +2,7 @@
 .PHONY: test-p2p bench-p2p
 test-p2p: setup
 	$(PY) -m pytest tests/unit/test_p2p_parse.py tests/unit/test_p2p_names.py tests/unit/test_p2p_partfiles.py \
-	  tests/integration/test_p2p_threads.py tests/integration/test_p2p_processes.py
+	  tests/integration/test_p2p_threads.py tests/integration/test_p2p_processes.py tests/integration/test_p2p_ledger.py
 
 bench-p2p: setup
 	$(PY) bench/bench_p2p.py

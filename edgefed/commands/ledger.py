@@ -58,6 +58,7 @@ def register(subcommands: Any) -> None:
     show = actions.add_parser("show", help="list the ledger's transfer records")
     show.add_argument("path", metavar="PATH", help="a ledger database or a state directory holding ledger.sqlite")
     show.add_argument("--round", type=int, help="only this round")
+    show.add_argument("--kind", choices=("weights", "update", "file"), help="only this kind (file: p2p transfers)")
     show.add_argument("--node", help="only records where this node is sender or receiver")
     show.add_argument("--json", action="store_true", help="one JSON object per record")
     show.set_defaults(handler=_show)
@@ -70,6 +71,10 @@ def register(subcommands: Any) -> None:
     boot.add_argument("--admin-account", required=True, help="an Iroha account that may create roles (admin@test)")
     boot.add_argument("--admin-key", required=True, help="its private key: Iroha .priv (hex) or ed25519 PEM")
     boot.add_argument("--nodes", help="comma-separated node names (default: every node in the PKI directory)")
+    boot.add_argument(
+        "--p2p", action="store_true",
+        help="also let every worker write on every other worker's account (p2p file records between workers)",
+    )
     boot.set_defaults(handler=_bootstrap_iroha)
 
 
@@ -163,6 +168,8 @@ def _show(args: argparse.Namespace) -> int:
             record = entry.record()
             if args.round is not None and record.round != args.round:
                 continue
+            if args.kind is not None and record.kind != args.kind:
+                continue
             if args.node is not None and args.node not in (record.sender, record.receiver):
                 continue
             rows.append((entry.height, record))
@@ -181,15 +188,21 @@ def _print_table(rows: list[tuple[int, Any]]) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{len(rows)} transfer records")
-    for column in ("height", "round", "kind", "sender", "receiver", "side", "bytes", "sha256", "time (UTC)"):
+    files = any(record.name is not None for _, record in rows)  # the file column only when p2p files are listed
+    columns = ("height", "round", "kind", *(("file",) if files else ()), "sender", "receiver", "side", "bytes",
+               "sha256", "time (UTC)")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("height", "round", "bytes") else "left")
     for height, record in rows:
         when = dt.datetime.fromtimestamp(record.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        name = (Text(record.name or ""),) if files else ()  # Text: a file name is never read as rich markup
         table.add_row(
-            str(height), str(record.round), record.kind, record.sender, record.receiver,
-            f"{record.direction} ({record.observer})", f"{record.bytes:,}", record.sha256[:16], when,
+            str(height), "-" if record.name is not None else str(record.round), record.kind, *name,
+            record.sender, record.receiver, f"{record.direction} ({record.observer})", f"{record.bytes:,}",
+            record.sha256[:16], when,
         )
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
@@ -219,6 +232,7 @@ def _bootstrap_iroha(args: argparse.Namespace) -> int:
         node_keys=node_keys,
         chief=config.node.name,
         commit_timeout=config.ledger.commit_timeout,
+        p2p=args.p2p,
     )
     for step in steps:
         print(f"{step.description}: {step.outcome}")

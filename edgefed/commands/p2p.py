@@ -6,7 +6,12 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgefed.config import NodeConfig
+    from edgefed.ledger.integration import FileTransferRecorder
+    from edgefed.p2p.session import Terminal
 
 DEFAULT_PKI_DIR = "/etc/edgefed/pki"
 
@@ -40,9 +45,12 @@ def _parsers() -> dict[str, Callable[[str], Any]]:
 
 def _add_security(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pki", default=DEFAULT_PKI_DIR, metavar="DIR", help=f"PKI directory (default {DEFAULT_PKI_DIR})"
+        "--pki", metavar="DIR", help=f"PKI directory (default: node.pki_dir of --ledger-config, else {DEFAULT_PKI_DIR})"
     )
-    parser.add_argument("--name", metavar="NAME", help="this node's name in the PKI; required for TLS")
+    parser.add_argument(
+        "--name", metavar="NAME",
+        help="this node's name in the PKI, required for TLS (default: node.name of --ledger-config)",
+    )
     parser.add_argument(
         "--insecure-plaintext", action="store_true",
         help="DANGEROUS: no TLS, no authentication; messages and files travel in clear text",
@@ -87,6 +95,7 @@ def register(subcommands: Any) -> None:
     )
     send.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_security(send)
+    _add_ledger(send)
     send.set_defaults(handler=_send)
 
     receive = actions.add_parser("receive", help="receive files (and chat lines) for a limited time")
@@ -102,18 +111,93 @@ def register(subcommands: Any) -> None:
     receive.add_argument("--allow", action="append", metavar="NAME", help="accept only this peer (repeatable)")
     receive.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_security(receive)
+    _add_ledger(receive)
     receive.set_defaults(handler=_receive)
 
 
-def _credentials(args: argparse.Namespace) -> Any:
+def _add_ledger(parser: argparse.ArgumentParser) -> None:
+    # chat has no such option: a chat session never transfers files (its receiver refuses them).
+    parser.add_argument(
+        "--ledger-config", type=Path, metavar="FILE",
+        help="record every completed transfer on the ledger: this node's configuration (TOML; [node] name, "
+        "pki_dir, state_dir and [ledger]); also the default for --name and --pki",
+    )
+
+
+def _ledger_config(args: argparse.Namespace) -> NodeConfig | None:
+    """The node configuration of --ledger-config, checked against the other options (None without it)."""
+    from edgefed.config import load_config
+    from edgefed.errors import UsageError
+
+    if getattr(args, "ledger_config", None) is None:
+        return None
+    if args.insecure_plaintext:
+        raise UsageError(
+            "--ledger-config cannot be combined with --insecure-plaintext: the peer of a plain-text link is not "
+            "authenticated, so the ledger could not prove who took part in a transfer"
+        )
+    config = load_config(args.ledger_config)
+    if args.name is not None and args.name != config.node.name:
+        raise UsageError(
+            f"--name {args.name} is not node.name {config.node.name!r} of {args.ledger_config}: "
+            "records are signed with the ledger key of the node the configuration describes"
+        )
+    return config
+
+
+def _credentials(args: argparse.Namespace, config: NodeConfig | None = None) -> Any:
     from edgefed.errors import UsageError
     from edgefed.pki import NodeCredentials
 
     if args.insecure_plaintext:
         return None
-    if not args.name:
-        raise UsageError("--name is required: the node's name in the PKI (or --insecure-plaintext)")
-    return NodeCredentials.load(args.pki, args.name)
+    name = args.name or (config.node.name if config else None)
+    pki_dir = args.pki or (config.node.pki_dir if config else DEFAULT_PKI_DIR)
+    if not name:
+        raise UsageError("--name is required: the node's name in the PKI (or --ledger-config, or --insecure-plaintext)")
+    return NodeCredentials.load(pki_dir, name)
+
+
+class _LedgerRecording:
+    """The on_file_transfer callback of a command given --ledger-config: records, and says so."""
+
+    def __init__(self, config: NodeConfig | None, terminal: Terminal) -> None:
+        self.recorder: FileTransferRecorder | None = None
+        if config is not None:
+            from edgefed.ledger.integration import file_transfer_recorder
+
+            self.recorder = file_transfer_recorder(config)
+        self.terminal = terminal
+        self.failures = 0
+
+    def __call__(self, transfer: dict[str, Any]) -> None:
+        import sqlite3
+
+        from edgefed.ledger.errors import LedgerError
+
+        assert self.recorder is not None
+        try:
+            record = self.recorder(transfer)
+        except (LedgerError, OSError, sqlite3.Error) as exc:
+            self.failures += 1
+            self.terminal.complain(f"ledger: {transfer.get('name')!r} was transferred but NOT recorded: {exc}")
+            return
+        self.terminal.say(
+            f"ledger: {record.direction} record {record.id} is in {self.recorder.outbox.path} "
+            "(relayed by the node's `edgefed ledger serve`)"
+        )
+
+    @property
+    def callback(self) -> Callable[[dict[str, Any]], None] | None:
+        return self if self.recorder is not None else None
+
+    def status(self) -> int:
+        """A transfer that happened but could not be recorded fails the command too."""
+        return 2 if self.failures else 0
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -128,19 +212,35 @@ def _chat(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace) -> int:
     from edgefed.p2p import session
 
-    return session.send(
-        args.files, args.peer, session.Terminal(progress=not args.no_progress), _credentials(args),
-        args.insecure_plaintext, remote_name=args.remote_name, expect_peer=args.peer_name,
-        retry_for=args.retry_for or 30.0, max_rate=args.max_rate,
-    )
+    config = _ledger_config(args)
+    terminal = session.Terminal(progress=not args.no_progress)
+    credentials = _credentials(args, config)
+    recording = _LedgerRecording(config, terminal)
+    try:
+        status = session.send(
+            args.files, args.peer, terminal, credentials,
+            args.insecure_plaintext, remote_name=args.remote_name, expect_peer=args.peer_name,
+            retry_for=args.retry_for or 30.0, max_rate=args.max_rate, on_file_transfer=recording.callback,
+        )
+    finally:
+        recording.close()
+    return status or recording.status()
 
 
 def _receive(args: argparse.Namespace) -> int:
     from edgefed.p2p import session
     from edgefed.p2p.receiver import DEFAULT_MAX_FILE_SIZE
 
-    return session.receive(
-        args.listen, args.dir, session.Terminal(progress=not args.no_progress), _credentials(args),
-        args.insecure_plaintext, lifetime=args.lifetime, max_file_size=args.max_size or DEFAULT_MAX_FILE_SIZE,
-        allowed_peers=args.allow,
-    )
+    config = _ledger_config(args)
+    terminal = session.Terminal(progress=not args.no_progress)
+    credentials = _credentials(args, config)
+    recording = _LedgerRecording(config, terminal)
+    try:
+        status = session.receive(
+            args.listen, args.dir, terminal, credentials,
+            args.insecure_plaintext, lifetime=args.lifetime, max_file_size=args.max_size or DEFAULT_MAX_FILE_SIZE,
+            allowed_peers=args.allow, on_file_transfer=recording.callback,
+        )
+    finally:
+        recording.close()
+    return status or recording.status()

@@ -333,14 +333,17 @@ def bootstrap(
     node_keys: dict[str, ed25519.Ed25519PrivateKey],
     chief: str,
     commit_timeout: float,
+    p2p: bool = False,
 ) -> list[BootstrapStep]:
     """Create the node role, the domain, one account per node, and the grants the records need.
 
     Every worker grants the chief can_set_my_account_detail (the chief writes its weight sends there),
     and the chief grants every worker the same (workers write their update sends on the chief's
-    account). Grants are signed by the granting node's own key, so NODE_KEYS must hold every node's
-    private ledger key (the controller's PKI directory has them). Safe to run again: existing role and
-    accounts are kept, grants are idempotent in Iroha.
+    account). With p2p, every worker also grants every other worker, so that the sender of a p2p file
+    transfer between two workers may write its send record on the receiver's account. Grants are
+    signed by the granting node's own key, so NODE_KEYS must hold every node's private ledger key (the
+    controller's PKI directory has them). Safe to run again: existing role and accounts are kept,
+    grants are idempotent in Iroha.
     """
     if chief not in node_keys:
         raise LedgerError(f"the chief {chief!r} is not among the nodes to bootstrap: {sorted(node_keys)}")
@@ -391,14 +394,17 @@ def bootstrap(
             continue
         worker_account = account_id(node, domain)
         worker = IrohaClient(torii, worker_account, nacl_key(key), commit_timeout)
+        peers = [other for other in sorted(node_keys) if other not in (node, chief)] if p2p else []
+        grantees = [chief_account, *(account_id(other, domain) for other in peers)]
         run(
-            f"{worker_account} lets {chief_account} set its details",
+            f"{worker_account} lets {', '.join(grantees)} set its details",
             [
                 Iroha.command(
                     "GrantPermission",
-                    account_id=chief_account,
+                    account_id=grantee,
                     permission=primitive_pb2.can_set_my_account_detail,
                 )
+                for grantee in grantees
             ],
             worker,
         )

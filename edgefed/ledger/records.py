@@ -1,4 +1,4 @@
-"""Signed transfer records: one per send and one per receive of a weight transfer.
+"""Signed transfer records: one per send and one per receive of a weight or file transfer.
 
 A record is a small JSON document. Its canonical form (sorted keys, no spaces) without the ``id`` and
 ``signature`` fields is what the observer signs with its ed25519 ledger key and what the id is derived
@@ -9,6 +9,11 @@ A transfer is *proven* when the sender's record (direction ``send``) and the rec
 (direction ``receive``) agree on process, round, sender, receiver, kind, bytes and sha256. The
 participant count is each observer's own view (a worker that joined late saw a different count than
 the chief), recorded but not part of the agreement.
+
+Kind ``file`` records a p2p file transfer (edgefed.p2p): the file's name travels in the signed field
+``name``, round is 0 (files are outside training rounds) and participants is 2. ``name`` exists only
+on file records and is left out of the canonical form when unset, so weight records keep exactly the
+canonical bytes, ids and signatures they had before file records existed (older ledgers verify).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import builtins
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -34,8 +40,14 @@ SIGNING_CONTEXT = b"edgefed-ledger-record-v1\n"
 ID_HEX_CHARS = 32  # 128 bits of a SHA-256: unique enough, and short enough for an Iroha detail key
 _HEX = re.compile(r"^[0-9a-f]+$")
 
-# The fields both sides of one transfer must agree on.
-AGREEMENT_FIELDS = ("process", "round", "sender", "receiver", "kind", "bytes", "sha256")
+KINDS = ("weights", "update", "file")
+FILE_KIND = "file"
+MAX_NAME_BYTES = 255  # p2p accepts at most 200; the ledger only needs a bound (Iroha detail values are small)
+
+# The fields both sides of one transfer must agree on (name is None on both sides of weight transfers).
+AGREEMENT_FIELDS = ("process", "round", "sender", "receiver", "kind", "name", "bytes", "sha256")
+# Fields added after version 1 records existed: left out of the canonical form when unset.
+OPTIONAL_FIELDS = ("name",)
 
 
 def canonical_json(document: Mapping[str, Any]) -> bytes:
@@ -44,7 +56,7 @@ def canonical_json(document: Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class TransferRecord:
-    """One node's signed account of one weight transfer."""
+    """One node's signed account of one weight or file transfer."""
 
     process: str  # the federated process (deployment) the transfer belongs to
     round: int
@@ -52,7 +64,7 @@ class TransferRecord:
     receiver: str
     observer: str  # who wrote and signed this record: the sender for "send", the receiver for "receive"
     direction: str  # "send" | "receive"
-    kind: str  # "weights" (chief -> worker) | "update" (worker -> chief)
+    kind: str  # "weights" (chief -> worker) | "update" (worker -> chief) | "file" (p2p, any two nodes)
     participants: int
     bytes: int
     sha256: str
@@ -60,13 +72,18 @@ class TransferRecord:
     time: float
     signature: str = ""
     v: int = RECORD_VERSION
+    name: str | None = None  # kind "file" only: the file's name, as the receiver stored it
 
     def body(self) -> dict[str, Any]:
         """The signed fields (everything except the signature)."""
-        return {name: getattr(self, name) for name in _FIELD_NAMES if name != "signature"}
+        return {name: value for name, value in self.fields().items() if name != "signature"}
 
     def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FIELD_NAMES}
+        return {
+            name: getattr(self, name)
+            for name in _FIELD_NAMES
+            if not (name in OPTIONAL_FIELDS and getattr(self, name) is None)
+        }
 
     @cached_property
     def signed_bytes(self) -> builtins.bytes:  # the field `bytes` shadows the type here
@@ -78,9 +95,9 @@ class TransferRecord:
         return hashlib.sha256(self.signed_bytes).hexdigest()[:ID_HEX_CHARS]
 
     @property
-    def transfer_key(self) -> tuple[str, int, str, str, str]:
+    def transfer_key(self) -> tuple[str, int, str, str, str, str | None]:
         """What pairs a send record with its receive record (besides the payload digest)."""
-        return (self.process, self.round, self.sender, self.receiver, self.kind)
+        return (self.process, self.round, self.sender, self.receiver, self.kind, self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, **self.fields()}
@@ -123,6 +140,39 @@ class TransferRecord:
         )
 
     @classmethod
+    def for_file(
+        cls,
+        *,
+        process: str,
+        sender: str,
+        receiver: str,
+        direction: str,
+        name: str,
+        size: int,
+        sha256: str,
+        seconds: float,
+        time: float,
+    ) -> TransferRecord:
+        """One side's (unsigned) record of a p2p file transfer; the observer is the side named by direction."""
+        record = cls(
+            process=process,
+            round=0,
+            sender=sender,
+            receiver=receiver,
+            observer=sender if direction == "send" else receiver,
+            direction=direction,
+            kind=FILE_KIND,
+            participants=2,
+            bytes=size,
+            sha256=sha256,
+            seconds=round(float(seconds), 6),
+            time=float(time),
+            name=name,
+        )
+        record.check_fields()
+        return record
+
+    @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> TransferRecord:
         """Parse and check a record received from elsewhere; a claimed id must match the content."""
         if not isinstance(document, Mapping):
@@ -143,8 +193,9 @@ class TransferRecord:
             "signature": str,
             "v": int,
         }
+        optional = {"name": str}
         label = document.get("id", "?")
-        unknown = sorted(set(document) - set(expected) - {"id"})
+        unknown = sorted(set(document) - set(expected) - set(optional) - {"id"})
         if unknown:
             raise LedgerError(f"record {label}: unknown field {unknown[0]!r}")
         values: dict[str, Any] = {}
@@ -157,6 +208,12 @@ class TransferRecord:
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise LedgerError(f"record {label}: field {name!r} must be {kind.__name__}, got {value!r}")
             values[name] = value
+        for name, kind in optional.items():
+            if name in document:
+                value = document[name]
+                if not isinstance(value, kind):
+                    raise LedgerError(f"record {label}: field {name!r} must be {kind.__name__}, got {value!r}")
+                values[name] = value
         record = cls(**values)
         record.check_fields()
         if "id" in document and document["id"] != record.id:
@@ -169,8 +226,12 @@ class TransferRecord:
             raise LedgerError(f"{label}: unsupported record version {self.v}")
         if self.direction not in ("send", "receive"):
             raise LedgerError(f"{label}: direction must be 'send' or 'receive', got {self.direction!r}")
-        if self.kind not in ("weights", "update"):
-            raise LedgerError(f"{label}: kind must be 'weights' or 'update', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise LedgerError(f"{label}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == FILE_KIND:
+            _check_file_name(label, self.name)
+        elif self.name is not None:
+            raise LedgerError(f"{label}: only file records carry a name ({self.kind} records do not)")
         expected_observer = self.sender if self.direction == "send" else self.receiver
         if self.observer != expected_observer:
             raise LedgerError(
@@ -183,6 +244,16 @@ class TransferRecord:
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclass_fields(TransferRecord))
+
+
+def _check_file_name(label: str, name: str | None) -> None:
+    if name is None:
+        raise LedgerError(f"{label}: a file record needs the file's name")
+    if not name or len(name.encode()) > MAX_NAME_BYTES:
+        raise LedgerError(f"{label}: file name must be 1 to {MAX_NAME_BYTES} bytes of UTF-8")
+    # Names are shown by `edgefed ledger show`: no character that could drive a terminal.
+    if any(unicodedata.category(char).startswith("C") for char in name):
+        raise LedgerError(f"{label}: file name {name!r} contains a control or format character")
 
 
 def disagreement(send: TransferRecord, receive: TransferRecord) -> str | None:

@@ -1,4 +1,5 @@
-"""`edgefed ledger verify`: chain integrity, every signature, and sender/receiver agreement per transfer."""
+"""`edgefed ledger verify`: chain integrity, every signature, and sender/receiver agreement per transfer
+(weight transfers and p2p file transfers alike)."""
 
 from __future__ import annotations
 
@@ -221,6 +222,8 @@ def check_transfers(records: Iterable[tuple[str, TransferRecord]]) -> tuple[int,
 
 
 def _describe(record: TransferRecord) -> str:
+    if record.name is not None:
+        return f"file {record.name!r} {record.sender}->{record.receiver} (record {record.id})"
     return f"{record.kind} {record.sender}->{record.receiver} round {record.round} (record {record.id})"
 
 

@@ -82,7 +82,7 @@ class FileOffer:
 
 
 def transfer_record(
-    sender: str, receiver: str, offer: FileOffer, direction: str, resumed_from: int
+    sender: str, receiver: str, offer: FileOffer, direction: str, resumed_from: int, seconds: float = 0.0
 ) -> dict[str, Any]:
     """The record handed to on_file_transfer (and, when plugged in, to the ledger)."""
     return {
@@ -93,6 +93,7 @@ def transfer_record(
         "sha256": offer.sha256,
         "direction": direction,
         "resumed_from": resumed_from,
+        "seconds": round(seconds, 6),
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 

@@ -218,6 +218,7 @@ class _PeerSession:
         self.peer = connection.peer
         self.incoming: IncomingFile | None = None
         self.task: ProgressTask | None = None
+        self.accepted_at = 0.0  # monotonic time the current file's offer was accepted
 
     def serve(self) -> None:
         while True:
@@ -290,6 +291,7 @@ class _PeerSession:
             log.info("resuming %r from %s at %d bytes", printable(offer.name), self.peer, offset)
         if self.receiver._progress is not None:
             self.task = self.receiver._progress(f"{offer.name} ← {self.peer}", offer.size, offset)
+        self.accepted_at = time.monotonic()
         self.connection.send([encode_control_frame(MessageType.FILE_ACCEPT, 0, {"offset": offset})])
 
     def _chunk(self, frame: Frame) -> None:
@@ -313,10 +315,14 @@ class _PeerSession:
         self._end_file()
         offer = incoming.offer
         log.info("received %s (%d bytes, sha256 %s) from %s", path, offer.size, offer.sha256, self.peer)
-        self._result(True, "received", offer=offer)
-        record = transfer_record(self.peer, self.receiver.own_name, offer, "receive", incoming.offset)
+        record = transfer_record(
+            self.peer, self.receiver.own_name, offer, "receive", incoming.offset, time.monotonic() - self.accepted_at
+        )
         record["path"] = str(path)
+        # The file is published: record it before answering, so a link that breaks now cannot leave the
+        # sender (who will hear "already received" on its retry) with a record the receiver lacks.
         notify_transfer(self.receiver._on_file_transfer, record)
+        self._result(True, "received", offer=offer)
 
     def _end_file(self) -> None:
         if self.task is not None:

@@ -45,6 +45,7 @@ class _Job:
     stat: tuple[int, int] = (0, 0)
     attempts: int = 0
     progressed: bool = False  # the current attempt got the file further
+    done_sent: bool = False  # FILE_DONE went out: an "already received" answer later means it arrived
 
 
 class _Stopped(P2PError):
@@ -256,11 +257,12 @@ class Sender(threading.Thread):
     def _transfer(self, connection: P2PConnection, job: _Job) -> dict[str, Any]:
         assert job.path is not None
         offer = self._prepare(job)
+        started = time.monotonic()
         connection.settimeout(REPLY_TIMEOUT)
         connection.send([encode_control_frame(MessageType.FILE_OFFER, 0, offer.to_body())])
         reply = self._reply(connection)
         if reply.type is MessageType.FILE_RESULT:
-            return self._finished(reply, offer, 0, "offer")
+            return self._finished(reply, job, 0, "offer", time.monotonic() - started)
         if reply.type is not MessageType.FILE_ACCEPT:
             raise ProtocolError(f"expected FILE_ACCEPT or FILE_RESULT after FILE_OFFER, got {reply.type.name}")
         offset = reply.body.get("offset")
@@ -275,7 +277,8 @@ class Sender(threading.Thread):
             if task is not None:
                 task.close()
         connection.send([encode_control_frame(MessageType.FILE_DONE, 0, {})])
-        return self._finished(self._reply(connection), offer, offset, "FILE_DONE")
+        job.done_sent = True
+        return self._finished(self._reply(connection), job, offset, "FILE_DONE", time.monotonic() - started)
 
     def _stream(
         self, connection: P2PConnection, job: _Job, offset: int, size: int, task: ProgressTask | None
@@ -313,7 +316,9 @@ class Sender(threading.Thread):
             raise TransportError(f"{connection.peer} closed the session: {reason}")
         return frame
 
-    def _finished(self, reply: Frame, offer: FileOffer, offset: int, after: str) -> dict[str, Any]:
+    def _finished(self, reply: Frame, job: _Job, offset: int, after: str, seconds: float) -> dict[str, Any]:
+        offer = job.offer
+        assert offer is not None
         if reply.type is not MessageType.FILE_RESULT:
             raise ProtocolError(f"expected FILE_RESULT after {after}, got {reply.type.name}")
         message = printable(str(reply.body.get("message", "")))
@@ -324,7 +329,10 @@ class Sender(threading.Thread):
             raise error(f"{self.peer_name} did not take {printable(offer.name)!r}: {message}")
         if reply.body.get("sha256") != offer.sha256 or reply.body.get("size") != offer.size:
             raise ProtocolError(f"FILE_RESULT from {self.peer_name} confirms another file than {offer.name!r}")
-        record = transfer_record(self.own_name, self.peer_name, offer, "send", offset)
+        if message == "already received" and job.done_sent:
+            # An earlier attempt delivered it and the link broke before its FILE_RESULT arrived.
+            message = "received"
+        record = transfer_record(self.own_name, self.peer_name, offer, "send", offset, seconds)
         record["outcome"] = message
         if message == "received":
             notify_transfer(self._on_file_transfer, record)
