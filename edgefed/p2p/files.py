@@ -94,7 +94,7 @@ def transfer_record(
         "direction": direction,
         "resumed_from": resumed_from,
         "seconds": round(seconds, 6),
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
     }
 
 
