@@ -8,8 +8,11 @@
       Make DEST_DIR hold every wheel REQUIREMENTs need on that platform: first resolved offline
       against DEST_DIR itself (nothing to do when complete), otherwise downloaded with `pip download`.
       Local wheel files among the REQUIREMENTs (the edgefed wheel) are not kept in DEST_DIR: nodes get
-      them on their own. DEST_DIR.tar is then rewritten, if its content changed, as a reproducible
-      archive of DEST_DIR: one file to copy to a node instead of one round-trip per wheel.
+      them on their own. Reports the wheel files the requirements resolved to.
+  wheelhouse.py pack DEST_DIR ARCHIVE [--check] [FILE...]
+      Write ARCHIVE, a reproducible tar of those FILEs (all of DEST_DIR's wheels when none are named),
+      if its content changed: one file to copy to a node instead of one round-trip per wheel, and
+      only what that node installs.
 
 Prints one JSON object: {"changed": bool, "wheel": path?, "saved": [files]?}. Runs with the
 controller's Python (ansible_playbook_python), which has pip.
@@ -69,33 +72,50 @@ def build_wheel(source: Path, dest: Path, check: bool) -> dict[str, object]:
     return {"changed": changed, "wheel": str(target)}
 
 
-def _pack(directory: Path, check: bool) -> bool:
-    """Write DIRECTORY.tar (sorted names, fixed owners and times) if it differs; True if it did."""
+def pack(directory: Path, target: Path, files: list[str], check: bool) -> dict[str, object]:
+    """Write TARGET, a tar of FILES from DIRECTORY (all its wheels when none are named), reproducibly
+    (sorted names, fixed owners and times), only if its content changed."""
+    names = sorted(set(files)) or sorted(p.name for p in directory.glob("*.whl"))
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        if check:
+            return {"changed": True, "archive": str(target)}
+        raise SystemExit(f"not in {directory}: {', '.join(missing)}")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for path in sorted(directory.iterdir()):
-            if not path.is_file() or path.suffix != ".whl":
-                continue
-            info = tarfile.TarInfo(path.name)
+        for name in names:
+            path = directory / name
+            info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = path.stat().st_size, 0o644, int(_FIXED_EPOCH)
             with path.open("rb") as data:
                 archive.addfile(info, data)
-    target = directory.with_name(directory.name + ".tar")
     content = buffer.getvalue()
-    if target.is_file() and target.read_bytes() == content:
-        return False
-    if not check:
+    changed = not (target.is_file() and target.read_bytes() == content)
+    if changed and not check:
         partial = target.with_name(target.name + ".partial")
         partial.write_bytes(content)
         partial.replace(target)
-    return True
+    return {"changed": changed, "archive": str(target)}
 
 
-def _drop_local_wheels(dest: Path, requirements: list[str]) -> None:
+def _local_wheels(requirements: list[str]) -> set[str]:
+    """File names of the requirements that are local wheel files (the edgefed wheel)."""
+    names = set()
     for requirement in requirements:
         local = Path(requirement.split("[", 1)[0])
         if local.suffix == ".whl" and local.is_file():
-            (dest / local.name).unlink(missing_ok=True)
+            names.add(local.name)
+    return names
+
+
+def _resolved(output: str) -> list[str]:
+    """The wheel files a `pip download` run used, from its report lines."""
+    names = []
+    for line in output.splitlines():
+        for marker in ("Saved ", "File was already downloaded "):
+            if marker in line:
+                names.append(Path(line.split(marker, 1)[1].strip()).name)
+    return names
 
 
 def download(dest: Path, platforms: list[str], python_version: str, requirements: list[str],
@@ -105,25 +125,27 @@ def download(dest: Path, platforms: list[str], python_version: str, requirements
         *(arg for tag in platforms for arg in ("--platform", tag)),
         *(["--no-deps"] if no_deps else []),
     ]
-    saved: list[str] = []
-    complete = False
+    local = _local_wheels(requirements)
     if dest.is_dir():
         # Resolve against DEST_DIR only: when it is complete pip finds every file already there.
         offline = _pip("download", "--no-index", "--find-links", str(dest), "--dest", str(dest),
                        *target, *requirements)
-        _drop_local_wheels(dest, requirements)
-        complete = offline.returncode == 0
-    if not complete:
-        if check:
-            return {"changed": True, "saved": []}
-        dest.mkdir(parents=True, exist_ok=True)
-        online = _pip("download", "--dest", str(dest), *target, *requirements)
-        if online.returncode != 0:
-            raise SystemExit(f"pip download for {' '.join(platforms)} failed:\n{online.stdout}\n{online.stderr}")
-        saved = [line.split("Saved ", 1)[1].strip() for line in online.stdout.splitlines() if "Saved " in line]
-        _drop_local_wheels(dest, requirements)
-    packed = _pack(dest, check)
-    return {"changed": bool(saved) or packed, "saved": saved, "archive": str(dest) + ".tar"}
+        for name in local:
+            (dest / name).unlink(missing_ok=True)
+        if offline.returncode == 0:
+            files = sorted(set(_resolved(offline.stdout)) - local)
+            return {"changed": False, "saved": [], "files": files}
+    if check:
+        return {"changed": True, "saved": [], "files": []}
+    dest.mkdir(parents=True, exist_ok=True)
+    online = _pip("download", "--dest", str(dest), *target, *requirements)
+    for name in local:
+        (dest / name).unlink(missing_ok=True)
+    if online.returncode != 0:
+        raise SystemExit(f"pip download for {' '.join(platforms)} failed:\n{online.stdout}\n{online.stderr}")
+    saved = sorted(set(line.split("Saved ", 1)[1].strip() for line in online.stdout.splitlines()
+                       if "Saved " in line) - {str(dest / name) for name in local})
+    return {"changed": bool(saved), "saved": saved, "files": sorted(set(_resolved(online.stdout)) - local)}
 
 
 def main() -> int:
@@ -140,9 +162,16 @@ def main() -> int:
     fetch.add_argument("--check", action="store_true")
     fetch.add_argument("--no-deps", action="store_true", help="only the requirements themselves")
     fetch.add_argument("requirements", nargs="+")
+    bundle = actions.add_parser("pack")
+    bundle.add_argument("dest", type=Path)
+    bundle.add_argument("archive", type=Path)
+    bundle.add_argument("--check", action="store_true")
+    bundle.add_argument("files", nargs="*")
     args = parser.parse_args()
     if args.action == "wheel":
         report = build_wheel(args.source, args.dest, args.check)
+    elif args.action == "pack":
+        report = pack(args.dest, args.archive, args.files, args.check)
     else:
         report = download(args.dest, args.platform, args.python_version, args.requirements, args.check,
                           args.no_deps)
