@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +37,27 @@ from edgefed.transport import client_context, server_context  # noqa: E402
 from edgefed.transport.tcp import tune_socket  # noqa: E402
 
 
-def node_config(pki_dir: str, state: str, name: str, role: str, port: int, workers: int, rounds: int) -> Any:
+def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
+    """The benchmark's node: ledger.enabled only switches the payload digests on (--digests); no
+    records are written, that cost is bench_ledger.py's."""
     return config_from_dict({
-        "node": {"name": name, "role": role, "pki_dir": pki_dir, "state_dir": f"{state}/{name}"},
-        "federation": {"private_ip": "127.0.0.1", "private_port": port, "public_ip": "127.0.0.1",
-                       "public_port": port, "wait_time": 300.0, "min_workers": workers, "rounds": rounds,
-                       "round_timeout": 600.0, "max_frame_bytes": 1 << 31},
-        "ledger": {"enabled": False},
+        "node": {"name": name, "role": role, "pki_dir": args.pki, "state_dir": f"{args.state}/{name}"},
+        "federation": {"private_ip": "127.0.0.1", "private_port": args.port, "public_ip": "127.0.0.1",
+                       "public_port": args.port, "wait_time": 300.0, "min_workers": args.workers,
+                       "rounds": args.rounds, "round_timeout": 600.0, "max_frame_bytes": 1 << 31,
+                       "max_concurrent_uploads": args.uploads},
+        "ledger": {"enabled": args.digests},
     })
 
 
 # -- edgefed -----------------------------------------------------------------------------------------
 def run_chief(args: argparse.Namespace) -> None:
-    config = node_config(args.pki, args.state, "chief", "chief", args.port, args.workers, args.rounds)
+    config = node_config(args, "chief", "chief")
     chief = ChiefSession(config)
     chief.listen()
     print("listening", flush=True)
-    info = chief.start(model(args.size))
+    current = chief.start(model(args.size)).weights  # keep no other reference: it is the chief's model
     times = []
-    current = info.weights
     for _ in range(args.rounds):
         started = time.perf_counter()
         result = chief.average(current, 1)
@@ -65,7 +68,7 @@ def run_chief(args: argparse.Namespace) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    config = node_config(args.pki, args.state, args.name, "worker", args.port, args.workers, args.rounds)
+    config = node_config(args, args.name, "worker")
     session = WorkerSession(config)
     info = session.start()
     weights, finished = info.weights, info.finished
@@ -129,13 +132,15 @@ def run_raw_client(args: argparse.Namespace) -> None:
 
 
 # -- orchestration -----------------------------------------------------------------------------------
-def measure(kind: str, pki_dir: str, workers: int, size: int, rounds: int, timeout: float = 600) -> dict[str, Any]:
+def measure(
+    kind: str, pki_dir: str, workers: int, size: int, rounds: int, timeout: float = 600, options: Sequence[str] = ()
+) -> dict[str, Any]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     state = tempfile.mkdtemp(prefix="edgefed-bench-")
     common = ["--pki", pki_dir, "--state", state, "--port", str(port), "--workers", str(workers),
-              "--size", str(size), "--rounds", str(rounds)]
+              "--size", str(size), "--rounds", str(rounds), *options]
     server_role, client_role = ("chief", "worker") if kind == "edgefed" else ("raw-server", "raw-client")
     me = [sys.executable, __file__]
     out = run_server_and_clients(
@@ -181,6 +186,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--size", type=int)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--uploads", type=int, default=1, help="the chief's max_concurrent_uploads")
+    parser.add_argument("--digests", action="store_true",
+                        help="compute the payload sha256 digests the ledger records (on when a ledger is configured)")
     parser.add_argument("--no-doc", action="store_true", help="print the table, do not update docs/benchmarks.md")
     args = parser.parse_args()
     if args.role:
@@ -197,8 +205,9 @@ def main() -> None:
     rows = []
     for workers in args.workers:
         for size in args.sizes:
-            ours = measure("edgefed", pki_dir, workers, size, args.rounds)
-            raw = measure("raw", pki_dir, workers, size, args.rounds)
+            options = ["--uploads", str(args.uploads), *(["--digests"] if args.digests else [])]
+            ours = measure("edgefed", pki_dir, workers, size, args.rounds, options=options)
+            raw = measure("raw", pki_dir, workers, size, args.rounds, options=options)
             row = {"workers": workers, "size": size, "edgefed_s": ours["median_s"], "raw_s": raw["median_s"],
                    "chief_rss_mb": ours["peak_rss_mb"], "raw_rss_mb": raw["peak_rss_mb"]}
             print(json.dumps(row), flush=True)

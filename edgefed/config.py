@@ -44,7 +44,7 @@ class FederationSection:
     round_timeout: float = 120.0
     allow_late_joiners: bool = True
     max_frame_bytes: int = 1 << 30
-    max_concurrent_uploads: int = 2
+    max_concurrent_uploads: int = 1  # each upload in flight holds one model-sized staging buffer
     reconnect_max_delay: float = 30.0
     reconnect_timeout: float = 600.0  # a worker gives up after this long without a chief
 

@@ -19,7 +19,7 @@ import numpy as np
 from edgefed.config import NodeConfig
 from edgefed.federation.aggregation import StreamingAggregator, UploadSlots, first_non_finite, spec_mismatch
 from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from edgefed.federation.events import EventBus, TransferEvent
+from edgefed.federation.events import EventBus, TransferEvent, digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.status import StatusFile
 from edgefed.pki import NodeCredentials
@@ -33,7 +33,6 @@ from edgefed.wire import (
     TensorSpec,
     encode_control_frame,
     encode_tensor_frame,
-    payload_sha256,
     specs_of,
 )
 
@@ -89,6 +88,8 @@ class ChiefSession:
         self.events = events or EventBus()
         self._extra_handlers = dict(extra_handlers or {})
         self._limits = limits_for(self.federation)
+        # Payload digests exist for the ledger's records: without a ledger, no hashing.
+        self._hash_payloads = config.ledger.enabled
         self._transport = transport or TlsTransport(NodeCredentials.load(config.node.pki_dir, self.name))
         self._state_dir = config.node.state_dir
         self.status = status or StatusFile(
@@ -339,7 +340,10 @@ class ChiefSession:
         while worker.alive and not self._closing:
             started = time.monotonic()
             try:
-                frame = worker.conn.recv(allocator=lambda h, n, s: self._allocate_upload(worker, h, n, s))
+                frame = worker.conn.recv(
+                    allocator=lambda h, n, s: self._allocate_upload(worker, h, n, s),
+                    hash_payload=self._hash_payloads,
+                )
             except (ProtocolError, TransportError) as exc:
                 self._release_staging(worker)
                 prefix = "protocol error: " if isinstance(exc, ProtocolError) else ""
@@ -425,7 +429,7 @@ class ChiefSession:
             return 0
         flags = Flags.FINAL if final else Flags.NONE
         parts = encode_tensor_frame(MessageType.WEIGHTS, round_number, weights, 0, flags)
-        digest = payload_sha256(parts)
+        digest = digest_while_sending(parts, self._hash_payloads)
         total = sum(1 for w in workers if w.alive) + 1
 
         def send_one(worker: _Worker) -> int:
@@ -436,7 +440,7 @@ class ChiefSession:
                     worker.synced_round = max(worker.synced_round, round_number)
                     self._cond.notify_all()
                 self.events.emit(
-                    TransferEvent(round_number, self.name, worker.name, self.name, "send", total, sent, digest,
+                    TransferEvent(round_number, self.name, worker.name, self.name, "send", total, sent, digest.result(),
                                   time.monotonic() - started, "weights")
                 )
             return sent

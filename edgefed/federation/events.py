@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from edgefed.wire import payload_sha256
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +54,16 @@ class EventBus:
                 sink(event)
             except Exception:
                 log.exception("event sink %r failed on %s", sink, event)
+
+
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="edgefed-sha256")
+
+
+def digest_while_sending(parts: Sequence[bytes | memoryview], enabled: bool) -> Future[str]:
+    """sha256 of a frame's payload, computed on another core while the caller sends it (hashlib
+    releases the GIL); a finished empty digest when nothing records it (no ledger)."""
+    if enabled:
+        return _HASHING.submit(payload_sha256, parts)
+    done: Future[str] = Future()
+    done.set_result("")
+    return done

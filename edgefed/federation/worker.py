@@ -14,13 +14,12 @@ import time
 import numpy as np
 
 from edgefed.config import NodeConfig
-from edgefed.federation.events import EventBus, TransferEvent
+from edgefed.federation.events import EventBus, TransferEvent, digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.status import StatusFile
 from edgefed.pki import NodeCredentials
 from edgefed.transport import Connection, TlsTransport, Transport, TransportError
 from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
-from edgefed.wire import payload_sha256 as sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ class WorkerSession:
         self.events = events or EventBus()
         self._transport = transport or TlsTransport(NodeCredentials.load(config.node.pki_dir, self.name))
         self._limits = limits_for(self.federation)
+        self._hash_payloads = config.ledger.enabled  # digests exist for the ledger's records
         self.status = status or StatusFile(config.node.state_dir, "worker", self.name, role="worker", round=0)
         self.events.subscribe(self.status.transfer)
         self._conn: Connection | None = None
@@ -96,10 +96,11 @@ class WorkerSession:
         submitted = self.round
         parts = encode_tensor_frame(MessageType.UPDATE, submitted, weights, num_samples)
         started = time.monotonic()
+        digest = digest_while_sending(parts, self._hash_payloads)
         sent = conn.send(parts)
         self.bytes_sent += sent
         self.events.emit(
-            TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent, sha256_of(parts),
+            TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent, digest.result(),
                           time.monotonic() - started, "update")
         )
         while True:
@@ -111,7 +112,7 @@ class WorkerSession:
 
     def _recv_weights_or_control(self, conn: Connection) -> Frame:
         started = time.monotonic()
-        frame = conn.recv()
+        frame = conn.recv(hash_payload=self._hash_payloads)
         if frame.type is MessageType.WEIGHTS:
             self.bytes_received += frame.wire_bytes
             self.events.emit(
@@ -161,7 +162,7 @@ class WorkerSession:
         self.chief = conn.peer
         conn.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": self.num_samples, "protocol": PROTOCOL})])
         while True:
-            frame = conn.recv()
+            frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
                 reason = str(frame.body.get("reason", "no reason given"))
                 if "late joiners" in reason:

@@ -31,8 +31,9 @@ class Connection(Protocol):
         """Send one encoded frame (as returned by the wire encoders); return the bytes sent."""
         ...
 
-    def recv(self, allocator: Allocator | None = None) -> Frame:
-        """Block until one whole frame has arrived; tensors land in arrays from allocator."""
+    def recv(self, allocator: Allocator | None = None, hash_payload: bool = True) -> Frame:
+        """Block until one whole frame has arrived; tensors land in arrays from allocator; the payload's
+        sha256 is computed on the way unless hash_payload is false (no ledger to record it)."""
         ...
 
     def settimeout(self, seconds: float | None) -> None:

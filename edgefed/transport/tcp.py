@@ -55,9 +55,10 @@ class SocketConnection:
             raise TransportError(f"send to {self._peer} failed: {exc}") from exc
         return total
 
-    def recv(self, allocator: Allocator | None = None) -> Frame:
+    def recv(self, allocator: Allocator | None = None, hash_payload: bool = True) -> Frame:
         reader = self._reader
         reader.allocator = allocator or allocate_fresh
+        reader.hash_payloads = hash_payload
         try:
             while True:
                 count = self._sock.recv_into(reader.buffer())

@@ -92,7 +92,7 @@ class FrameReader:
     ) -> None:
         self.limits = limits or Limits()
         self.allocator = allocator
-        self._hash_payloads = hash_payloads
+        self.hash_payloads = hash_payloads  # may change between frames
         self._scratch = bytearray(_DISCARD_CHUNK)
         self._start_frame()
 
@@ -112,14 +112,17 @@ class FrameReader:
         """Account for nbytes written into the last buffer(); return a frame once one is complete."""
         if nbytes <= 0:
             raise ValueError("advance() needs a positive byte count; 0 from recv means the peer closed")
-        if self._state is not _State.HEADER and self._hasher is not None:
-            self._hasher.update(self.buffer()[:nbytes])
         if self._state is _State.TENSOR_DATA and self._views is None:
+            if self._hasher is not None:
+                self._hasher.update(self.buffer()[:nbytes])
             self._discard_left -= nbytes
             return self._step() if self._discard_left == 0 else None
         self._pos += nbytes
         if self._pos < len(self._target):
             return None
+        if self._state is not _State.HEADER and self._hasher is not None:
+            # one call per finished piece (a whole tensor), not per TLS record: far less overhead
+            self._hasher.update(self._target)
         return self._step()
 
     def feed(self, data: bytes | memoryview) -> list[Frame]:
@@ -161,7 +164,7 @@ class FrameReader:
         while True:
             if self._state is _State.HEADER:
                 self._header = decode_header(self._target, self.limits)
-                self._hasher = hashlib.sha256() if self._hash_payloads else None
+                self._hasher = hashlib.sha256() if self.hash_payloads else None
                 kind = payload_kind(self._header.type)
                 if kind is PayloadKind.TENSORS:
                     if self._header.length < prefix_size():

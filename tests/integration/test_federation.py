@@ -162,7 +162,7 @@ def test_demo_reaches_accuracy(tmp_path: Path) -> None:
     assert len(lines) == 1 + 5 + 1
     for name in ("chief", "worker1", "worker2", "worker3"):
         assert (tmp_path / "demo" / name / "status").is_dir()
-    assert (tmp_path / "demo" / "chief" / "checkpoint.npz").is_file()
+    assert (tmp_path / "demo" / "chief" / "checkpoint.efed").is_file()
 
 
 @pytest.mark.parametrize("workers", [0])

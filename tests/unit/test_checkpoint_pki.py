@@ -22,12 +22,20 @@ def test_checkpoint_round_trip_and_no_leftovers(tmp_path: Path) -> None:
     assert loaded is not None and loaded.round == 5 and not loaded.finished
     for got, want in zip(loaded.weights, weights, strict=True):
         np.testing.assert_array_equal(got, want)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.efed"]
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "checkpoint.npz").write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match=r"checkpoint\.npz is not a usable checkpoint"):
+    (tmp_path / "checkpoint.efed").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"checkpoint\.efed is not a usable checkpoint: bad magic"):
+        load_checkpoint(tmp_path)
+    save_checkpoint(tmp_path, Checkpoint(2, [np.ones(100, np.float32)]))
+    data = (tmp_path / "checkpoint.efed").read_bytes()
+    (tmp_path / "checkpoint.efed").write_bytes(data[:-10])
+    with pytest.raises(CheckpointError, match=r"checkpoint\.efed is truncated"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.efed").write_bytes(data + b"x")
+    with pytest.raises(CheckpointError, match="bytes after its checkpoint"):
         load_checkpoint(tmp_path)
 
 
