@@ -32,6 +32,10 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("aws without region", {**AWS, "edgefed_aws_region": None}, {}, "edgefed_aws_region"),
     ("aws bad instance id", {**AWS, "edgefed_aws_instance_id": "chief"}, {}, "edgefed_aws_instance_id"),
     ("aws without operator cidrs", {**AWS, "edgefed_operator_cidrs": None}, {}, "edgefed_operator_cidrs"),
+    ("unknown trainer", {"edgefed_install_trainer": {"kind": "torch"}}, {}, "kind"),
+    ("unknown federation key", {"edgefed_install_federation": {"round": 3}}, {}, "round"),
+    ("wrong type", {"edgefed_install_federation": {"rounds": "many"}}, {}, "rounds"),
+    ("bad service state", {"edgefed_worker_service_state": "running"}, {}, "edgefed_worker_service_state"),
 ]
 
 
