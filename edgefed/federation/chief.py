@@ -110,6 +110,9 @@ class ChiefSession:
         self._listener: Listener | None = None
         self._threads: list[threading.Thread] = []
         self._counter_lock = threading.Lock()
+        # Long-lived pools: a round must not pay for starting threads.
+        self._senders = ThreadPoolExecutor(max_workers=32, thread_name_prefix="chief-send")
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint")
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -198,12 +201,11 @@ class ChiefSession:
             contributors = list(current.aggregator.contributors)
         # The checkpoint is written while the broadcast runs (a crash in between only repeats a round),
         # and is on disk before average() returns.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint") as writer:
-            checkpointing = writer.submit(
-                save_checkpoint, self._state_dir, Checkpoint(next_round, average, is_final)
-            )
-            broadcast_bytes = self._broadcast(recipients, next_round, average, final=is_final)
-            checkpointing.result()  # a failed write (disk full) stops the chief with its error
+        checkpointing = self._background.submit(
+            save_checkpoint, self._state_dir, Checkpoint(next_round, average, is_final)
+        )
+        broadcast_bytes = self._broadcast(recipients, next_round, average, final=is_final)
+        checkpointing.result()  # a failed write (disk full) stops the chief with its error
         self.status.update(
             state="finished" if is_final else "training", round=next_round, participants=self.participants()
         )
@@ -234,6 +236,8 @@ class ChiefSession:
             self._listener.close()
         for thread in self._threads:
             thread.join(timeout=5)
+        self._senders.shutdown(wait=True)
+        self._background.shutdown(wait=True)
 
     # -- joining ----------------------------------------------------------------------------------
     def _wait_for_workers(self) -> None:
@@ -447,8 +451,7 @@ class ChiefSession:
 
         if len(workers) == 1:
             return send_one(workers[0])
-        with ThreadPoolExecutor(max_workers=min(len(workers), 32), thread_name_prefix="chief-send") as pool:
-            return sum(pool.map(send_one, workers))
+        return sum(self._senders.map(send_one, workers))
 
     def _send(self, worker: _Worker, parts: list[bytes | memoryview]) -> int:
         try:
