@@ -184,7 +184,7 @@ class ChiefSession:
             while True:
                 missing = {n for n in expected if n not in current.answered and self._is_alive(n)}
                 remaining = deadline - time.monotonic()
-                if not missing or remaining <= 0:
+                if not missing or remaining <= 0 or self._closing:
                     break
                 self._cond.wait(remaining)
             if missing:
