@@ -80,7 +80,8 @@ def build_script(host: InventoryHost, nonce: str | None = None) -> tuple[str, st
         # A file the login user cannot read (the roles keep state and keys to the service user) is
         # read through `sudo -n` when that is allowed; otherwise "not readable", never "missing".
         'show_file() { if [ -r "$1" ]; then cat "$1"; return; fi;'
-        ' if [ "$(id -u)" != 0 ] && sudo -n test -e "$1" 2>/dev/null; then sudo -n cat "$1"; return; fi;'
+        ' if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then'
+        f' if sudo -n test -e "$1"; then sudo -n cat "$1"; return; fi; return {MISSING}; fi;'
         ' if [ -e "$1" ]; then echo "$1 is not readable by $(id -un)"; return 2; fi;'
         ' d=$(dirname "$1"); while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done;'
         ' if [ -d "$d" ] && [ ! -x "$d" ]; then echo "$1 is not readable by $(id -un): $d is closed to it";'
