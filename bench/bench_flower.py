@@ -311,7 +311,7 @@ def plot(rows: list[dict[str, Any]]) -> None:
     figure.savefig(PLOTS / "round_time.png", dpi=110)
     plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = plt.subplots(figsize=(8, 4))
     for size, style in zip(sizes, ["-", "--", ":", "-."], strict=False):
         for system, color in zip(SYSTEMS, ["tab:blue", "tab:orange", "tab:green"], strict=True):
             points = [(r["workers"], r[system].get("peak_rss_mb")) for r in rows if r["size_mb"] == size]
@@ -324,7 +324,7 @@ def plot(rows: list[dict[str, Any]]) -> None:
     axis.set_xticks(workers, labels=[str(n) for n in workers])
     axis.xaxis.set_minor_formatter(NullFormatter())
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(fontsize=7, ncol=2)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(PLOTS / "chief_rss.png", dpi=110)
     plt.close(figure)
