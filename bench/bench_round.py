@@ -138,16 +138,17 @@ def measure(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    state = tempfile.mkdtemp(prefix="edgefed-bench-")
-    common = ["--pki", pki_dir, "--state", state, "--port", str(port), "--workers", str(workers),
-              "--size", str(size), "--rounds", str(rounds), *options]
-    server_role, client_role = ("chief", "worker") if kind == "edgefed" else ("raw-server", "raw-client")
-    me = [sys.executable, __file__]
-    out = run_server_and_clients(
-        [*me, "--role", server_role, *common],
-        [[*me, "--role", client_role, "--name", f"w{i}", *common] for i in range(workers)],
-        timeout,
-    )
+    # The state directory holds the chief's checkpoint (a model's size): removed after the run.
+    with tempfile.TemporaryDirectory(prefix="edgefed-bench-") as state:
+        common = ["--pki", pki_dir, "--state", state, "--port", str(port), "--workers", str(workers),
+                  "--size", str(size), "--rounds", str(rounds), *options]
+        server_role, client_role = ("chief", "worker") if kind == "edgefed" else ("raw-server", "raw-client")
+        me = [sys.executable, __file__]
+        out = run_server_and_clients(
+            [*me, "--role", server_role, *common],
+            [[*me, "--role", client_role, "--name", f"w{i}", *common] for i in range(workers)],
+            timeout,
+        )
     # the first round includes connection warm-up; report the median of the rest
     return {"median_s": statistics.median(out["times"][1:]), **out}
 
@@ -197,21 +198,21 @@ def main() -> None:
             args.role
         ](args)
         return
-    pki_dir = tempfile.mkdtemp(prefix="edgefed-bench-pki-")
-    pki.init_ca(pki_dir)
-    pki.issue_node(pki_dir, "chief", ["127.0.0.1"])
-    for i in range(max(args.workers)):
-        pki.issue_node(pki_dir, f"w{i}")
     rows = []
-    for workers in args.workers:
-        for size in args.sizes:
-            options = ["--uploads", str(args.uploads), *(["--digests"] if args.digests else [])]
-            ours = measure("edgefed", pki_dir, workers, size, args.rounds, options=options)
-            raw = measure("raw", pki_dir, workers, size, args.rounds, options=options)
-            row = {"workers": workers, "size": size, "edgefed_s": ours["median_s"], "raw_s": raw["median_s"],
-                   "chief_rss_mb": ours["peak_rss_mb"], "raw_rss_mb": raw["peak_rss_mb"]}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="edgefed-bench-pki-") as pki_dir:
+        pki.init_ca(pki_dir)
+        pki.issue_node(pki_dir, "chief", ["127.0.0.1"])
+        for i in range(max(args.workers)):
+            pki.issue_node(pki_dir, f"w{i}")
+        for workers in args.workers:
+            for size in args.sizes:
+                options = ["--uploads", str(args.uploads), *(["--digests"] if args.digests else [])]
+                ours = measure("edgefed", pki_dir, workers, size, args.rounds, options=options)
+                raw = measure("raw", pki_dir, workers, size, args.rounds, options=options)
+                row = {"workers": workers, "size": size, "edgefed_s": ours["median_s"], "raw_s": raw["median_s"],
+                       "chief_rss_mb": ours["peak_rss_mb"], "raw_rss_mb": raw["peak_rss_mb"]}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     command = "python bench/bench_round.py " + " ".join(sys.argv[1:])
     section = write_markdown(rows, command.strip())
     print(section)

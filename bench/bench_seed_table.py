@@ -363,7 +363,11 @@ def child_env() -> dict[str, str]:
 
 
 def run_federated_mode(args: argparse.Namespace, bed: Testbed, pki_dir: str, mode: str) -> dict[str, Any]:
-    state = tempfile.mkdtemp(prefix=f"bench-seed-{mode}-")
+    with tempfile.TemporaryDirectory(prefix=f"bench-seed-{mode}-") as state:
+        return run_federated_nodes(args, bed, pki_dir, mode, state)
+
+
+def run_federated_nodes(args: argparse.Namespace, bed: Testbed, pki_dir: str, mode: str, state: str) -> dict[str, Any]:
     common = ["--pki", pki_dir, "--state", state, "--mode", mode]
     if bed.netem:  # no relay: workers dial the chief directly
         common += ["--public-ip", CHIEF_IP, "--public-port", str(PRIVATE_PORT)]
