@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 from rich.table import Table
 from rich.text import Text
 
 from edgefed.ops.health import HostStatus
-from edgefed.ops.probe import COMPONENTS
+from edgefed.ops.probe import COMPONENTS, FailureKind
 
 FORMAT = "edgefed-status/1"
 
@@ -121,18 +121,7 @@ STATUS_SCHEMA: dict[str, Any] = {
                                 "required": ["kind", "message"],
                                 "additionalProperties": False,
                                 "properties": {
-                                    "kind": {
-                                        "enum": [
-                                            "unreachable",
-                                            "timeout",
-                                            "host-key-unknown",
-                                            "host-key-changed",
-                                            "auth",
-                                            "ssh",
-                                            "command",
-                                            "not-installed",
-                                        ]
-                                    },
+                                    "kind": {"enum": list(get_args(FailureKind))},
                                     "message": {"type": "string"},
                                 },
                             },

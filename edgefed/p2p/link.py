@@ -27,7 +27,7 @@ from edgefed.transport import (
     server_context,
 )
 from edgefed.transport.base import Connection
-from edgefed.transport.tcp import HANDSHAKE_TIMEOUT, SocketConnection, tune_socket
+from edgefed.transport.tcp import HANDSHAKE_TIMEOUT, SocketConnection, listening_socket, tune_socket
 from edgefed.wire import Limits
 
 log = logging.getLogger("edgefed.p2p")
@@ -98,15 +98,7 @@ class P2PListener:
         self._context = (
             server_context(security.credentials) if security.credentials is not None else None
         )
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        self._sock.listen(16)
+        self._sock = listening_socket(host, port, backlog=16)
         self.host = host
         self.port = int(self._sock.getsockname()[1])  # kept: still known after close()
 

@@ -89,6 +89,20 @@ class TlsConnection(SocketConnection):
         super().__init__(sock, peer, limits)
 
 
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A bound, listening TCP socket (IPv4 or IPv6 by the address), or a TransportError naming it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(backlog)
+    return sock
+
+
 class TlsListener:
     """A listening socket whose accepted peers must complete a mutual-TLS handshake."""
 
@@ -97,15 +111,7 @@ class TlsListener:
     ) -> None:
         self._context = context
         self._limits = limits
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise TransportError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        self._sock.listen(backlog)
+        self._sock = listening_socket(host, port, backlog)
 
     @property
     def port(self) -> int:
