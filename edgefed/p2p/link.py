@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,15 +18,19 @@ from typing import Protocol
 from edgefed.p2p.errors import P2PError
 from edgefed.pki import NodeCredentials, PKIError
 from edgefed.transport import (
-    TlsConnection,
     TransportError,
     client_context,
     connect_tls,
-    peer_common_name,
     server_context,
 )
 from edgefed.transport.base import Connection
-from edgefed.transport.tcp import HANDSHAKE_TIMEOUT, SocketConnection, listening_socket, tune_socket
+from edgefed.transport.tcp import (
+    HANDSHAKE_TIMEOUT,
+    SocketConnection,
+    listening_socket,
+    server_handshake,
+    tune_socket,
+)
 from edgefed.wire import Limits
 
 log = logging.getLogger("edgefed.p2p")
@@ -115,18 +118,10 @@ class P2PListener:
 
     def handshake(self, raw: socket.socket) -> P2PConnection:
         """Authenticate an accepted socket; TransportError if the peer is refused."""
-        tune_socket(raw)
         if self._context is None:
+            tune_socket(raw)
             return plain_connection(raw)
-        raw.settimeout(HANDSHAKE_TIMEOUT)
-        try:
-            tls = self._context.wrap_socket(raw, server_side=True)
-            name = peer_common_name(tls)
-        except (ssl.SSLError, OSError) as exc:
-            raw.close()
-            raise TransportError(f"TLS handshake refused: {exc}") from exc
-        tls.settimeout(None)
-        return TlsConnection(tls, name, P2P_LIMITS)
+        return server_handshake(raw, self._context, P2P_LIMITS)
 
     def close(self) -> None:
         self._sock.close()

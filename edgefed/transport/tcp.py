@@ -89,6 +89,22 @@ class TlsConnection(SocketConnection):
         super().__init__(sock, peer, limits)
 
 
+def server_handshake(
+    raw: socket.socket, context: ssl.SSLContext, limits: Limits | None, timeout: float = HANDSHAKE_TIMEOUT
+) -> TlsConnection:
+    """The server side of the mutual-TLS handshake on an accepted socket; TransportError if refused."""
+    tune_socket(raw)
+    raw.settimeout(timeout)
+    try:
+        tls = context.wrap_socket(raw, server_side=True)
+        name = peer_common_name(tls)
+    except (ssl.SSLError, OSError) as exc:
+        raw.close()
+        raise TransportError(f"TLS handshake refused: {exc}") from exc
+    tls.settimeout(None)
+    return TlsConnection(tls, name, limits)
+
+
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A bound, listening TCP socket (IPv4 or IPv6 by the address), or a TransportError naming it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -124,16 +140,7 @@ class TlsListener:
 
     def handshake(self, raw: socket.socket, timeout: float = HANDSHAKE_TIMEOUT) -> TlsConnection:
         """Authenticate an accepted socket; the peer is refused unless its certificate is from our CA."""
-        tune_socket(raw)
-        raw.settimeout(timeout)
-        try:
-            tls = self._context.wrap_socket(raw, server_side=True)
-            name = peer_common_name(tls)
-        except (ssl.SSLError, OSError) as exc:
-            raw.close()
-            raise TransportError(f"TLS handshake refused: {exc}") from exc
-        tls.settimeout(None)
-        return TlsConnection(tls, name, self._limits)
+        return server_handshake(raw, self._context, self._limits, timeout)
 
     def accept(self) -> TlsConnection:
         raw, _ = self.accept_raw()
