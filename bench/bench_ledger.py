@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))
 
 from edgefed import pki  # noqa: E402
 from edgefed.config import config_from_dict  # noqa: E402
+from edgefed.contracts.events import TransferEvent  # noqa: E402
 from edgefed.demo import run_demo  # noqa: E402
 from edgefed.federation.chief import ChiefSession  # noqa: E402
-from edgefed.federation.events import TransferEvent  # noqa: E402
 from edgefed.ledger.backends import RemoteChainBackend  # noqa: E402
 from edgefed.ledger.chain import EmbeddedLedger  # noqa: E402
 from edgefed.ledger.integration import NodeLedgerHooks, pki_key_lookup  # noqa: E402

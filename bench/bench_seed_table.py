@@ -222,8 +222,8 @@ def make_trainer(args: argparse.Namespace) -> Any:
     # Seven TensorFlow processes share 2 cores: one thread each, as on a single-core budget.
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from edgefed.tf.data import load_dataset
     from edgefed.tf.trainer import KerasClassifierTrainer
+    from edgefed.trainers.data import load_dataset
 
     trainer = KerasClassifierTrainer(load_dataset("digits", args.seed), learning_rate=args.learning_rate,
                                      batch_size=args.batch_size, seed=args.seed)

@@ -12,10 +12,10 @@ from dataclasses import asdict
 from types import FrameType
 
 from edgefed.config import NodeConfig, TrainerSection
+from edgefed.contracts.events import EventBus
 from edgefed.errors import UsageError
 from edgefed.federation.chief import ChiefSession
 from edgefed.federation.driver import RoundReport, run_federated
-from edgefed.federation.events import EventBus
 from edgefed.federation.worker import WorkerSession
 from edgefed.ledger.integration import NodeLedgerHooks
 from edgefed.trainers.base import Trainer

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgefed.config import NodeConfig
+from edgefed.contracts.events import EventBus, TransferEvent
+from edgefed.contracts.status import StatusFile
 from edgefed.federation.aggregation import StreamingAggregator, UploadSlots, first_non_finite, spec_mismatch
 from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from edgefed.federation.events import EventBus, TransferEvent, digest_while_sending
+from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.federation.status import StatusFile
 from edgefed.pki import NodeCredentials
 from edgefed.transport import Connection, Listener, PendingConnection, TlsTransport, Transport, TransportError
 from edgefed.wire import (

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 
 import numpy as np
 
+from edgefed.backoff import Backoff
 from edgefed.config import NodeConfig
-from edgefed.federation.events import EventBus, TransferEvent, digest_while_sending
+from edgefed.contracts.events import EventBus, TransferEvent
+from edgefed.contracts.status import StatusFile
+from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.federation.status import StatusFile
 from edgefed.pki import NodeCredentials
 from edgefed.transport import Connection, TlsTransport, Transport, TransportError
 from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
@@ -135,7 +136,7 @@ class WorkerSession:
     def _join(self) -> list[np.ndarray]:
         """Connect (with backoff), say hello, take the welcome and the current global weights."""
         deadline = time.monotonic() + self.federation.reconnect_timeout
-        delay = 0.2
+        backoff = Backoff(first=0.2, cap=max(0.2, self.federation.reconnect_max_delay))
         while True:
             try:
                 return self._join_once()
@@ -143,15 +144,15 @@ class WorkerSession:
                 raise
             except (TransportError, ProtocolError) as exc:
                 self._disconnect()
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + backoff.upcoming > deadline:
                     raise TransportError(
                         f"gave up joining {self.federation.public_ip}:{self.federation.public_port} "
                         f"after {self.federation.reconnect_timeout:.0f}s: {exc}"
                     ) from exc
                 self.status.update(state="waiting")
+                delay = backoff.next_delay()
                 log.info("chief not reachable (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.federation.reconnect_max_delay)
+                time.sleep(delay)
 
     def _join_once(self) -> list[np.ndarray]:
         federation = self.federation

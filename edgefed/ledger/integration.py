@@ -36,7 +36,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed.config import NodeConfig
-from edgefed.federation.events import EventSink
+from edgefed.contracts.events import EventSink
 from edgefed.ledger.chain import EmbeddedLedger, ledger_path
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.outbox import Outbox, OutboxSink

@@ -11,14 +11,14 @@ Its status lives in STATE_DIR/status/ledger.json: backend, height, outbox_backlo
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefed.backoff import Backoff
 from edgefed.config import NodeConfig
-from edgefed.federation.status import StatusFile
+from edgefed.contracts.status import StatusFile
 from edgefed.ledger.backends import Backend, LocalChainBackend, RemoteChainBackend
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.integration import open_chief_ledger
@@ -61,7 +61,7 @@ class LedgerService:
         self.poll_interval = poll_interval
         self.max_retry_delay = max(max_retry_delay, FIRST_RETRY_DELAY_S)
         self.stats = RelayStats()
-        self._retry_delay = FIRST_RETRY_DELAY_S
+        self._backoff_delays = Backoff(first=FIRST_RETRY_DELAY_S, cap=self.max_retry_delay)
         self._height: int | None = None
 
     def relay_once(self) -> int:
@@ -97,7 +97,7 @@ class LedgerService:
             except LedgerError as exc:  # BackendUnavailable, or an answer we did not expect: keep all, retry
                 self._backoff(stop, exc)
                 continue
-            self._retry_delay = FIRST_RETRY_DELAY_S
+            self._backoff_delays.reset()
             if moved < self.batch_size:
                 stop.wait(self.poll_interval)
         self._report(state="finished")
@@ -110,7 +110,7 @@ class LedgerService:
             try:
                 if self.relay_once() == 0:
                     return True
-                self._retry_delay = FIRST_RETRY_DELAY_S
+                self._backoff_delays.reset()
             except LedgerError as exc:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -120,14 +120,13 @@ class LedgerService:
 
     def _backoff(self, stop: threading.Event, exc: Exception, cap: float | None = None) -> None:
         self.stats.failures += 1
-        delay = self._retry_delay * random.uniform(0.8, 1.2)
+        delay = self._backoff_delays.next_delay()
         if cap is not None:
             delay = min(delay, cap)
         log.warning("ledger: %s unavailable (%s); retrying in %.1fs", self.backend.name, exc, delay)
         if self.status is not None:
             self.status.error(f"{self.backend.name} unavailable: {exc}")
         self._report(state="waiting")
-        self._retry_delay = min(self._retry_delay * 2, self.max_retry_delay)
         stop.wait(delay)
 
     def _report(self, **fields: object) -> None:

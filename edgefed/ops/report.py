@@ -1,237 +1,25 @@
 """Render host verdicts: the JSON document of `edgefed status --json` and the rich table.
 
-The JSON shape is fixed by `STATUS_SCHEMA` (JSON Schema 2020-12), copied verbatim in docs/status.md;
-a unit test keeps the two identical.
+The JSON shape is fixed by edgefed/contracts/schemas/status-report.schema.json (JSON Schema 2020-12),
+linked from docs/status.md; unit tests keep its failure kinds and format in step with this code.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, get_args
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
+from edgefed.contracts.schemas import STATUS_REPORT, load_schema
 from edgefed.ops.health import HostStatus
-from edgefed.ops.probe import COMPONENTS, FailureKind
+from edgefed.ops.probe import COMPONENTS
 
 FORMAT = "edgefed-status/1"
 
-_NULLABLE_NUMBER = {"type": ["number", "null"]}
-_NULLABLE_INT = {"type": ["integer", "null"]}
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_UNIT = {
-    "oneOf": [
-        {"type": "null"},
-        {
-            "type": "object",
-            "required": ["unit", "load", "active", "sub", "restarts", "result"],
-            "additionalProperties": False,
-            "properties": {
-                "unit": {"type": "string"},
-                "load": {"type": "string"},
-                "active": {"type": "string"},
-                "sub": {"type": "string"},
-                "restarts": _NULLABLE_INT,
-                "result": {"type": "string"},
-            },
-        },
-    ]
-}
-_TRANSFER = {
-    "oneOf": [
-        {"type": "null"},
-        {
-            "type": "object",
-            "required": ["round", "peer", "direction", "bytes", "at", "age_seconds"],
-            "properties": {
-                "round": _NULLABLE_INT,
-                "peer": _NULLABLE_STRING,
-                "direction": {"enum": ["send", "receive", None]},
-                "bytes": _NULLABLE_INT,
-                "at": _NULLABLE_NUMBER,
-                "age_seconds": _NULLABLE_NUMBER,
-            },
-        },
-    ]
-}
-
-STATUS_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "edgefed status --json",
-    "type": "object",
-    "required": ["format", "generated_at", "inventory", "limit", "healthy", "summary", "hosts"],
-    "additionalProperties": False,
-    "properties": {
-        "format": {"const": FORMAT},
-        "generated_at": {"type": "string", "format": "date-time"},
-        "inventory": {"type": "string"},
-        "limit": _NULLABLE_STRING,
-        "healthy": {"type": "boolean"},
-        "summary": {
-            "type": "object",
-            "required": ["hosts", "healthy", "unhealthy", "unreachable"],
-            "additionalProperties": False,
-            "properties": {
-                "hosts": {"type": "integer", "minimum": 0},
-                "healthy": {"type": "integer", "minimum": 0},
-                "unhealthy": {"type": "integer", "minimum": 0},
-                "unreachable": {"type": "integer", "minimum": 0},
-            },
-        },
-        "hosts": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": [
-                    "name",
-                    "address",
-                    "port",
-                    "user",
-                    "role",
-                    "node_name",
-                    "reachable",
-                    "healthy",
-                    "failure",
-                    "problems",
-                    "remote_time",
-                    "units",
-                    "federation",
-                    "ledger",
-                    "certificate",
-                    "forwarding",
-                    "status_files",
-                ],
-                "additionalProperties": False,
-                "properties": {
-                    "name": {"type": "string"},
-                    "address": {"type": "string"},
-                    "port": {"type": "integer"},
-                    "user": {"type": "string"},
-                    "role": {"enum": ["chief", "worker"]},
-                    "node_name": {"type": "string"},
-                    "reachable": {"type": "boolean"},
-                    "healthy": {"type": "boolean"},
-                    "failure": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": ["kind", "message"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "kind": {"enum": list(get_args(FailureKind))},
-                                    "message": {"type": "string"},
-                                },
-                            },
-                        ]
-                    },
-                    "problems": {"type": "array", "items": {"type": "string"}},
-                    "remote_time": _NULLABLE_NUMBER,
-                    "units": {
-                        "type": "object",
-                        "required": list(COMPONENTS),
-                        "additionalProperties": False,
-                        "properties": {component: _UNIT for component in COMPONENTS},
-                    },
-                    "federation": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": [
-                                    "state",
-                                    "round",
-                                    "rounds_total",
-                                    "participants",
-                                    "updated_at",
-                                    "age_seconds",
-                                    "last_transfer",
-                                    "last_error",
-                                ],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "state": _NULLABLE_STRING,
-                                    "round": _NULLABLE_INT,
-                                    "rounds_total": _NULLABLE_INT,
-                                    "participants": {"type": "array", "items": {"type": "string"}},
-                                    "updated_at": _NULLABLE_NUMBER,
-                                    "age_seconds": _NULLABLE_NUMBER,
-                                    "last_transfer": _TRANSFER,
-                                    "last_error": _NULLABLE_STRING,
-                                },
-                            },
-                        ]
-                    },
-                    "ledger": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": [
-                                    "state",
-                                    "backend",
-                                    "height",
-                                    "outbox_backlog",
-                                    "last_delivery_at",
-                                ],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "state": _NULLABLE_STRING,
-                                    "backend": _NULLABLE_STRING,
-                                    "height": _NULLABLE_INT,
-                                    "outbox_backlog": _NULLABLE_INT,
-                                    "last_delivery_at": _NULLABLE_NUMBER,
-                                },
-                            },
-                        ]
-                    },
-                    "certificate": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": ["path", "not_after", "days_left", "error"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "path": {"type": "string"},
-                                    "not_after": _NULLABLE_STRING,
-                                    "days_left": _NULLABLE_NUMBER,
-                                    "error": _NULLABLE_STRING,
-                                },
-                            },
-                        ]
-                    },
-                    "forwarding": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": ["public_port", "private_port", "present", "rule", "error"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "public_port": {"type": "integer"},
-                                    "private_port": {"type": "integer"},
-                                    "present": {"type": ["boolean", "null"]},
-                                    "rule": _NULLABLE_STRING,
-                                    "error": _NULLABLE_STRING,
-                                },
-                            },
-                        ]
-                    },
-                    "status_files": {
-                        "type": "object",
-                        "required": list(COMPONENTS),
-                        "additionalProperties": False,
-                        "properties": {component: {"type": ["object", "null"]} for component in COMPONENTS},
-                    },
-                },
-            },
-        },
-    },
-}
-
+STATUS_SCHEMA: dict[str, Any] = load_schema(STATUS_REPORT)  # the data file is the source of truth
 
 def document(
     statuses: Sequence[HostStatus], inventory: str, limit: str | None, generated_at: dt.datetime | None = None

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from edgefed.config import NodeConfig
-from edgefed.federation.events import EventBus
+from edgefed.contracts.events import EventBus
 from edgefed.federation.session import RoundResult, StartInfo
 from edgefed.tf.export import ExportedModel, export_model
 

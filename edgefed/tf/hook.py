@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from edgefed.config import NodeConfig
-from edgefed.federation.events import EventBus
+from edgefed.contracts.events import EventBus
 from edgefed.federation.session import StartInfo
 from edgefed.tf.callback import FederationSession, SyncRecord, open_session
 from edgefed.tf.seed_params import DEFAULT_PKI_DIR, config_from_seed_params

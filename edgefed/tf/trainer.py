@@ -16,8 +16,8 @@ import keras
 import numpy as np
 
 from edgefed.config import NodeConfig, TrainerSection
-from edgefed.tf.data import DIGITS, Dataset, DatasetError, load_dataset
 from edgefed.tf.export import ExportedModel, export_model
+from edgefed.trainers.data import DIGITS, Dataset, DatasetError, load_dataset
 
 HIDDEN_UNITS = 64
 

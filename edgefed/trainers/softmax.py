@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgefed.trainers.digits import Split, load_digits_split, shard
+from edgefed.trainers.data import DIGITS, Dataset, load_dataset
 
 NUM_CLASSES = 10
 
@@ -21,9 +21,9 @@ class SoftmaxTrainer:
     """Mini-batch SGD on W (features x classes) and b (classes)."""
 
     def __init__(
-        self, learning_rate: float = 0.5, batch_size: int = 32, seed: int = 0, data: Split | None = None
+        self, learning_rate: float = 0.5, batch_size: int = 32, seed: int = 0, data: Dataset | None = None
     ) -> None:
-        self.data = data or load_digits_split(seed)
+        self.data = (data or load_dataset(DIGITS, seed)).flattened()
         features = self.data.x_train.shape[1]
         init = np.random.default_rng(seed)
         self.weights = [
@@ -40,7 +40,7 @@ class SoftmaxTrainer:
         return len(self._y)
 
     def use_shard(self, task_index: int, total: int) -> None:
-        self._x, self._y = shard(self.data.x_train, self.data.y_train, task_index, total)
+        self._x, self._y = self.data.shard(task_index, total)
         self._rng = np.random.default_rng(1000 + task_index)
 
     def get_weights(self) -> list[np.ndarray]:

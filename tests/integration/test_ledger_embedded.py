@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from edgefed.config import NodeConfig
+from edgefed.contracts.events import TransferEvent
+from edgefed.contracts.status import status_path
 from edgefed.federation.chief import ChiefSession
-from edgefed.federation.events import TransferEvent
-from edgefed.federation.status import status_path
 from edgefed.ledger.backends import RemoteChainBackend
 from edgefed.ledger.chain import ledger_path
 from edgefed.ledger.integration import NodeLedgerHooks
@@ -235,7 +235,7 @@ def test_the_service_keeps_refused_records_and_reports_them(
     good, forged = record_of(config, "worker1", 1), record_of(config, "worker1", 2, sha256="f" * 64)
     outbox.put(good)
     outbox.put(forged)
-    from edgefed.federation.status import StatusFile
+    from edgefed.contracts.status import StatusFile
 
     status = StatusFile(worker_config.node.state_dir, "ledger", "worker1")
     service = LedgerService(outbox, remote(config, "worker1", port), status=status)

@@ -25,7 +25,7 @@ from iroha import Iroha, IrohaCrypto, IrohaGrpc
 
 from edgefed import pki
 from edgefed.config import dump_config
-from edgefed.federation.events import TransferEvent
+from edgefed.contracts.events import TransferEvent
 from edgefed.ledger.errors import BackendUnavailable
 from edgefed.ledger.iroha import (
     IrohaBackend,

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from edgefed import pki
-from edgefed.federation.status import StatusFile
+from edgefed.contracts.status import StatusFile
 from edgefed.ops.report import STATUS_SCHEMA
 
 REPO = Path(__file__).resolve().parents[2]

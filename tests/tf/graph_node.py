@@ -19,8 +19,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 import numpy as np
 import tensorflow as tf
 
-from edgefed.tf.data import load_dataset
 from edgefed.tf.hook import FederatedHook
+from edgefed.trainers.data import load_dataset
 
 INTERVAL_STEPS = 5
 ROUNDS = 3

@@ -21,8 +21,8 @@ import numpy as np
 
 from edgefed.config import load_config
 from edgefed.tf.callback import FederatedCallback
-from edgefed.tf.data import load_dataset
 from edgefed.tf.trainer import build_classifier
+from edgefed.trainers.data import load_dataset
 
 
 def main(config_path: str, out_dir: str, export_dir: str | None = None) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgefed.config import ConfigError
-from edgefed.tf.data import FASHION_LABELS, DatasetError, load_dataset
+from edgefed.trainers.data import FASHION_LABELS, DatasetError, load_dataset
 
 
 def test_digits_split_is_the_same_everywhere_and_shards_are_disjoint() -> None:

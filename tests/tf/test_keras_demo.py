@@ -32,7 +32,7 @@ def test_keras_demo_trains_exports_and_the_pi_env_predicts(tmp_path: Path, lite_
     assert manifest["node"] == "chief" and manifest["dataset"] == "digits"
     assert manifest["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-4)
 
-    from edgefed.tf.data import load_dataset  # sklearn only; the split the nodes used
+    from edgefed.trainers.data import load_dataset  # sklearn only; the split the nodes used
 
     data = load_dataset("digits", seed=0)
     inputs = tmp_path / "x_test.npy"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgefed import pki
+from edgefed.contracts.status import StatusFile, status_path
 from edgefed.federation.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from edgefed.federation.status import StatusFile, status_path
 
 
 def test_checkpoint_round_trip_and_no_leftovers(tmp_path: Path) -> None:

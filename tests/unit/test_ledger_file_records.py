@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed.config import config_from_dict
-from edgefed.federation.events import TransferEvent
+from edgefed.contracts.events import TransferEvent
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.integration import file_transfer_record, file_transfer_recorder
 from edgefed.ledger.outbox import Outbox

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edgefed.federation.events import TransferEvent
+from edgefed.contracts.events import TransferEvent
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.records import TransferRecord, disagreement
 from edgefed.ledger.verify import check_transfers

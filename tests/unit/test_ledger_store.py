@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed import pki
-from edgefed.federation.events import TransferEvent
+from edgefed.contracts.events import TransferEvent
 from edgefed.ledger.chain import EmbeddedLedger
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.integration import pki_key_lookup
@@ -203,7 +203,7 @@ def test_two_processes_appending_at_once_keep_one_unbroken_chain(pki_dir: Path, 
         import hashlib, sys
         from pathlib import Path
         from edgefed import pki
-        from edgefed.federation.events import TransferEvent
+        from edgefed.contracts.events import TransferEvent
         from edgefed.ledger.chain import EmbeddedLedger
         from edgefed.ledger.integration import pki_key_lookup
         from edgefed.ledger.records import TransferRecord

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from rich.console import Console
 
 from edgefed.ops.health import HostStatus, UnitState
 from edgefed.ops.inventory import InventoryHost
-from edgefed.ops.probe import Failure
-from edgefed.ops.report import STATUS_SCHEMA, document, render_table
+from edgefed.ops.probe import COMPONENTS, Failure, FailureKind
+from edgefed.ops.report import FORMAT, STATUS_SCHEMA, document, render_table
 
 jsonschema = pytest.importorskip("jsonschema")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "status.md"
@@ -121,11 +121,20 @@ def test_schema_rejects_a_document_missing_a_field() -> None:
         jsonschema.validate(doc, STATUS_SCHEMA)
 
 
-def test_docs_hold_the_schema_and_a_valid_example() -> None:
-    blocks = _json_blocks()
-    example, schema = json.loads(blocks[0]), json.loads(blocks[1])
-    assert schema == STATUS_SCHEMA
+def test_docs_link_the_schema_file_and_hold_a_valid_example() -> None:
+    text = DOCS.read_text()
+    assert "edgefed/contracts/schemas/status-report.schema.json" in text
+    (example,) = (json.loads(block) for block in _json_blocks())
     jsonschema.validate(example, STATUS_SCHEMA, format_checker=jsonschema.FormatChecker())
+
+
+def test_the_schema_file_follows_the_code() -> None:
+    jsonschema.Draft202012Validator.check_schema(STATUS_SCHEMA)
+    assert STATUS_SCHEMA["properties"]["format"] == {"const": FORMAT}
+    host = STATUS_SCHEMA["properties"]["hosts"]["items"]["properties"]
+    failure = next(option for option in host["failure"]["oneOf"] if option.get("type") == "object")
+    assert set(failure["properties"]["kind"]["enum"]) == set(get_args(FailureKind))
+    assert host["status_files"]["required"] == list(COMPONENTS)
 
 
 def test_table_shows_every_host_and_its_problems() -> None:

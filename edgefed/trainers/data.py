@@ -1,10 +1,11 @@
-"""The example trainer's data: scikit-learn's bundled digits, or a local Fashion-MNIST file.
+"""The trainers' data: scikit-learn's bundled digits, or a local Fashion-MNIST file (one loader for all).
 
 Nothing is downloaded. Every node loads the same data with the same seed, so the test split is the
 same everywhere and each node trains on its own shard of the training split (by task index), the
 way the seed's demos hand a worker its part of the data set.
 
-This module needs NumPy (and scikit-learn for digits) but not TensorFlow.
+This module needs NumPy (and scikit-learn for digits) but not TensorFlow: the numpy softmax trainer
+and the Keras trainer both load through it, so every trainer sees the same split.
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ class Dataset:
         if total < 1 or not 0 <= task_index < total:
             raise DatasetError(f"task index {task_index} is outside 0..{total - 1}")
         return self.x_train[task_index::total], self.y_train[task_index::total]
+
+    def flattened(self) -> Dataset:
+        """The same split with each example as one row of features scaled to [0, 1] (linear models)."""
+        scale = np.float32(1.0 / self.max_value)
+        return Dataset(
+            name=self.name,
+            x_train=self.x_train.reshape(len(self.x_train), -1) * scale, y_train=self.y_train,
+            x_test=self.x_test.reshape(len(self.x_test), -1) * scale, y_test=self.y_test,
+            labels=self.labels, max_value=1.0,
+        )
 
 
 def load_dataset(spec: str = DIGITS, seed: int = 0) -> Dataset:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgefed.federation.events import TransferEvent
+from edgefed.contracts.events import TransferEvent
 from edgefed.fsutil import atomic_write_json
 
 MAX_ERRORS = 10

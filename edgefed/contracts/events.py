@@ -1,15 +1,15 @@
-"""Transfer events: one per weight send or receive, for the ledger and the status file."""
+"""Transfer events: one per weight send or receive, for the ledger, the status file and any other sink.
+
+A contract shared by federation (which emits them), ledger (which records them) and ops.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-
-from edgefed.wire import payload_sha256
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,3 @@ class EventBus:
                 sink(event)
             except Exception:
                 log.exception("event sink %r failed on %s", sink, event)
-
-
-_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="edgefed-sha256")
-
-
-def digest_while_sending(parts: Sequence[bytes | memoryview], enabled: bool) -> Future[str]:
-    """sha256 of a frame's payload, computed on another core while the caller sends it (hashlib
-    releases the GIL); a finished empty digest when nothing records it (no ledger)."""
-    if enabled:
-        return _HASHING.submit(payload_sha256, parts)
-    done: Future[str] = Future()
-    done.set_result("")
-    return done
