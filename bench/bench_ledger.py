@@ -35,11 +35,13 @@ from edgefed.config import config_from_dict  # noqa: E402
 from edgefed.contracts.events import TransferEvent  # noqa: E402
 from edgefed.demo import run_demo  # noqa: E402
 from edgefed.federation.chief import ChiefSession  # noqa: E402
-from edgefed.ledger.backends import RemoteChainBackend  # noqa: E402
+from edgefed.ledger.backends import pki_key_lookup  # noqa: E402
 from edgefed.ledger.chain import EmbeddedLedger  # noqa: E402
-from edgefed.ledger.integration import NodeLedgerHooks, pki_key_lookup  # noqa: E402
+from edgefed.ledger.hooks import NodeLedgerHooks  # noqa: E402
 from edgefed.ledger.outbox import Outbox, OutboxSink  # noqa: E402
+from edgefed.ledger.push import RemoteChainBackend  # noqa: E402
 from edgefed.ledger.records import TransferRecord  # noqa: E402
+from edgefed.transport import TlsTransport  # noqa: E402
 
 
 def events(count: int, observer: str = "worker1") -> list[TransferEvent]:
@@ -93,7 +95,7 @@ def bench_remote(root: Path, count: int) -> dict[str, Any]:
     session.listen()
     key = pki.NodeCredentials(root / "pki", "worker1").ledger_signing_key()
     records = [TransferRecord.from_event(e, "remote").signed(key) for e in events(count)]
-    backend = RemoteChainBackend(pki.NodeCredentials.load(root / "pki", "worker1"), "127.0.0.1", port)
+    backend = RemoteChainBackend(TlsTransport(pki.NodeCredentials.load(root / "pki", "worker1")), "127.0.0.1", port)
     try:
         started = time.perf_counter()
         for start in range(0, count, 200):

@@ -17,7 +17,7 @@ from edgefed.errors import UsageError
 from edgefed.federation.chief import ChiefSession
 from edgefed.federation.driver import RoundReport, run_federated
 from edgefed.federation.worker import WorkerSession
-from edgefed.ledger.integration import NodeLedgerHooks
+from edgefed.ledger.hooks import NodeLedgerHooks
 from edgefed.trainers.base import Trainer
 
 log = logging.getLogger(__name__)

@@ -157,9 +157,9 @@ def _verify_iroha(args: argparse.Namespace) -> Any:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from edgefed.ledger.chain import EmbeddedLedger
+    from edgefed.ledger.chain import ChainReader
 
-    ledger = EmbeddedLedger.open_readonly(args.path)
+    ledger = ChainReader.open(args.path)
     try:
         rows = []
         for entry in ledger.entries():
@@ -212,7 +212,8 @@ def _print_table(rows: list[tuple[int, Any]]) -> None:
 
 def _bootstrap_iroha(args: argparse.Namespace) -> int:
     from edgefed.ledger.errors import LedgerError
-    from edgefed.ledger.iroha import bootstrap, load_admin_key
+    from edgefed.ledger.iroha import load_admin_key
+    from edgefed.ledger.iroha_bootstrap import bootstrap
     from edgefed.pki import NodeCredentials
 
     config = _config(args)

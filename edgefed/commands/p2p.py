@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgefed.config import NodeConfig
-    from edgefed.ledger.integration import FileTransferRecorder
+    from edgefed.ledger.files import FileTransferRecorder
     from edgefed.p2p.session import Terminal
 
 DEFAULT_PKI_DIR = "/etc/edgefed/pki"
@@ -164,7 +164,7 @@ class _LedgerRecording:
     def __init__(self, config: NodeConfig | None, terminal: Terminal) -> None:
         self.recorder: FileTransferRecorder | None = None
         if config is not None:
-            from edgefed.ledger.integration import file_transfer_recorder
+            from edgefed.ledger.files import file_transfer_recorder
 
             self.recorder = file_transfer_recorder(config)
         self.terminal = terminal

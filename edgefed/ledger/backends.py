@@ -1,8 +1,8 @@
 """Where the ledger service delivers records: one interface, three implementations.
 
-- `LocalChainBackend`: the chief's own ledger service appends straight to the embedded chain.
-- `RemoteChainBackend`: a worker's ledger service pushes to the chief's embedded chain over the
-  federation port (LEDGER_PUSH / LEDGER_ACK frames on the same mutual-TLS PKI).
+- `LocalChainBackend` (here): the chief's own ledger service appends straight to the embedded chain.
+- `edgefed.ledger.push.RemoteChainBackend`: a worker's ledger service pushes to the chief's embedded
+  chain over the federation port (LEDGER_PUSH / LEDGER_ACK frames on the same mutual-TLS PKI).
 - `edgefed.ledger.iroha.IrohaBackend`: Hyperledger Iroha 1 over gRPC (imported only when configured).
 
 A backend either returns what happened to each record (acknowledged or refused for good) or raises
@@ -11,22 +11,20 @@ BackendUnavailable, after which the service keeps the records and retries with b
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
-from edgefed.ledger.chain import EmbeddedLedger
-from edgefed.ledger.errors import BackendUnavailable
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from edgefed.config import NodeConfig
+from edgefed.ledger.chain import EmbeddedLedger, KeyLookup, ledger_path
 from edgefed.ledger.records import TransferRecord
-from edgefed.pki import NodeCredentials
-from edgefed.transport import TlsConnection, TransportError, client_context, connect_tls
-from edgefed.wire import MessageType, ProtocolError, encode_control_frame
+from edgefed.pki import NodeCredentials, PKIError, check_node_name, load_ledger_public_key
 
 log = logging.getLogger(__name__)
-
-ACK_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -65,93 +63,30 @@ class LocalChainBackend:
         self.ledger.close()
 
 
-def push_body(records: Sequence[TransferRecord]) -> dict[str, Any]:
-    return {"records": [record.to_dict() for record in records]}
+def pki_key_lookup(pki_dir: str | Path) -> KeyLookup:
+    """Find NODE's ledger public key at PKI_DIR/nodes/NODE/ledger.pub (None if it is not there)."""
 
-
-def parse_ack(body: dict[str, Any], sent: Sequence[TransferRecord]) -> Delivery:
-    if "error" in body:
-        raise ProtocolError(f"the chief refused the whole delivery: {body['error']}")
-    try:
-        acknowledged = [str(rid) for rid in body["accepted"]] + [str(rid) for rid in body["duplicates"]]
-        refused = [(str(item["id"]), str(item["reason"])) for item in body["refused"]]
-        height = int(body["height"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"LEDGER_ACK is malformed ({exc!r}): {body}") from None
-    sent_ids = {record.id for record in sent}
-    unexpected = (set(acknowledged) | {rid for rid, _ in refused}) - sent_ids
-    if unexpected:
-        raise ProtocolError(f"LEDGER_ACK names records that were not sent: {sorted(unexpected)[:3]}")
-    return Delivery(acknowledged, refused, height)
-
-
-class RemoteChainBackend:
-    """A worker's ledger service: pushes batches to the chief over one kept-open mutual-TLS connection."""
-
-    name = "embedded"
-
-    def __init__(
-        self,
-        creds: NodeCredentials,
-        host: str,
-        port: int,
-        server_name: str = "",
-        timeout: float = ACK_TIMEOUT_S,
-    ) -> None:
-        self._creds = creds
-        self._host = host
-        self._port = port
-        self._server_name = server_name or host
-        self._timeout = timeout
-        self._conn: TlsConnection | None = None
-
-    def _connection(self) -> TlsConnection:
-        if self._conn is None:
-            try:
-                self._conn = connect_tls(
-                    self._host, self._port, client_context(self._creds), server_hostname=self._server_name
-                )
-            except TransportError as exc:
-                raise BackendUnavailable(f"chief ledger at {self._host}:{self._port}: {exc}") from exc
-            self._conn.settimeout(self._timeout)
-            log.info("ledger: connected to the chief %s at %s:%d", self._conn.peer, self._host, self._port)
-        return self._conn
-
-    def deliver(self, records: Sequence[TransferRecord]) -> Delivery:
-        reused = self._conn is not None
+    def lookup(node: str) -> ed25519.Ed25519PublicKey | None:
         try:
-            return self._exchange(records)
-        except BackendUnavailable:
-            if not reused:
-                raise
-            # The chief may have closed a connection that sat idle: one fresh attempt before backing off
-            # (a batch the chief did append is acknowledged again as duplicates, never appended twice).
-            return self._exchange(records)
+            path = Path(pki_dir) / "nodes" / check_node_name(node) / "ledger.pub"
+            return load_ledger_public_key(path) if path.is_file() else None
+        except PKIError as exc:
+            log.warning("ledger: no usable key for %r: %s", node, exc)
+            return None
 
-    def _exchange(self, records: Sequence[TransferRecord]) -> Delivery:
-        conn = self._connection()
-        try:
-            conn.send([encode_control_frame(MessageType.LEDGER_PUSH, 0, push_body(records))])
-            reply = conn.recv()
-        except (TransportError, ProtocolError) as exc:
-            self._drop()
-            raise BackendUnavailable(f"delivery to the chief failed: {exc}") from exc
-        if reply.header.type is not MessageType.LEDGER_ACK:
-            self._drop()
-            raise BackendUnavailable(f"the chief answered {reply.header.type.name} instead of LEDGER_ACK: {reply.body}")
-        try:
-            return parse_ack(reply.body, records)
-        except ProtocolError as exc:
-            self._drop()
-            raise BackendUnavailable(str(exc)) from exc
+    return lookup
 
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(TransportError):
-                self._conn.send([encode_control_frame(MessageType.BYE, 0, {"reason": "ledger service stopping"})])
-        self._drop()
+def open_chief_ledger(config: NodeConfig) -> EmbeddedLedger:
+    """The chief's embedded chain, signed with its ledger key; unknown signers are looked up in the PKI.
+
+    Both writers of the chain open it this way: the chief's ledger service (LocalChainBackend) and the
+    chief's federation process (the LEDGER_PUSH handler of edgefed.ledger.push).
+    """
+    creds = NodeCredentials(Path(config.node.pki_dir), config.node.name)
+    return EmbeddedLedger(
+        ledger_path(config.node.state_dir),
+        owner=config.node.name,
+        signing_key=creds.ledger_signing_key(),
+        key_lookup=pki_key_lookup(config.node.pki_dir),
+    )

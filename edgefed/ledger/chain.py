@@ -29,13 +29,16 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed.ledger.errors import LedgerError
-from edgefed.ledger.outbox import connect_wal
 from edgefed.ledger.records import TransferRecord, canonical_json
+from edgefed.ledger.storage import connect_readonly, connect_wal, table_columns
 from edgefed.pki import public_key_hex
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
+ENTRY_COLUMNS = (
+    "height", "kind", "entry_id", "payload", "prev_hash", "hash", "appended_at", "appended_by", "signature"
+)
 GENESIS_PREV = "0" * 64
 ENTRY_CONTEXT = b"edgefed-ledger-entry-v1\n"
 
@@ -134,8 +137,73 @@ class AppendResult:
         return self.accepted + self.duplicates
 
 
-class EmbeddedLedger:
-    """One connection to the chain; appends are serialised across threads (lock) and processes (SQLite)."""
+class ChainReader:
+    """Reads a chain; never writes to its file (what `edgefed ledger verify|show` use)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | Path) -> ChainReader:
+        """The ledger at PATH (a database or a state directory holding one), opened read-only.
+
+        Refuses, with the reason, a file that is not an edgefed ledger (an empty file, another program's
+        database) without changing it.
+        """
+        found = resolve_ledger_path(path)
+        conn = connect_readonly(found)
+        try:
+            columns = table_columns(conn, "entries")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LedgerError(f"{found}: not an edgefed ledger ({exc}); the file was left as it was") from None
+        if tuple(columns) != ENTRY_COLUMNS:
+            conn.close()
+            what = (
+                "an empty file" if found.stat().st_size == 0
+                else "its 'entries' table has other columns" if columns
+                else "an SQLite database without the ledger's 'entries' table"
+            )
+            raise LedgerError(f"{found}: not an edgefed ledger ({what}); the file was left as it was")
+        return cls(found, conn)
+
+    @staticmethod
+    def _last(conn: sqlite3.Connection) -> tuple[int, str] | None:
+        row = conn.execute("SELECT height, hash FROM entries ORDER BY height DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def height(self) -> int:
+        with self._lock:
+            last = self._last(self._conn)
+        return last[0] if last else 0
+
+    def entries(self) -> Iterator[Entry]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT height, kind, entry_id, payload, prev_hash, hash, appended_at, appended_by, signature"
+                " FROM entries ORDER BY height"
+            ).fetchall()
+        for row in rows:
+            yield Entry(*row)
+
+    def records(self) -> list[TransferRecord]:
+        return [entry.record() for entry in self.entries() if entry.kind == "record"]
+
+    def count_records(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(*) FROM entries WHERE kind = 'record'").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class EmbeddedLedger(ChainReader):
+    """The chain opened for appending (created if missing); appends are serialised across threads (lock)
+    and processes (SQLite)."""
 
     def __init__(
         self,
@@ -143,21 +211,17 @@ class EmbeddedLedger:
         owner: str,
         signing_key: ed25519.Ed25519PrivateKey | None = None,
         key_lookup: KeyLookup | None = None,
-        create: bool = True,
     ) -> None:
-        self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise LedgerError(f"{self.path}: no ledger database here")
+        super().__init__(Path(path), connect_wal(Path(path)))
         self.owner = owner
         self._key = signing_key
         self._key_lookup = key_lookup
-        self._lock = threading.Lock()
         self._tip: tuple[int, str] | None = None  # (height, hash) of the last entry, inside a transaction
         self._verifiers: dict[str, ed25519.Ed25519PublicKey] = {}
-        self._conn = connect_wal(self.path)
         try:
             self._conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            self._conn.close()
             raise LedgerError(f"{self.path}: not a ledger database: {exc}") from None
         if signing_key is not None:
             with self._transaction() as conn:
@@ -168,10 +232,6 @@ class EmbeddedLedger:
                         f"key-{owner}",
                         {"node": owner, "public_key": public_key_hex(signing_key)},
                     )
-
-    @classmethod
-    def open_readonly(cls, path: str | Path) -> EmbeddedLedger:
-        return cls(resolve_ledger_path(path), owner="", create=False)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -186,11 +246,6 @@ class EmbeddedLedger:
             finally:
                 self._tip = None
             self._conn.execute("COMMIT")
-
-    @staticmethod
-    def _last(conn: sqlite3.Connection) -> tuple[int, str] | None:
-        row = conn.execute("SELECT height, hash FROM entries ORDER BY height DESC LIMIT 1").fetchone()
-        return (int(row[0]), str(row[1])) if row else None
 
     def _append(self, conn: sqlite3.Connection, kind: str, entry_id: str, document: dict[str, Any]) -> int:
         if self._key is None:
@@ -286,32 +341,6 @@ class EmbeddedLedger:
         except LedgerError as exc:
             return str(exc)
         return None
-
-    def height(self) -> int:
-        with self._lock:
-            last = self._last(self._conn)
-        return last[0] if last else 0
-
-    def entries(self) -> Iterator[Entry]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT height, kind, entry_id, payload, prev_hash, hash, appended_at, appended_by, signature"
-                " FROM entries ORDER BY height"
-            ).fetchall()
-        for row in rows:
-            yield Entry(*row)
-
-    def records(self) -> list[TransferRecord]:
-        return [entry.record() for entry in self.entries() if entry.kind == "record"]
-
-    def count_records(self) -> int:
-        with self._lock:
-            row = self._conn.execute("SELECT COUNT(*) FROM entries WHERE kind = 'record'").fetchone()
-        return int(row[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
 
 def check_entry_signature(entry: Entry, public_hex: str) -> bool:

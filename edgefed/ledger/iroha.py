@@ -11,7 +11,8 @@ Mapping (as BSMD does it, plus the receiver's side and a payload digest):
   signature included, so the records can be checked without trusting Iroha;
 - a delivery is confirmed through the transaction status stream, under ``ledger.commit_timeout``.
 
-Only imported when ``ledger.backend = "iroha"``: grpc, protobuf and nacl are optional dependencies.
+Preparing a peer (role, domain, accounts, grants) is edgefed.ledger.iroha_bootstrap. Only imported
+when ``ledger.backend = "iroha"``: grpc, protobuf and nacl are optional dependencies.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import grpc
 import nacl.signing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from iroha import Iroha, IrohaCrypto, IrohaGrpc, primitive_pb2, qry_responses_pb2
+from iroha import Iroha, IrohaCrypto, IrohaGrpc, qry_responses_pb2
 
 from edgefed.config import NodeConfig
 from edgefed.ledger.backends import Delivery
@@ -316,118 +317,3 @@ def verify_iroha(backend: IrohaBackend, public_keys: dict[str, ed25519.Ed25519Pu
 def _chunks(items: list[TransferRecord], size: int) -> Iterable[list[TransferRecord]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-@dataclass(frozen=True)
-class BootstrapStep:
-    description: str
-    outcome: str
-
-
-def bootstrap(
-    *,
-    torii: str,
-    domain: str,
-    admin_account: str,
-    admin_key: IrohaKey,
-    node_keys: dict[str, ed25519.Ed25519PrivateKey],
-    chief: str,
-    commit_timeout: float,
-    p2p: bool = False,
-) -> list[BootstrapStep]:
-    """Create the node role, the domain, one account per node, and the grants the records need.
-
-    Every worker grants the chief can_set_my_account_detail (the chief writes its weight sends there),
-    and the chief grants every worker the same (workers write their update sends on the chief's
-    account). With p2p, every worker also grants every other worker, so that the sender of a p2p file
-    transfer between two workers may write its send record on the receiver's account. Grants are
-    signed by the granting node's own key, so NODE_KEYS must hold every node's private ledger key (the
-    controller's PKI directory has them). Safe to run again: existing role and accounts are kept,
-    grants are idempotent in Iroha.
-    """
-    if chief not in node_keys:
-        raise LedgerError(f"the chief {chief!r} is not among the nodes to bootstrap: {sorted(node_keys)}")
-    admin = IrohaClient(torii, admin_account, admin_key, commit_timeout)
-    steps: list[BootstrapStep] = []
-
-    def run(description: str, commands: list[Any], client: IrohaClient = admin) -> None:
-        outcome = client.submit(commands)
-        if not outcome.committed:
-            raise LedgerError(f"bootstrap step '{description}' failed: {outcome.reason}")
-        steps.append(BootstrapStep(description, outcome.status))
-
-    roles = admin.query("GetRoles").roles_response.roles
-    if NODE_ROLE in roles:
-        steps.append(BootstrapStep(f"role {NODE_ROLE} and domain {domain}", "already there"))
-    else:
-        permissions = [
-            primitive_pb2.can_grant_can_set_my_account_detail,
-            primitive_pb2.can_get_domain_acc_detail,
-            primitive_pb2.can_get_my_acc_detail,
-        ]
-        run(
-            f"create role {NODE_ROLE} and domain {domain}",
-            [
-                Iroha.command("CreateRole", role_name=NODE_ROLE, permissions=permissions),
-                Iroha.command("CreateDomain", domain_id=domain, default_role=NODE_ROLE),
-            ],
-        )
-    for node, key in sorted(node_keys.items()):
-        account = account_id(node, domain)
-        if _account_exists(admin, account):
-            steps.append(BootstrapStep(f"account {account}", "already there"))
-            continue
-        run(
-            f"create account {account}",
-            [
-                Iroha.command(
-                    "CreateAccount",
-                    account_name=account_name(node),
-                    domain_id=domain,
-                    public_key=iroha_public_key(key),
-                )
-            ],
-        )
-    chief_account = account_id(chief, domain)
-    for node, key in sorted(node_keys.items()):
-        if node == chief:
-            continue
-        worker_account = account_id(node, domain)
-        worker = IrohaClient(torii, worker_account, nacl_key(key), commit_timeout)
-        peers = [other for other in sorted(node_keys) if other not in (node, chief)] if p2p else []
-        grantees = [chief_account, *(account_id(other, domain) for other in peers)]
-        run(
-            f"{worker_account} lets {', '.join(grantees)} set its details",
-            [
-                Iroha.command(
-                    "GrantPermission",
-                    account_id=grantee,
-                    permission=primitive_pb2.can_set_my_account_detail,
-                )
-                for grantee in grantees
-            ],
-            worker,
-        )
-    chief_client = IrohaClient(torii, chief_account, nacl_key(node_keys[chief]), commit_timeout)
-    grants = [
-        Iroha.command(
-            "GrantPermission",
-            account_id=account_id(node, domain),
-            permission=primitive_pb2.can_set_my_account_detail,
-        )
-        for node in sorted(node_keys)
-        if node != chief
-    ]
-    if grants:
-        run(f"{chief_account} lets every worker set its details", grants, chief_client)
-    return steps
-
-
-def _account_exists(client: IrohaClient, account: str) -> bool:
-    try:
-        client.query("GetAccount", account_id=account)
-    except IrohaQueryError as exc:
-        if exc.reason == "NO_ACCOUNT":
-            return False
-        raise
-    return True

@@ -9,10 +9,8 @@ silently. Two processes share the file: SQLite's locking keeps them consistent.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -25,13 +23,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed.contracts.events import TransferEvent
+from edgefed.ledger.background import lower_thread_priority
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.records import TransferRecord
+from edgefed.ledger.storage import connect_wal
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "ledger-outbox.sqlite"
-BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -51,18 +50,6 @@ CREATE TABLE IF NOT EXISTS delivered (
 
 def outbox_path(state_dir: str | Path) -> Path:
     return Path(state_dir) / OUTBOX_FILE
-
-
-def connect_wal(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
-    """A connection in WAL mode that waits for a lock instead of failing (another process may write)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-    except sqlite3.DatabaseError as exc:
-        raise LedgerError(f"{path}: cannot open as an SQLite database: {exc}") from None
-    return conn
 
 
 @dataclass(frozen=True)
@@ -193,8 +180,7 @@ class OutboxSink:
         self._queue.put(event)
 
     def _write_loop(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):  # signing and fsync yield to training
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        lower_thread_priority()  # signing and fsync yield to training
         while True:
             first = self._queue.get()
             batch = [first]

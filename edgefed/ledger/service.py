@@ -19,11 +19,12 @@ from pathlib import Path
 from edgefed.backoff import Backoff
 from edgefed.config import NodeConfig
 from edgefed.contracts.status import StatusFile
-from edgefed.ledger.backends import Backend, LocalChainBackend, RemoteChainBackend
+from edgefed.ledger.backends import Backend, LocalChainBackend, open_chief_ledger
 from edgefed.ledger.errors import LedgerError
-from edgefed.ledger.integration import open_chief_ledger
 from edgefed.ledger.outbox import Outbox
+from edgefed.ledger.push import RemoteChainBackend
 from edgefed.pki import NodeCredentials
+from edgefed.transport import TlsTransport
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,11 @@ class LedgerService:
 
 
 def backend_for(config: NodeConfig) -> Backend:
-    """The backend the [ledger] section asks for, from this node's point of view."""
-    creds = NodeCredentials(Path(config.node.pki_dir), config.node.name)
+    """The backend the [ledger] section asks for, from this node's point of view.
+
+    A worker's pushes to the chief go through a TlsTransport holding its certificates, on the same
+    mutual-TLS PKI as its federation connection.
+    """
     if config.ledger.backend == "iroha":
         from edgefed.ledger.iroha import IrohaBackend  # grpc only when configured
 
@@ -151,7 +155,7 @@ def backend_for(config: NodeConfig) -> Backend:
         return LocalChainBackend(open_chief_ledger(config), config.node.name)
     federation = config.federation
     return RemoteChainBackend(
-        NodeCredentials.load(creds.pki_dir, creds.name),
+        TlsTransport(NodeCredentials.load(Path(config.node.pki_dir), config.node.name)),
         federation.public_ip,
         federation.public_port,
         federation.server_name,

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edgefed.ledger.chain import GENESIS_PREV, EmbeddedLedger, Entry, check_entry_signature, entry_hash
+from edgefed.ledger.chain import GENESIS_PREV, ChainReader, Entry, check_entry_signature, entry_hash
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.records import AGREEMENT_FIELDS, TransferRecord, disagreement
 from edgefed.pki import ledger_public_keys, public_key_hex
@@ -53,8 +53,8 @@ class VerifyReport:
 
 
 def verify_ledger(path: str | Path, pki_dir: str | Path | None = None) -> VerifyReport:
-    """Walk the whole chain; every problem found is reported, the first one first."""
-    ledger = EmbeddedLedger.open_readonly(path)
+    """Walk the whole chain (opened read-only); every problem found is reported, the first one first."""
+    ledger = ChainReader.open(path)
     try:
         return verify_entries(ledger.entries(), ledger_public_keys(pki_dir) if pki_dir else None)
     except sqlite3.DatabaseError as exc:  # the file itself is damaged beyond SQLite's page structure

@@ -50,7 +50,7 @@ class LedgerRecordedSession:
     def __init__(self, config: NodeConfig, events: EventBus | None = None) -> None:
         from edgefed.federation.chief import ChiefSession  # only the role in use is needed
         from edgefed.federation.worker import WorkerSession
-        from edgefed.ledger.integration import NodeLedgerHooks
+        from edgefed.ledger.hooks import NodeLedgerHooks
 
         self._ledger = NodeLedgerHooks.for_config(config)  # no-op when [ledger] enabled = false
         bus = events or EventBus()

@@ -16,14 +16,15 @@ from edgefed.config import NodeConfig
 from edgefed.contracts.events import TransferEvent
 from edgefed.contracts.status import status_path
 from edgefed.federation.chief import ChiefSession
-from edgefed.ledger.backends import RemoteChainBackend
 from edgefed.ledger.chain import ledger_path
-from edgefed.ledger.integration import NodeLedgerHooks
+from edgefed.ledger.hooks import NodeLedgerHooks
 from edgefed.ledger.outbox import Outbox, outbox_path
+from edgefed.ledger.push import RemoteChainBackend
 from edgefed.ledger.records import TransferRecord
 from edgefed.ledger.service import LedgerService
 from edgefed.ledger.verify import verify_ledger
 from edgefed.pki import NodeCredentials
+from edgefed.transport import TlsTransport
 from tests.conftest import REPO, Processes, free_port, wait_for
 
 
@@ -196,7 +197,7 @@ def record_of(config: NodeConfig, name: str, round_: int, **changes: object) -> 
 
 
 def remote(config: NodeConfig, name: str, port: int) -> RemoteChainBackend:
-    return RemoteChainBackend(NodeCredentials.load(config.node.pki_dir, name), "127.0.0.1", port)
+    return RemoteChainBackend(TlsTransport(NodeCredentials.load(config.node.pki_dir, name)), "127.0.0.1", port)
 
 
 def test_chief_refuses_bad_signatures_foreign_records_and_unknown_keys(

@@ -30,16 +30,16 @@ from edgefed.ledger.errors import BackendUnavailable
 from edgefed.ledger.iroha import (
     IrohaBackend,
     account_id,
-    bootstrap,
     detail_key,
     load_admin_key,
     nacl_key,
 )
+from edgefed.ledger.iroha_bootstrap import bootstrap
 from edgefed.ledger.outbox import Outbox, OutboxSink
 from edgefed.ledger.records import TransferRecord
-from edgefed.ledger.testing.torii_double import ToriiDouble
 from edgefed.ledger.verify import check_transfers
 from tests.conftest import REPO
+from tests.helpers.torii_double import ToriiDouble
 
 DOMAIN = "edgefed"
 ADMIN = "admin@test"

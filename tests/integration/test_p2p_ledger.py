@@ -23,13 +23,15 @@ import pytest
 from edgefed.cli import main
 from edgefed.config import NodeConfig
 from edgefed.federation.chief import ChiefSession
-from edgefed.ledger.backends import RemoteChainBackend
 from edgefed.ledger.chain import ledger_path
-from edgefed.ledger.integration import NodeLedgerHooks, file_transfer_record
+from edgefed.ledger.files import file_transfer_record
+from edgefed.ledger.hooks import NodeLedgerHooks
 from edgefed.ledger.outbox import outbox_path
+from edgefed.ledger.push import RemoteChainBackend
 from edgefed.ledger.records import TransferRecord
 from edgefed.p2p import Receiver, Sender
 from edgefed.pki import NodeCredentials
+from edgefed.transport import TlsTransport
 from tests.conftest import REPO, Processes, free_port, wait_for
 
 
@@ -154,7 +156,7 @@ def test_a_file_record_renamed_after_signing_is_refused_by_the_chief(
     document = {**good.to_dict(), "name": "invoice.pdf"}
     del document["id"]
     renamed = TransferRecord(**document)  # the original signature, another name
-    backend = RemoteChainBackend(NodeCredentials.load(pki_dir, "worker1"), "127.0.0.1", port)
+    backend = RemoteChainBackend(TlsTransport(NodeCredentials.load(pki_dir, "worker1")), "127.0.0.1", port)
     try:
         delivery = backend.deliver([good, renamed])
     finally:

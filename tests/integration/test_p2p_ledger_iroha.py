@@ -16,11 +16,12 @@ pytest.importorskip("iroha", reason="the iroha package is installed by `make set
 
 from iroha import IrohaCrypto
 
-from edgefed.ledger.integration import file_transfer_record
-from edgefed.ledger.iroha import IrohaBackend, bootstrap, verify_iroha
+from edgefed.ledger.files import file_transfer_record
+from edgefed.ledger.iroha import IrohaBackend, verify_iroha
+from edgefed.ledger.iroha_bootstrap import bootstrap
 from edgefed.ledger.records import TransferRecord
-from edgefed.ledger.testing.torii_double import ToriiDouble
 from edgefed.pki import NodeCredentials, ledger_public_keys
+from tests.helpers.torii_double import ToriiDouble
 
 DOMAIN = "edgefed"
 ADMIN = "admin@test"

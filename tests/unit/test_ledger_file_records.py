@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from edgefed.config import config_from_dict
 from edgefed.contracts.events import TransferEvent
 from edgefed.ledger.errors import LedgerError
-from edgefed.ledger.integration import file_transfer_record, file_transfer_recorder
+from edgefed.ledger.files import file_transfer_record, file_transfer_recorder
 from edgefed.ledger.outbox import Outbox
 from edgefed.ledger.records import TransferRecord, canonical_json
 from edgefed.ledger.verify import check_transfers

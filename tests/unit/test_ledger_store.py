@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed import pki
 from edgefed.contracts.events import TransferEvent
+from edgefed.ledger.backends import pki_key_lookup
 from edgefed.ledger.chain import EmbeddedLedger
 from edgefed.ledger.errors import LedgerError
-from edgefed.ledger.integration import pki_key_lookup
 from edgefed.ledger.outbox import Outbox, OutboxSink
 from edgefed.ledger.records import TransferRecord
 from edgefed.ledger.verify import verify_ledger
@@ -205,7 +205,7 @@ def test_two_processes_appending_at_once_keep_one_unbroken_chain(pki_dir: Path, 
         from edgefed import pki
         from edgefed.contracts.events import TransferEvent
         from edgefed.ledger.chain import EmbeddedLedger
-        from edgefed.ledger.integration import pki_key_lookup
+        from edgefed.ledger.backends import pki_key_lookup
         from edgefed.ledger.records import TransferRecord
         pki_dir, path, worker = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
         chief_key = pki.NodeCredentials(pki_dir, "chief").ledger_signing_key()

@@ -1,0 +1,140 @@
+"""`edgefed ledger bootstrap-iroha`: prepares an Iroha 1 peer for the nodes of a PKI.
+
+Creates the node role and the domain, one account per node whose signatory is its ledger key, and the
+``can_set_my_account_detail`` grants the records need (edgefed.ledger.iroha explains the mapping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from iroha import Iroha, primitive_pb2
+
+from edgefed.ledger.errors import LedgerError
+from edgefed.ledger.iroha import (
+    NODE_ROLE,
+    IrohaClient,
+    IrohaKey,
+    IrohaQueryError,
+    account_id,
+    account_name,
+    iroha_public_key,
+    nacl_key,
+)
+
+
+@dataclass(frozen=True)
+class BootstrapStep:
+    description: str
+    outcome: str
+
+
+def bootstrap(
+    *,
+    torii: str,
+    domain: str,
+    admin_account: str,
+    admin_key: IrohaKey,
+    node_keys: dict[str, ed25519.Ed25519PrivateKey],
+    chief: str,
+    commit_timeout: float,
+    p2p: bool = False,
+) -> list[BootstrapStep]:
+    """Create the node role, the domain, one account per node, and the grants the records need.
+
+    Every worker grants the chief can_set_my_account_detail (the chief writes its weight sends there),
+    and the chief grants every worker the same (workers write their update sends on the chief's
+    account). With p2p, every worker also grants every other worker, so that the sender of a p2p file
+    transfer between two workers may write its send record on the receiver's account. Grants are
+    signed by the granting node's own key, so NODE_KEYS must hold every node's private ledger key (the
+    controller's PKI directory has them). Safe to run again: existing role and accounts are kept,
+    grants are idempotent in Iroha.
+    """
+    if chief not in node_keys:
+        raise LedgerError(f"the chief {chief!r} is not among the nodes to bootstrap: {sorted(node_keys)}")
+    admin = IrohaClient(torii, admin_account, admin_key, commit_timeout)
+    steps: list[BootstrapStep] = []
+
+    def run(description: str, commands: list[Any], client: IrohaClient = admin) -> None:
+        outcome = client.submit(commands)
+        if not outcome.committed:
+            raise LedgerError(f"bootstrap step '{description}' failed: {outcome.reason}")
+        steps.append(BootstrapStep(description, outcome.status))
+
+    roles = admin.query("GetRoles").roles_response.roles
+    if NODE_ROLE in roles:
+        steps.append(BootstrapStep(f"role {NODE_ROLE} and domain {domain}", "already there"))
+    else:
+        permissions = [
+            primitive_pb2.can_grant_can_set_my_account_detail,
+            primitive_pb2.can_get_domain_acc_detail,
+            primitive_pb2.can_get_my_acc_detail,
+        ]
+        run(
+            f"create role {NODE_ROLE} and domain {domain}",
+            [
+                Iroha.command("CreateRole", role_name=NODE_ROLE, permissions=permissions),
+                Iroha.command("CreateDomain", domain_id=domain, default_role=NODE_ROLE),
+            ],
+        )
+    for node, key in sorted(node_keys.items()):
+        account = account_id(node, domain)
+        if _account_exists(admin, account):
+            steps.append(BootstrapStep(f"account {account}", "already there"))
+            continue
+        run(
+            f"create account {account}",
+            [
+                Iroha.command(
+                    "CreateAccount",
+                    account_name=account_name(node),
+                    domain_id=domain,
+                    public_key=iroha_public_key(key),
+                )
+            ],
+        )
+    chief_account = account_id(chief, domain)
+    for node, key in sorted(node_keys.items()):
+        if node == chief:
+            continue
+        worker_account = account_id(node, domain)
+        worker = IrohaClient(torii, worker_account, nacl_key(key), commit_timeout)
+        peers = [other for other in sorted(node_keys) if other not in (node, chief)] if p2p else []
+        grantees = [chief_account, *(account_id(other, domain) for other in peers)]
+        run(
+            f"{worker_account} lets {', '.join(grantees)} set its details",
+            [
+                Iroha.command(
+                    "GrantPermission",
+                    account_id=grantee,
+                    permission=primitive_pb2.can_set_my_account_detail,
+                )
+                for grantee in grantees
+            ],
+            worker,
+        )
+    chief_client = IrohaClient(torii, chief_account, nacl_key(node_keys[chief]), commit_timeout)
+    grants = [
+        Iroha.command(
+            "GrantPermission",
+            account_id=account_id(node, domain),
+            permission=primitive_pb2.can_set_my_account_detail,
+        )
+        for node in sorted(node_keys)
+        if node != chief
+    ]
+    if grants:
+        run(f"{chief_account} lets every worker set its details", grants, chief_client)
+    return steps
+
+
+def _account_exists(client: IrohaClient, account: str) -> bool:
+    try:
+        client.query("GetAccount", account_id=account)
+    except IrohaQueryError as exc:
+        if exc.reason == "NO_ACCOUNT":
+            return False
+        raise
+    return True

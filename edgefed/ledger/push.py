@@ -1,0 +1,216 @@
+"""The LEDGER_PUSH / LEDGER_ACK protocol, both ends: how a worker's records reach the chief's chain.
+
+A worker's ledger service (`RemoteChainBackend`) opens a connection through its `Transport` to the
+chief's federation listener and sends ``LEDGER_PUSH {"records": [...]}`` (at most
+MAX_RECORDS_PER_PUSH). The chief's listener hands that connection to `LedgerPushHandler`, which
+appends what checks out to the embedded chain and answers each push with ``LEDGER_ACK {"accepted":
+[ids], "duplicates": [ids], "refused": [{"id", "reason"}], "height": N}``, or ``{"error": "..."}``
+when the push as a whole is malformed or the chain cannot take records now. The connection stays
+open for the next batches until the worker says BYE or stays silent for PUSH_IDLE_TIMEOUT_S.
+
+Every field of either message is checked on arrival: the peer at the other end may be hostile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from edgefed.ledger.backends import Delivery
+from edgefed.ledger.background import lower_thread_priority
+from edgefed.ledger.chain import EmbeddedLedger
+from edgefed.ledger.errors import BackendUnavailable, LedgerError
+from edgefed.ledger.records import TransferRecord
+from edgefed.transport import Connection, Transport, TransportError
+from edgefed.wire import Frame, Limits, MessageType, ProtocolError, encode_control_frame
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_PUSH = 1000
+ACK_TIMEOUT_S = 60.0  # how long a worker waits for the chief's LEDGER_ACK
+# A worker's ledger service keeps its connection open between batches; one idle for this long is closed
+# (the service reconnects on its next batch) so dead peers never pin a thread.
+PUSH_IDLE_TIMEOUT_S = 300.0
+
+
+# -- the messages --------------------------------------------------------------------------------
+def push_body(records: Sequence[TransferRecord]) -> dict[str, Any]:
+    return {"records": [record.to_dict() for record in records]}
+
+
+def parse_push(body: dict[str, Any]) -> tuple[list[TransferRecord], list[tuple[str, str]]]:
+    """The records of a LEDGER_PUSH body, and a refusal for each one that does not parse."""
+    items = body.get("records")
+    if not isinstance(items, list):
+        raise ProtocolError("LEDGER_PUSH needs a 'records' list")
+    if len(items) > MAX_RECORDS_PER_PUSH:
+        raise ProtocolError(f"LEDGER_PUSH carries {len(items)} records, over the limit of {MAX_RECORDS_PER_PUSH}")
+    records: list[TransferRecord] = []
+    refused: list[tuple[str, str]] = []
+    for item in items:
+        try:
+            records.append(TransferRecord.from_dict(item))
+        except LedgerError as exc:
+            claimed = item.get("id") if isinstance(item, dict) else None
+            refused.append((str(claimed or "?"), str(exc)))
+    return records, refused
+
+
+def parse_ack(body: dict[str, Any], sent: Sequence[TransferRecord]) -> Delivery:
+    """What the chief's LEDGER_ACK says about the records SENT; ProtocolError if it is malformed."""
+    if "error" in body:
+        raise ProtocolError(f"the chief refused the whole delivery: {body['error']}")
+    try:
+        acknowledged = [str(rid) for rid in body["accepted"]] + [str(rid) for rid in body["duplicates"]]
+        refused = [(str(item["id"]), str(item["reason"])) for item in body["refused"]]
+        height = int(body["height"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"LEDGER_ACK is malformed ({exc!r}): {body}") from None
+    sent_ids = {record.id for record in sent}
+    unexpected = (set(acknowledged) | {rid for rid, _ in refused}) - sent_ids
+    if unexpected:
+        raise ProtocolError(f"LEDGER_ACK names records that were not sent: {sorted(unexpected)[:3]}")
+    return Delivery(acknowledged, refused, height)
+
+
+# -- the worker's end ----------------------------------------------------------------------------
+class RemoteChainBackend:
+    """A worker's ledger service: pushes batches to the chief over one kept-open connection."""
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        transport: Transport,
+        host: str,
+        port: int,
+        server_name: str = "",
+        timeout: float = ACK_TIMEOUT_S,
+        limits: Limits | None = None,
+    ) -> None:
+        self._transport = transport
+        self._host = host
+        self._port = port
+        self._server_name = server_name or host
+        self._timeout = timeout
+        self._limits = limits or Limits()
+        self._conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            try:
+                self._conn = self._transport.connect(self._host, self._port, self._limits, self._server_name)
+            except TransportError as exc:
+                raise BackendUnavailable(f"chief ledger at {self._host}:{self._port}: {exc}") from exc
+            self._conn.settimeout(self._timeout)
+            log.info("ledger: connected to the chief %s at %s:%d", self._conn.peer, self._host, self._port)
+        return self._conn
+
+    def deliver(self, records: Sequence[TransferRecord]) -> Delivery:
+        reused = self._conn is not None
+        try:
+            return self._exchange(records)
+        except BackendUnavailable:
+            if not reused:
+                raise
+            # The chief may have closed a connection that sat idle: one fresh attempt before backing off
+            # (a batch the chief did append is acknowledged again as duplicates, never appended twice).
+            return self._exchange(records)
+
+    def _exchange(self, records: Sequence[TransferRecord]) -> Delivery:
+        conn = self._connection()
+        try:
+            conn.send([encode_control_frame(MessageType.LEDGER_PUSH, 0, push_body(records))])
+            reply = conn.recv()
+        except (TransportError, ProtocolError) as exc:
+            self._drop()
+            raise BackendUnavailable(f"delivery to the chief failed: {exc}") from exc
+        if reply.header.type is not MessageType.LEDGER_ACK:
+            self._drop()
+            raise BackendUnavailable(f"the chief answered {reply.header.type.name} instead of LEDGER_ACK: {reply.body}")
+        try:
+            return parse_ack(reply.body, records)
+        except ProtocolError as exc:
+            self._drop()
+            raise BackendUnavailable(str(exc)) from exc
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(TransportError):
+                self._conn.send([encode_control_frame(MessageType.BYE, 0, {"reason": "ledger service stopping"})])
+        self._drop()
+
+
+# -- the chief's end -----------------------------------------------------------------------------
+class LedgerPushHandler:
+    """Chief side of LEDGER_PUSH: one call per worker connection, in that connection's thread."""
+
+    def __init__(self, ledger: EmbeddedLedger) -> None:
+        self.ledger = ledger
+        self._lock = threading.Lock()
+        self._connections: set[Connection] = set()
+        self._closing = False
+
+    def __call__(self, conn: Connection, first_frame: Frame) -> None:
+        with self._lock:
+            if self._closing:
+                return
+            self._connections.add(conn)
+        conn.settimeout(PUSH_IDLE_TIMEOUT_S)
+        lower_thread_priority()
+        frame: Frame | None = first_frame
+        try:
+            while frame is not None:
+                if frame.header.type is MessageType.BYE:
+                    return
+                if frame.header.type is not MessageType.LEDGER_PUSH:
+                    log.warning("ledger: %s sent %s on a ledger connection", conn.peer, frame.header.type.name)
+                    return
+                conn.send([encode_control_frame(MessageType.LEDGER_ACK, 0, self.answer(conn.peer, frame.body))])
+                frame = conn.recv()
+        except (TransportError, ProtocolError) as exc:
+            with self._lock:
+                closing = self._closing
+            if not closing:
+                log.info("ledger: connection from %s ended: %s", conn.peer, exc)
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+
+    def answer(self, peer: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Append what checks out, refuse the rest with reasons; the LEDGER_ACK body."""
+        try:
+            records, refused = parse_push(body)
+        except ProtocolError as exc:
+            log.warning("ledger: malformed push from %s: %s", peer, exc)
+            return {"error": str(exc)}
+        try:
+            result = self.ledger.append(records, pushed_by=peer)
+        except sqlite3.Error as exc:  # disk full, chief shutting down: the worker keeps them and retries
+            log.error("ledger: cannot append records from %s: %s", peer, exc)
+            return {"error": f"the chief's ledger cannot take records now: {exc}"}
+        refused.extend(result.refused)
+        if result.accepted:
+            log.info("ledger: appended %d records from %s (height %d)", len(result.accepted), peer, result.height)
+        return {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "refused": [{"id": rid, "reason": reason} for rid, reason in refused],
+            "height": result.height,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close()

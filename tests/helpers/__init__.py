@@ -1,0 +1,1 @@
+"""Code the tests share that is not a fixture (test doubles of what cannot run here)."""
