@@ -79,6 +79,13 @@ def resolve_ledger_path(path: str | Path) -> Path:
     return candidate
 
 
+def _not_a_ledger(path: Path, why: str) -> str:
+    return (
+        f"{path}: not an edgefed ledger ({why}); it was left unchanged."
+        f" Give the chief's STATE_DIR/{LEDGER_FILE} or its state directory"
+    )
+
+
 @dataclass(frozen=True)
 class Entry:
     height: int
@@ -156,17 +163,16 @@ class ChainReader:
         conn = connect_readonly(found)
         try:
             columns = table_columns(conn, "entries")
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.DatabaseError as exc:  # "file is not a database", or no permission to read it
             conn.close()
-            raise LedgerError(f"{found}: not an edgefed ledger ({exc}); the file was left as it was") from None
+            raise LedgerError(_not_a_ledger(found, f"SQLite cannot read it: {exc}")) from None
         if tuple(columns) != ENTRY_COLUMNS:
             conn.close()
-            what = (
-                "an empty file" if found.stat().st_size == 0
-                else "its 'entries' table has other columns" if columns
-                else "an SQLite database without the ledger's 'entries' table"
-            )
-            raise LedgerError(f"{found}: not an edgefed ledger ({what}); the file was left as it was")
+            if found.stat().st_size == 0:
+                raise LedgerError(_not_a_ledger(found, "an empty file"))
+            if columns:
+                raise LedgerError(_not_a_ledger(found, "its 'entries' table is not the ledger's"))
+            raise LedgerError(_not_a_ledger(found, "an SQLite database without the ledger's 'entries' table"))
         return cls(found, conn)
 
     @staticmethod
