@@ -20,7 +20,8 @@ SETUP_TARGETS += $(VENV)/.ledger-installed
 .PHONY: test-ledger bench-ledger
 test-ledger: setup
 	$(PY) -m pytest tests/unit/test_ledger_records.py tests/unit/test_ledger_file_records.py \
-	  tests/unit/test_ledger_store.py tests/integration/test_ledger_embedded.py tests/integration/test_ledger_iroha.py \
+	  tests/unit/test_ledger_store.py tests/unit/test_ledger_readonly.py \
+	  tests/integration/test_ledger_embedded.py tests/integration/test_ledger_iroha.py \
 	  tests/integration/test_p2p_ledger.py tests/integration/test_p2p_ledger_iroha.py
 
 bench-ledger: setup
