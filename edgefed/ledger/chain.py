@@ -8,7 +8,8 @@ registered key, so the chain holds nothing its observer did not sign.
 
 Several writers share the file (the chief's federation process appends workers' pushes, the chief's
 ledger service appends the chief's own records): each append runs inside ``BEGIN IMMEDIATE``, which
-serialises them across processes, so heights and links never fork.
+serialises them across processes, so heights and links never fork. Readers (`edgefed ledger verify`,
+`show`) open it through ChainReader, read-only.
 """
 
 from __future__ import annotations
