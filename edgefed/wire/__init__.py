@@ -25,7 +25,7 @@ from edgefed.wire.frame import (
     encode_raw_frame,
     payload_kind,
 )
-from edgefed.wire.reader import Frame, FrameReader
+from edgefed.wire.reader import Allocator, Frame, FrameReader, allocate_fresh, refuse_tensors
 from edgefed.wire.tensors import (
     ALLOWED_DTYPES,
     TensorSpec,
@@ -40,6 +40,7 @@ __all__ = [
     "HEADER_SIZE",
     "MAGIC",
     "VERSION",
+    "Allocator",
     "Flags",
     "Frame",
     "FrameHeader",
@@ -49,6 +50,7 @@ __all__ = [
     "PayloadKind",
     "ProtocolError",
     "TensorSpec",
+    "allocate_fresh",
     "decode_header",
     "decode_tensor_header",
     "encode_control_frame",
@@ -57,5 +59,6 @@ __all__ = [
     "encode_tensor_frame",
     "payload_kind",
     "payload_sha256",
+    "refuse_tensors",
     "specs_of",
 ]

@@ -131,6 +131,14 @@ def decode_tensor_specs(data: bytes | memoryview, count: int, limits: Limits) ->
         offset += ndim * _DIM.size
         if any(dim > limits.max_frame_bytes for dim in shape):
             raise ProtocolError(f"tensor {index} has a dimension over the frame limit: {shape}")
+        # A zero dimension makes the byte count 0 and so passes the payload length check, yet numpy
+        # still multiplies the other dimensions (and fails past the address space): bound them too.
+        elements = prod(max(dim, 1) for dim in shape)
+        if elements * np.dtype(dtype).itemsize > limits.max_frame_bytes:
+            raise ProtocolError(
+                f"tensor {index} of shape {list(shape)} spans {elements} elements, over the frame limit "
+                f"of {limits.max_frame_bytes} bytes"
+            )
         specs.append(TensorSpec(dtype, shape))
     if offset != len(data):
         raise ProtocolError(f"tensor spec block has {len(data) - offset} trailing bytes")
