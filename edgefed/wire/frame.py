@@ -13,6 +13,7 @@ from edgefed.wire.errors import ProtocolError
 MAGIC = b"EFED"
 VERSION = 1
 _HEADER = struct.Struct("!4sBBHIQ")
+MAX_SAMPLES = 10**12  # a sample count (HELLO, tensor frames) above this is not a real data set
 HEADER_SIZE = _HEADER.size  # 20 bytes
 
 
@@ -75,11 +76,12 @@ class Limits:
     max_ndim: int = 8
     max_json_depth: int = 16  # control bodies nest 3 levels today (a LEDGER_PUSH's records)
     max_json_number_chars: int = 40  # any 64-bit integer or shortest-repr float fits in 24
+    max_samples: int = MAX_SAMPLES  # a tensor frame's sample count: it weighs the update in averages
 
     def __post_init__(self) -> None:
         for name in (
             "max_frame_bytes", "max_control_bytes", "max_raw_bytes", "max_tensors", "max_ndim",
-            "max_json_depth", "max_json_number_chars",
+            "max_json_depth", "max_json_number_chars", "max_samples",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)}")

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from edgefed.wire.errors import ProtocolError
-from edgefed.wire.frame import Flags, MessageType, PayloadKind, encode_control_frame, payload_kind
+from edgefed.wire.frame import MAX_SAMPLES, Flags, MessageType, PayloadKind, encode_control_frame, payload_kind
 from edgefed.wire.reader import Frame
 
 PROTOCOL_VERSION = 1  # HELLO's "protocol": what the federation's message sequence follows
 SUPPORTED_PROTOCOLS = frozenset({PROTOCOL_VERSION})
-MAX_SAMPLES = 10**12  # a Pi trains on far fewer; the bound keeps one HELLO's weight finite and sane
 MAX_NAME_CHARS = 255  # node names are certificate common names (X.509 allows 64)
 MAX_TEXT_CHARS = 4096  # reasons, chat text, file names (p2p applies its own, stricter name rules)
 MAX_LEDGER_RECORDS = 1000  # per LEDGER_PUSH / LEDGER_ACK list

@@ -122,6 +122,15 @@ def joined_header(message_type: MessageType, length: int) -> bytes:
     return encode_header(FrameHeader(message_type, 0, length))
 
 
+def test_sample_count_of_a_tensor_frame_is_bounded() -> None:
+    data = bytearray(b"".join(bytes(p) for p in encode_tensor_frame(MessageType.UPDATE, 0, [np.ones(2)], 1)))
+    struct.pack_into("!Q", data, HEADER_SIZE + 4, 2**64 - 1)
+    with pytest.raises(ProtocolError, match="claims 18446744073709551615 samples, over the limit"):
+        FrameReader().feed(bytes(data))
+    struct.pack_into("!Q", data, HEADER_SIZE + 4, 10**12)
+    assert FrameReader().feed(bytes(data))[0].num_samples == 10**12
+
+
 def test_refuse_tensors_allocator_ends_a_tensor_frame_before_its_data() -> None:
     reader = FrameReader(allocator=refuse_tensors)
     data = b"".join(bytes(p) for p in encode_tensor_frame(MessageType.UPDATE, 3, [np.ones(8, np.float32)], 1))
