@@ -5,6 +5,7 @@ integers past its digit limit, and accepts NaN, Infinity and duplicate keys)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -52,7 +53,7 @@ class _Parser:
     def parse_float(self, text: str) -> float:
         self._check_length(text)
         value = float(text)
-        if not np.isfinite(value):
+        if not math.isfinite(value):
             raise ProtocolError(f"{self.name} payload holds {text[:20]}, which is not a finite number")
         return value
 

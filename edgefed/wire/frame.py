@@ -13,8 +13,8 @@ from edgefed.wire.errors import ProtocolError
 MAGIC = b"EFED"
 VERSION = 1
 _HEADER = struct.Struct("!4sBBHIQ")
-MAX_SAMPLES = 10**12  # a sample count (HELLO, tensor frames) above this is not a real data set
 HEADER_SIZE = _HEADER.size  # 20 bytes
+MAX_SAMPLES = 10**12  # a sample count (HELLO, tensor frames) above this is not a real data set
 
 
 class MessageType(enum.IntEnum):

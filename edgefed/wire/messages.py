@@ -195,7 +195,10 @@ class _Refusal(ControlMessage):
         raw = body.get("code", ReasonCode.OTHER.value)  # absent: a peer from before the codes
         if not isinstance(raw, str):
             raise MessageError(f"{cls.TYPE.name} code must be a string, got {shown(raw)}")
-        code = ReasonCode(raw) if raw in ReasonCode._value2member_map_ else ReasonCode.OTHER
+        try:
+            code = ReasonCode(raw)
+        except ValueError:  # a code from a newer peer
+            code = ReasonCode.OTHER
         return cls(code=code, reason=body.get("reason", ""))  # type: ignore[call-arg]
 
     def to_body(self) -> dict[str, Any]:
