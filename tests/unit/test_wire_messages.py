@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ from edgefed.wire import (
     decode_message,
     encode_control_frame,
     encode_message,
+    encode_tensor_frame,
     expect,
 )
 from edgefed.wire.messages import MAX_LEDGER_RECORDS, MAX_SAMPLES, MAX_TEXT_CHARS, decode_body
@@ -177,10 +179,6 @@ def test_expect_names_the_wrong_type() -> None:
 
 
 def _weights_frame() -> list[bytes | memoryview]:
-    import numpy as np
-
-    from edgefed.wire import encode_tensor_frame
-
     return encode_tensor_frame(MessageType.WEIGHTS, 0, [np.ones(2, np.float32)], 0)
 
 
