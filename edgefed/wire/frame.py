@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import enum
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+from edgefed.wire.control import decode_control_body, encode_control
 from edgefed.wire.errors import ProtocolError
 
 MAGIC = b"EFED"
 VERSION = 1
 _HEADER = struct.Struct("!4sBBHIQ")
 HEADER_SIZE = _HEADER.size  # 20 bytes
+MAX_SAMPLES = 10**12  # a sample count (HELLO, tensor frames) above this is not a real data set
 
 
 class MessageType(enum.IntEnum):
@@ -60,18 +61,28 @@ class Flags(enum.IntFlag):
     FINAL = 1  # WEIGHTS: training is over, these are the final global weights
 
 
+# Checked by hand: on Python 3.11 Flags(value) keeps unknown bits instead of raising.
+KNOWN_FLAGS = int(Flags.FINAL)
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Bounds enforced while decoding, before any memory is committed."""
+    """Bounds enforced while decoding, before any memory is committed (docs/protocol.md, Limits)."""
 
     max_frame_bytes: int = 1 << 30  # 1 GiB: a model bigger than this is not an edge model
     max_control_bytes: int = 1 << 20
     max_raw_bytes: int = 8 << 20
     max_tensors: int = 4096
     max_ndim: int = 8
+    max_json_depth: int = 16  # control bodies nest 3 levels today (a LEDGER_PUSH's records)
+    max_json_number_chars: int = 40  # any 64-bit integer or shortest-repr float fits in 24
+    max_samples: int = MAX_SAMPLES  # a tensor frame's sample count: it weighs the update in averages
 
     def __post_init__(self) -> None:
-        for name in ("max_frame_bytes", "max_control_bytes", "max_raw_bytes", "max_tensors", "max_ndim"):
+        for name in (
+            "max_frame_bytes", "max_control_bytes", "max_raw_bytes", "max_tensors", "max_ndim",
+            "max_json_depth", "max_json_number_chars", "max_samples",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)}")
 
@@ -103,10 +114,9 @@ def decode_header(data: bytes | memoryview, limits: Limits) -> FrameHeader:
         message_type = MessageType(type_code)
     except ValueError:
         raise ProtocolError(f"unknown message type {type_code}") from None
-    try:
-        frame_flags = Flags(flags)
-    except ValueError:
-        raise ProtocolError(f"unknown flags {flags:#x} on {message_type.name}") from None
+    if flags & ~KNOWN_FLAGS:
+        raise ProtocolError(f"unknown flags {flags & ~KNOWN_FLAGS:#x} on {message_type.name}")
+    frame_flags = Flags(flags)
     kind = payload_kind(message_type)
     limit = {
         PayloadKind.CONTROL: limits.max_control_bytes,
@@ -125,7 +135,7 @@ def encode_control_frame(
 ) -> bytes:
     if payload_kind(message_type) is not PayloadKind.CONTROL:
         raise ValueError(f"{message_type.name} does not carry a control payload")
-    payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    payload = encode_control(body)
     return encode_header(FrameHeader(message_type, round_, len(payload), flags)) + payload
 
 
@@ -135,11 +145,9 @@ def encode_raw_frame(message_type: MessageType, round_: int, payload: bytes | me
     return [encode_header(FrameHeader(message_type, round_, len(payload))), payload]
 
 
-def decode_control(payload: bytes | bytearray | memoryview, message_type: MessageType) -> dict[str, Any]:
-    try:
-        body = json.loads(bytes(payload).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"{message_type.name} payload is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProtocolError(f"{message_type.name} payload must be a JSON object, got {type(body).__name__}")
-    return body
+def decode_control(
+    payload: bytes | bytearray | memoryview, message_type: MessageType, limits: Limits | None = None
+) -> dict[str, Any]:
+    """The JSON object of a control payload; ProtocolError for anything else or past the limits."""
+    limits = limits or Limits()
+    return decode_control_body(payload, message_type.name, limits.max_json_depth, limits.max_json_number_chars)

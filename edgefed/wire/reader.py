@@ -7,6 +7,11 @@ The caller owns the I/O::
 
 Tensor data lands directly in arrays chosen by an allocator (preallocated staging buffers on the
 chief), so a large payload is never assembled from chunks.
+
+Memory before trust: nothing is allocated for a tensor until the frame header, the tensor prefix and
+every spec have passed the limits and the declared sizes add up to the frame's length exactly; then
+the allocator decides (arrays, None to discard, or ProtocolError to refuse). Control and raw payloads
+get memory as their bytes arrive (doubling from 64 KiB), not what the header declares.
 """
 
 from __future__ import annotations
@@ -44,10 +49,16 @@ from edgefed.wire.tensors import (
 Allocator = Callable[[FrameHeader, int, list[TensorSpec]], list[np.ndarray] | None]
 
 _DISCARD_CHUNK = 1 << 16
+_PAYLOAD_FIRST_CHUNK = 1 << 16
 
 
 def allocate_fresh(_header: FrameHeader, _num_samples: int, specs: list[TensorSpec]) -> list[np.ndarray]:
     return [np.empty(spec.shape, dtype=np.dtype(spec.dtype).newbyteorder("<")) for spec in specs]
+
+
+def refuse_tensors(header: FrameHeader, _num_samples: int, _specs: list[TensorSpec]) -> list[np.ndarray]:
+    """An allocator for when no tensor frame may come (e.g. before HELLO): refuse it before its data."""
+    raise ProtocolError(f"{header.type.name} is not expected here (no tensor frame is accepted now)")
 
 
 @dataclass
@@ -120,6 +131,8 @@ class FrameReader:
         self._pos += nbytes
         if self._pos < len(self._target):
             return None
+        if self._state is _State.PAYLOAD and self._grow_payload():
+            return None
         if self._state is not _State.HEADER and self._hasher is not None:
             # one call per finished piece (a whole tensor), not per TLS record: far less overhead
             self._hasher.update(self._target)
@@ -174,11 +187,14 @@ class FrameReader:
                         )
                     self._set_target(_State.TENSOR_PREFIX, prefix_size())
                 else:
-                    self._set_target(_State.PAYLOAD, self._header.length)
+                    self._set_target(_State.PAYLOAD, min(self._header.length, _PAYLOAD_FIRST_CHUNK))
             elif self._state is _State.PAYLOAD:
                 return self._finish_payload()
             elif self._state is _State.TENSOR_PREFIX:
                 count, num_samples, spec_len = decode_tensor_prefix(self._target, self.limits)
+                length = self._header.length if self._header is not None else 0
+                if prefix_size() + spec_len > length:
+                    raise ProtocolError(f"tensor spec block of {spec_len} bytes overruns the {length}-byte payload")
                 self._count, self._num_samples = count, num_samples
                 self._set_target(_State.TENSOR_SPECS, spec_len)
             elif self._state is _State.TENSOR_SPECS:
@@ -196,6 +212,17 @@ class FrameReader:
                 self._target = self._views[self._view_index]
             if self._pos < len(self._target):
                 return None
+
+    def _grow_payload(self) -> bool:
+        """The payload buffer is full: if the frame declares more, double it (keeping what came)."""
+        assert self._header is not None
+        held = len(self._target)
+        if held >= self._header.length:
+            return False
+        grown = bytearray(min(self._header.length, 2 * held))
+        grown[:held] = self._target
+        self._target = memoryview(grown)
+        return True
 
     def _begin_tensor_data(self) -> None:
         assert self._header is not None
@@ -225,7 +252,7 @@ class FrameReader:
         self._start_frame()
         if payload_kind(header.type) is PayloadKind.RAW:
             return Frame(header, raw=payload, sha256=digest)
-        return Frame(header, body=decode_control(payload, header.type), sha256=digest)
+        return Frame(header, body=decode_control(payload, header.type, self.limits), sha256=digest)
 
     def _finish_tensors(self) -> Frame:
         assert self._header is not None

@@ -13,6 +13,7 @@ import numpy as np
 from edgefed.wire.errors import ProtocolError
 from edgefed.wire.frame import (
     HEADER_SIZE,
+    MAX_SAMPLES,
     Flags,
     FrameHeader,
     Limits,
@@ -68,8 +69,8 @@ def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
 
 
 def encode_tensor_header(arrays: Sequence[np.ndarray], num_samples: int) -> bytes:
-    if num_samples < 0:
-        raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+    if not 0 <= num_samples <= MAX_SAMPLES:
+        raise ValueError(f"num_samples must be from 0 to {MAX_SAMPLES}, got {num_samples}")
     specs = bytearray()
     for array in arrays:
         specs += _SPEC_HEAD.pack(_DTYPE_CODES[array.dtype.name], array.ndim)
@@ -104,6 +105,8 @@ def prefix_size() -> int:
 def decode_tensor_prefix(data: bytes | memoryview, limits: Limits) -> tuple[int, int, int]:
     """(tensor count, sample count, spec block length) from the fixed prefix."""
     count, num_samples, spec_len = _PREFIX.unpack(data)
+    if num_samples > limits.max_samples:
+        raise ProtocolError(f"tensor list claims {num_samples} samples, over the limit of {limits.max_samples}")
     if count > limits.max_tensors:
         raise ProtocolError(f"tensor list has {count} tensors, over the limit of {limits.max_tensors}")
     max_spec = count * (_SPEC_HEAD.size + limits.max_ndim * _DIM.size)
@@ -131,6 +134,14 @@ def decode_tensor_specs(data: bytes | memoryview, count: int, limits: Limits) ->
         offset += ndim * _DIM.size
         if any(dim > limits.max_frame_bytes for dim in shape):
             raise ProtocolError(f"tensor {index} has a dimension over the frame limit: {shape}")
+        # A zero dimension makes the byte count 0 and so passes the payload length check, yet numpy
+        # still multiplies the other dimensions (and fails past the address space): bound them too.
+        elements = prod(max(dim, 1) for dim in shape)
+        if elements * np.dtype(dtype).itemsize > limits.max_frame_bytes:
+            raise ProtocolError(
+                f"tensor {index} of shape {list(shape)} spans {elements} elements, over the frame limit "
+                f"of {limits.max_frame_bytes} bytes"
+            )
         specs.append(TensorSpec(dtype, shape))
     if offset != len(data):
         raise ProtocolError(f"tensor spec block has {len(data) - offset} trailing bytes")
