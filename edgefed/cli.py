@@ -84,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # every error ends as one line; only a bug keeps its traceback (-vv)
         from edgefed.errors import USER_ERRORS
 
+        if isinstance(exc, BrokenPipeError):  # `edgefed ... | head`: the reader left; nothing more to say
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_INTERNAL
         if isinstance(exc, _network_errors()):
             print(f"edgefed: gave up: {exc}", file=sys.stderr)
             return EXIT_NETWORK

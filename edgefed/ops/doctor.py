@@ -82,11 +82,16 @@ def _clock(output: ProbeOutput, node_time: float | None, operator_time: float | 
         return Check("clock", False, f"the node's clock is {abs(skew):.0f}s {way} this machine's", TIME_FIX)
     sync = output.get("timesync")
     if sync is None or sync.status != 0:
-        reason = sync.text.strip() if sync is not None else "not collected"
+        reason = sync.text.strip().splitlines()[0] if sync is not None and sync.text.strip() else "not collected"
         return Check("clock", None, f"cannot tell whether the clock is synchronised ({reason})")
-    if sync.text.strip() == "yes":
-        return Check("clock", True, "synchronised (NTPSynchronized=yes)")
-    return Check("clock", False, "not synchronised (NTPSynchronized=no)", TIME_FIX)
+    answer = sync.text.strip().splitlines()[0] if sync.text.strip() else ""
+    source, _, flag = answer.rpartition(" ")
+    source = "the kernel (adjtimex)" if source == "adjtimex:" else "timedatectl"
+    if flag == "yes":
+        return Check("clock", True, f"synchronised, says {source}")
+    if flag == "no":
+        return Check("clock", False, f"not synchronised, says {source}", TIME_FIX)
+    return Check("clock", None, f"cannot tell whether the clock is synchronised ({answer})")
 
 
 def _pem(section: Section | None) -> x509.Certificate | str:

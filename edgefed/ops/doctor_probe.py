@@ -19,6 +19,13 @@ from edgefed.ops.inventory import InventoryHost
 from edgefed.ops.probe import MISSING, ProbeOutput, Section, root_command, script_prelude
 
 
+ADJTIMEX = (
+    "import ctypes; buf = ctypes.create_string_buffer(512); "
+    "state = ctypes.CDLL(None, use_errno=True).adjtimex(buf); "
+    "print('adjtimex: ' + ('no' if state == 5 else 'yes' if state >= 0 else 'unknown'))"
+)
+
+
 def build_doctor_script(host: InventoryHost, nonce: str | None = None) -> tuple[str, str]:
     """Return (nonce, script); the script always exits 0 once it has started."""
     nonce = nonce or secrets.token_hex(8)
@@ -29,9 +36,10 @@ def build_doctor_script(host: InventoryHost, nonce: str | None = None) -> tuple[
         f"CERT={shlex.quote(host.cert_path)}",
         f"CONFIG={shlex.quote(host.config_file)}",
         "begin clock; date +%s; end clock $?",
-        "begin timesync; if command -v timedatectl >/dev/null 2>&1; then"
-        " timedatectl show --property=NTPSynchronized --value 2>&1; else echo 'timedatectl: not found';"
-        " (exit 127); fi; end timesync $?",
+        # timedatectl where systemd runs; else the kernel's own flag (adjtimex: 5 is TIME_ERROR, unsynced).
+        "begin timesync; if timedatectl show --property=NTPSynchronized --value 2>/dev/null; then :;"
+        f" elif command -v python3 >/dev/null 2>&1; then python3 -c {shlex.quote(ADJTIMEX)}; else"
+        " echo 'neither timedatectl nor python3 (adjtimex) answers'; (exit 127); fi; end timesync $?",
         'begin config; show_file "$CONFIG"; end config $?',
         'begin cert; show_file "$CERT"; end cert $?',
         'begin ca; show_file "$PKI_DIR/ca.crt"; end ca $?',
