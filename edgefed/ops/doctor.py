@@ -184,6 +184,8 @@ def _reach(output: ProbeOutput, config: NodeConfig | None) -> Check:
         return Check("chief reachable", None, "no configuration: address unknown")
     where = f"{config.federation.public_ip}:{config.federation.public_port}"
     section = output.get("reach")
+    if config.node.role == "chief":
+        return Check("chief reachable", None, f"{where} is tried from the workers (no hairpin through DNAT)")
     if section is None:
         return Check("chief reachable", None, f"{where} not tried")
     if section.status == 0:

@@ -76,9 +76,10 @@ def node_config(output: ProbeOutput) -> tuple[NodeConfig | None, str | None]:
 
 
 def chief_address(host: InventoryHost, output: ProbeOutput) -> tuple[str, int] | None:
-    """Where the node's configuration says the chief answers (federation.public_ip:public_port)."""
+    """Where the node's configuration says the chief answers (federation.public_ip:public_port); None on
+    the chief itself: the packets it sends skip its own PREROUTING DNAT (the listener check covers it)."""
     config, _ = node_config(output)
-    if config is None:
+    if config is None or host.role == "chief":
         return None
     return config.federation.public_ip, config.federation.public_port
 

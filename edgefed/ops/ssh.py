@@ -259,7 +259,9 @@ def _reach_from_node(client: paramiko.SSHClient, target: tuple[str, int], timeou
     try:
         channel = transport.open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=timeout)
     except paramiko.ChannelException as exc:
-        return Section(f"{exc.text or 'connection failed'} (code {exc.code})", 1)
+        # RFC 4254: 2 is "connect failed" (refused, no route or filtered, as seen from the node).
+        reason = "refused or unreachable from the node" if exc.code == 2 else exc.text or "connection failed"
+        return Section(reason, 1)
     except (paramiko.SSHException, OSError) as exc:
         return Section(str(exc) or type(exc).__name__, 1)
     channel.close()
