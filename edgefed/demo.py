@@ -167,15 +167,17 @@ def run_demo(
                     _node_command("worker", configs[name]), stdout=logs[name], stderr=subprocess.STDOUT,
                     text=True, env=env,
                 )
-            first_round = threading.Event()
-            threading.Thread(target=_announce_joins, args=(root / CHIEF / "status" / "chief.json", workers,
-                             first_round), daemon=True, name="demo-joins").start()
             _print_header(out)
+            first_round = threading.Event()
+            announcer = threading.Thread(target=_announce_joins, args=(
+                root / CHIEF / "status" / "chief.json", workers, first_round), daemon=True, name="demo-joins")
+            announcer.start()
             summary: dict[str, Any] = {}
             chief_out = processes[CHIEF].stdout
             assert chief_out is not None
             for line in chief_out:
                 first_round.set()
+                announcer.join(timeout=5)  # its last count comes before round 1's row
                 record = json.loads(line)
                 if record.get("done"):
                     summary = record
@@ -217,17 +219,19 @@ def run_demo(
 
 
 def _announce_joins(chief_status: Path, workers: int, first_round: threading.Event) -> None:
-    """Say on stderr how many workers have joined until round 1 (from the chief's status file)."""
+    """Say on stderr how many workers have joined, until round 1 (from the chief's status file)."""
     said = -1
-    while not first_round.wait(0.1):
+    while True:
+        started = first_round.wait(0.1)
         try:
             joined = len(json.loads(chief_status.read_text()).get("participants") or [])
         except (OSError, ValueError, AttributeError):
-            continue
-        if joined != said and not first_round.is_set():
+            joined = said
+        if joined != said:
             sys.stderr.write(f"{joined}/{workers} workers joined\n")
+            sys.stderr.flush()
             said = joined
-        if joined >= workers:
+        if started or joined >= workers:
             return
 
 

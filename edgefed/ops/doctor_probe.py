@@ -18,7 +18,6 @@ from edgefed.config import ConfigError, NodeConfig, config_from_dict
 from edgefed.ops.inventory import InventoryHost
 from edgefed.ops.probe import MISSING, ProbeOutput, Section, root_command, script_prelude
 
-
 ADJTIMEX = (
     "import ctypes; buf = ctypes.create_string_buffer(512); "
     "state = ctypes.CDLL(None, use_errno=True).adjtimex(buf); "

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the sshd lab fixtures are imported from test_status_ssh and named as parameters)
 """`edgefed doctor` against real nodes: sshd per node (the lab of test_status_ssh.py), the chief in its own
 network namespace with a real listener behind a real DNAT rule, and certificates made by edgefed's PKI
 (one from a foreign CA, one issued to start tomorrow, as a Pi whose clock is behind sees it).

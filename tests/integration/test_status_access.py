@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the sshd lab fixtures are imported from test_status_ssh and named as parameters)
 """`edgefed status` reaching nodes the way an operator's setup does: a vault-encrypted inventory, a Pi
 behind NAT reached through a ProxyJump host (from the inventory's ssh args or from ssh_config), the
 inventory named by ANSIBLE_INVENTORY, and a table piped to a file at full width.
@@ -97,7 +98,8 @@ def test_broken_jump_host_is_named_in_the_failure(healthy: Lab, nat_pi: Node, tm
     inventory = healthy.inventory(extra_hosts={"pinat": {
         "ansible_host": "127.0.0.1", "ansible_port": nat_pi.port, "ansible_ssh_common_args": "-J root@127.0.0.1:1",
     }})
-    code, doc = status_json("-i", str(inventory), "--limit", "pinat", known_hosts=_known_hosts(healthy, nat_pi, tmp_path))
+    known_hosts = _known_hosts(healthy, nat_pi, tmp_path)
+    code, doc = status_json("-i", str(inventory), "--limit", "pinat", known_hosts=known_hosts)
     failure = _hosts(doc)["pinat"]["failure"]
     assert code == 1
     assert failure["kind"] == "unreachable"

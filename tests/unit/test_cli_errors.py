@@ -41,7 +41,8 @@ def test_binary_file_as_config(tmp_path: Path) -> None:
     binary = tmp_path / "model.bin"
     binary.write_bytes(bytes(range(256)) * 4)
     line = one_line_error(edgefed("chief", "--config", str(binary)))
-    assert line == f"edgefed: error: {binary}: cannot read the configuration (not a text file); give the node's TOML file"
+    expected = "cannot read the configuration (not a text file); give the node's TOML file"
+    assert line == f"edgefed: error: {binary}: {expected}"
 
 
 def test_directory_as_config(tmp_path: Path) -> None:
