@@ -72,6 +72,12 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return (PeerUnreachable, ConnectionError)
 
 
+def _say(line: str) -> None:
+    """The command's last word on stderr; under systemd at error priority, like the log's errors."""
+    prefix = f"<{logs.priority(logging.ERROR)}>" if logs.under_journal() else ""
+    print(prefix + line, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -90,18 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_INTERNAL
         if isinstance(exc, _network_errors()):
-            print(f"edgefed: gave up: {exc}", file=sys.stderr)
+            _say(f"edgefed: gave up: {exc}")
             return EXIT_NETWORK
         if isinstance(exc, tuple(USER_ERRORS)):
-            print(f"edgefed: error: {exc}", file=sys.stderr)
+            _say(f"edgefed: error: {exc}")
             return EXIT_BAD_INPUT
         if isinstance(exc, OSError) and exc.filename is not None:
-            print(f"edgefed: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            _say(f"edgefed: error: {exc.filename}: {exc.strerror or exc}")
             return EXIT_BAD_INPUT
         if args.verbose >= 2 or logs.under_journal():
             log.exception("internal error")
-        print(f"edgefed: internal error: {type(exc).__name__}: {exc} (a bug: please report it with the output"
-              " of the same command run with -vv)", file=sys.stderr)
+        _say(f"edgefed: internal error: {type(exc).__name__}: {exc} (a bug: please report it with the output"
+             " of the same command run with -vv)")
         return EXIT_INTERNAL
 
 

@@ -25,7 +25,8 @@ from edgefed.ops.health import find_dnat_rule
 from edgefed.ops.inventory import InventoryHost
 from edgefed.ops.probe import MISSING, ProbeOutput, Section
 
-RENEW = "re-issue it: ansible-playbook site.yml --tags pki (or edgefed pki issue {name} --force) and restart"
+RENEW = ("re-issue it from the deployment CA: ansible-playbook site.yml --tags pki (or, where the CA is:"
+         " edgefed pki issue {name} --force), then restart the node's units")
 TIME_FIX = ("enable time sync: timedatectl set-ntp true, let systemd-timesyncd reach an NTP server (udp/123),"
             " then restart the edgefed units")
 
@@ -125,7 +126,7 @@ def _certificate(
                 "certificate chain", False,
                 f"{host.cert_path} is not signed by the CA in {host.pki_dir}/ca.crt ({_cn(ca)}):"
                 f" {exc or 'bad signature'}",
-                "node and CA come from different PKIs: " + renew + ", with the deployment's ca.crt"))
+                "the certificate and ca.crt come from different PKIs: " + renew))
     now = dt.datetime.fromtimestamp(node_time, dt.UTC) if node_time is not None else dt.datetime.now(dt.UTC)
     days_left = (cert.not_valid_after_utc - now).total_seconds() / 86400
     if now < cert.not_valid_before_utc:

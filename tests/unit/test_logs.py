@@ -98,6 +98,7 @@ def test_node_log_level_reaches_the_service_log(tmp_path: Path) -> None:
     lines = stderr.read_text().splitlines()
     assert code == 3
     assert any(line.startswith("<6>edgefed.federation.worker: chief not reachable") for line in lines), lines
+    assert lines[-1].startswith("<3>edgefed: gave up: gave up joining 127.0.0.1:9")  # the last word, an error
     quiet = subprocess.run([sys.executable, "-m", "edgefed", "-q", "worker", "--config", str(config)],
                            capture_output=True, text=True, timeout=120, check=False)
     assert "chief not reachable" not in quiet.stderr  # -q wins over node.log_level
