@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     limits = DoctorLimits(max_clock_skew=args.max_clock_skew, min_cert_days=args.min_cert_days,
                           min_free_mib=args.min_free_mib)
     remote = args.remote or args.inventory is not None
+    if args.verbose < 2:  # paramiko logs every refused channel and failed login; the report says why
+        import logging
+
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     if remote:
         if args.config is not None:
             raise UsageError("--config is for this node; over SSH each host's edgefed_config_file is read")

@@ -25,7 +25,7 @@ from edgefed.ops.health import find_dnat_rule
 from edgefed.ops.inventory import InventoryHost
 from edgefed.ops.probe import MISSING, ProbeOutput, Section
 
-RENEW = ("re-issue it from the deployment CA: ansible-playbook site.yml --tags pki (or, where the CA is:"
+RENEW = ("re-issue it from the deployment CA: ansible-playbook site.yml --limit {name} (or, where the CA is:"
          " edgefed pki issue {name} --force), then restart the node's units")
 TIME_FIX = ("enable time sync: timedatectl set-ntp true, let systemd-timesyncd reach an NTP server (udp/123),"
             " then restart the edgefed units")
@@ -116,7 +116,8 @@ def _certificate(
     checks = []
     if isinstance(ca, str):
         checks.append(Check("certificate chain", False, f"{host.pki_dir}/ca.crt: {ca}",
-                            "copy the deployment's ca.crt to the node: ansible-playbook site.yml --tags pki"))
+                            "install the deployment's ca.crt on the node: ansible-playbook site.yml"
+                            f" --limit {host.name}"))
     else:
         try:
             cert.verify_directly_issued_by(ca)
@@ -206,8 +207,8 @@ def _chief(host: InventoryHost, output: ProbeOutput, config: NodeConfig | None) 
                             "run doctor as root, or allow: sudo -n iptables -w 5 -t nat -S PREROUTING"))
     elif (rule := find_dnat_rule(nat.text, public, private)) is None:
         checks.append(Check("DNAT rule", False, f"no rule forwarding tcp/{public} to :{private} in nat PREROUTING",
-                            "ansible-playbook site.yml --tags port_forward (or: iptables -t nat -A PREROUTING -p tcp"
-                            f" --dport {public} -j DNAT --to-destination PRIVATE_IP:{private})"))
+                            "ansible-playbook playbooks/chief.yml (role port_forward) or: iptables -t nat"
+                            f" -A PREROUTING -p tcp --dport {public} -j DNAT --to-destination PRIVATE_IP:{private}"))
     else:
         checks.append(Check("DNAT rule", True, rule))
     checks.append(_accept(output.get("input"), private))
@@ -235,8 +236,8 @@ def _accept(section: Section | None, private: int) -> Check:
     if "-P INPUT ACCEPT" in lines and not blocking:
         return Check("ACCEPT rule", True, "the INPUT chain accepts everything (policy ACCEPT, no REJECT/DROP)")
     return Check("ACCEPT rule", False, f"INPUT may drop tcp/{private} (no ACCEPT rule for it)",
-                 "ansible-playbook site.yml --tags port_forward"
-                 f" (or: iptables -I INPUT -p tcp --dport {private} -j ACCEPT)")
+                 "ansible-playbook playbooks/chief.yml (role port_forward)"
+                 f" or: iptables -I INPUT -p tcp --dport {private} -j ACCEPT")
 
 
 def _state_dir(host: InventoryHost, output: ProbeOutput) -> Check:

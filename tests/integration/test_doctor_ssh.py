@@ -122,7 +122,8 @@ def test_doctor_over_ssh_names_each_broken_node_and_its_fix(clinic: tuple[Lab, P
     assert pi1["certificate chain"]["ok"] is False
     assert "someone else's CA" not in pi1["certificate chain"]["detail"]  # it names the CA it checked against
     assert "edgefed deployment CA" in pi1["certificate chain"]["detail"]
-    assert "different PKIs" in pi1["certificate chain"]["fix"] and "--tags pki" in pi1["certificate chain"]["fix"]
+    fix = pi1["certificate chain"]["fix"]
+    assert "different PKIs" in fix and "site.yml --limit pi1" in fix
     assert pi1["chief reachable"]["ok"] is True  # through the chief's DNAT to its listener, from pi1's sshd
 
     pi2 = checks(doc, "pi2")
@@ -142,8 +143,8 @@ def test_doctor_reports_a_missing_dnat_rule_on_the_chief_and_the_workers_cannot_
     dnat = checks(doc, "hub")["DNAT rule"]
     assert dnat == {
         "check": "DNAT rule", "ok": False, "detail": "no rule forwarding tcp/7777 to :3389 in nat PREROUTING",
-        "fix": "ansible-playbook site.yml --tags port_forward (or: iptables -t nat -A PREROUTING -p tcp"
-        " --dport 7777 -j DNAT --to-destination PRIVATE_IP:3389)",
+        "fix": "ansible-playbook playbooks/chief.yml (role port_forward) or: iptables -t nat -A PREROUTING -p tcp"
+        " --dport 7777 -j DNAT --to-destination PRIVATE_IP:3389",
     }
     assert checks(doc, "hub")["listener"]["ok"] is True
     reach = checks(doc, "pi1")["chief reachable"]
