@@ -217,9 +217,8 @@ def predict_file(
 ) -> Predictions:
     """Classify every example of an .npy file with a .tflite model (the `edgefed predict` command)."""
     model_path = Path(model)
-    examples = load_input(input_file)  # first: a bad input is said before a model is loaded
     tflite = TFLiteModel.from_file(model_path, backend=backend, num_threads=num_threads)
-    classes = [int(c) for c in tflite.predict(examples)]
+    classes = [int(c) for c in tflite.predict(load_input(input_file))]
     labels, note = manifest_labels(model_path)
     if labels is not None and len(labels) != tflite.num_outputs:
         note = f"manifest has {len(labels)} labels for {tflite.num_outputs} outputs; labels not used"

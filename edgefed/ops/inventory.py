@@ -78,9 +78,10 @@ def default_inventory() -> str:
     sources = constants.config.get_config_value("DEFAULT_HOST_LIST") or []
     existing = [str(source) for source in sources if Path(source).exists()]
     if not existing:
+        named = ", ".join(map(str, sources)) or "nothing"
         raise ConfigError(
-            f"no inventory: give -i INVENTORY (ANSIBLE_INVENTORY and ansible.cfg name {', '.join(map(str, sources))}"
-            ", which does not exist)"
+            "no inventory: give -i INVENTORY, set ANSIBLE_INVENTORY, or name it in ansible.cfg"
+            f" (the inventory in effect, {named}, does not exist)"
         )
     return existing[0]
 

@@ -83,14 +83,16 @@ def test_p2p_receive_into_a_file(tmp_path: Path) -> None:
     assert line == f"edgefed: error: --dir {file}: not a directory; give a directory for the received files"
 
 
-def test_predict_on_a_text_npy(tmp_path: Path) -> None:
+def test_predict_input_that_is_text_not_npy(tmp_path: Path) -> None:
+    from edgefed.lite import InferenceError, load_input
+
     text = tmp_path / "input.npy"
     text.write_text("0.1 0.2 0.3\n")
-    model = tmp_path / "model.tflite"
-    model.write_bytes(b"not read: the input is checked first")
-    line = one_line_error(edgefed("predict", "--model", str(model), "--input", str(text)))
-    assert line == f"edgefed: error: {text}: not an .npy file; save the input with numpy.save(FILE, array) of numbers"
-    assert "allow_pickle" not in line
+    with pytest.raises(InferenceError) as error:
+        load_input(text)
+    assert str(error.value) == f"{text}: not an .npy file; save the input with numpy.save(FILE, array) of numbers"
+    with pytest.raises(InferenceError, match="is a directory; give an .npy file"):
+        load_input(tmp_path)
 
 
 def test_version() -> None:
