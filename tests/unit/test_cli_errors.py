@@ -91,7 +91,7 @@ def test_predict_input_that_is_text_not_npy(tmp_path: Path) -> None:
     with pytest.raises(InferenceError) as error:
         load_input(text)
     assert str(error.value) == f"{text}: not an .npy file; save the input with numpy.save(FILE, array) of numbers"
-    with pytest.raises(InferenceError, match="is a directory; give an .npy file"):
+    with pytest.raises(InferenceError, match=r"is a directory; give an \.npy file"):
         load_input(tmp_path)
 
 
