@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from edgefed.config import NodeConfig
@@ -122,11 +123,11 @@ def _certificate(
         try:
             cert.verify_directly_issued_by(ca)
             checks.append(Check("certificate chain", True, f"signed by {_cn(ca)} ({host.pki_dir}/ca.crt)"))
-        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature has no common base
+        except (ValueError, TypeError, InvalidSignature) as exc:  # other issuer name; wrong key; key type
             checks.append(Check(
                 "certificate chain", False,
                 f"{host.cert_path} is not signed by the CA in {host.pki_dir}/ca.crt ({_cn(ca)}):"
-                f" {exc or 'bad signature'}",
+                f" {str(exc) or 'the signature does not verify with its key'}",
                 "the certificate and ca.crt come from different PKIs: " + renew))
     now = dt.datetime.fromtimestamp(node_time, dt.UTC) if node_time is not None else dt.datetime.now(dt.UTC)
     days_left = (cert.not_valid_after_utc - now).total_seconds() / 86400
