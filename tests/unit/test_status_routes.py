@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import paramiko
@@ -69,7 +70,7 @@ def test_inventory_from_the_environment(tmp_path: Path) -> None:
     source = _inventory(tmp_path, {"pi9": {}})
     script = "from edgefed.ops.inventory import load_inventory; print([h.name for h in load_inventory(None)])"
     env = {**os.environ, "ANSIBLE_INVENTORY": str(source)}
-    done = subprocess.run(["python", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=60, check=True)
     assert done.stdout.strip() == "['pi9']"
 
@@ -85,3 +86,27 @@ def test_listening_ports_and_free_space_parse_the_real_kernel_files() -> None:
     free = free_kib(df)
     assert free is not None and free > 0
     assert free_kib("df: /nowhere: No such file or directory") is None
+
+
+def test_ansible_cfg_names_the_inventory_and_the_vault_password_file(tmp_path: Path) -> None:
+    """Without -i and without ANSIBLE_INVENTORY: ansible.cfg's inventory and vault_password_file, as
+    ansible-playbook reads them (here through ANSIBLE_CONFIG), decrypt a vault-encrypted host_vars file."""
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    _inventory(inventory, {"pi1": {}})
+    secret = inventory / "host_vars" / "pi1.yml"
+    secret.parent.mkdir()
+    secret.write_text("edgefed_state_dir: /srv/edgefed-secret-state\n")
+    password = tmp_path / "vault-pass"
+    password.write_text("s3cret\n")
+    vault = Path(sys.executable).parent / "ansible-vault"
+    subprocess.run([str(vault), "encrypt", "--vault-password-file", str(password), str(secret)],
+                   check=True, capture_output=True, timeout=60)
+    config = tmp_path / "ansible.cfg"
+    config.write_text(f"[defaults]\ninventory = inventory\nvault_password_file = {password}\n")
+    script = "from edgefed.ops.inventory import load_inventory; print(load_inventory(None)[0].state_dir)"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ANSIBLE_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={**env, "ANSIBLE_CONFIG": str(config)}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "/srv/edgefed-secret-state"
