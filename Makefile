@@ -12,11 +12,8 @@ SETUP_TARGETS := $(VENV)/.installed
 SLOW_TEST_TARGETS :=
 
 .PHONY: setup test test-fast lint demo clean help
-help:
-	@echo "make setup      install the project and its test tools into $(VENV)"
-	@echo "make demo       chief + 3 workers on loopback, 5 rounds on the digits data set"
-	@echo "make test       the whole suite: lint, unit + integration tests, then the Docker lab"
-	@echo "make test-fast  lint, unit and loopback integration tests only"
+help: ## this list: every target with its comment (Makefile and mk/*.mk)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_.-]+:[^=]*## / {printf "make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml requirements/tools.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,19 +23,19 @@ $(VENV)/.installed: pyproject.toml requirements/tools.txt
 
 include $(wildcard mk/*.mk)
 
-setup: $(SETUP_TARGETS)
+setup: $(SETUP_TARGETS) ## install the project and its test tools into .venv (and the side environments)
 
-lint: setup
+lint: setup ## ruff and mypy over edgefed, tests and bench
 	$(VENV)/bin/ruff check edgefed tests bench
 	$(VENV)/bin/mypy
 
-test-fast: setup lint
+test-fast: setup lint ## lint, unit and loopback integration tests (no Docker)
 	$(PY) -m pytest -m "not lab" tests
 
-test: test-fast $(SLOW_TEST_TARGETS)
+test: test-fast $(SLOW_TEST_TARGETS) ## the whole suite: test-fast, then the slow targets (Docker lab, Ansible hosts)
 
-demo: setup
+demo: setup ## chief + 3 workers on loopback, 5 rounds on the digits data set
 	$(VENV)/bin/edgefed demo --workers 3 --rounds 5
 
-clean:
+clean: ## remove .venv and the caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info

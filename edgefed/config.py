@@ -27,6 +27,8 @@ class NodeSection:
     role: Literal["chief", "worker"]
     pki_dir: str = "/etc/edgefed/pki"
     state_dir: str = "/var/lib/edgefed"
+    # Logging level of the services (edgefed.logs); -v/-q on the command line win over it.
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,9 @@ def load_config(path: str | Path) -> NodeConfig:
         raw = tomllib.loads(file.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{file}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, or not text at all
+        reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise ConfigError(f"{file}: cannot read the configuration ({reason}); give the node's TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     try:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,10 +168,16 @@ def run_demo(
                     text=True, env=env,
                 )
             _print_header(out)
+            first_round = threading.Event()
+            announcer = threading.Thread(target=_announce_joins, args=(
+                root / CHIEF / "status" / "chief.json", workers, first_round), daemon=True, name="demo-joins")
+            announcer.start()
             summary: dict[str, Any] = {}
             chief_out = processes[CHIEF].stdout
             assert chief_out is not None
             for line in chief_out:
+                first_round.set()
+                announcer.join(timeout=5)  # its last count comes before round 1's row
                 record = json.loads(line)
                 if record.get("done"):
                     summary = record
@@ -209,6 +216,23 @@ def run_demo(
             "state_dir": str(root) if state_dir else None,
         }
     return result
+
+
+def _announce_joins(chief_status: Path, workers: int, first_round: threading.Event) -> None:
+    """Say on stderr how many workers have joined, until round 1 (from the chief's status file)."""
+    said = -1
+    while True:
+        started = first_round.wait(0.1)
+        try:
+            joined = len(json.loads(chief_status.read_text()).get("participants") or [])
+        except (OSError, ValueError, AttributeError):
+            joined = said
+        if joined != said:
+            sys.stderr.write(f"{joined}/{workers} workers joined\n")
+            sys.stderr.flush()
+            said = joined
+        if started or joined >= workers:
+            return
 
 
 def _wait_all(processes: dict[str, subprocess.Popen[str]], deadline: float) -> dict[str, int]:

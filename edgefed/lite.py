@@ -167,14 +167,29 @@ class Predictions:
         }
 
 
+NPY_MAGIC = b"\x93NUMPY"
+SAVE_HINT = "save the input with numpy.save(FILE, array) of numbers"
+
+
 def load_input(path: str | Path) -> np.ndarray:
     file = Path(path)
     try:
-        return np.asarray(np.load(file, allow_pickle=False))
+        with file.open("rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:  # else NumPy tries pickle and advises allow_pickle
+                raise InferenceError(f"{file}: not an .npy file; {SAVE_HINT}")
+            handle.seek(0)
+            return np.asarray(np.load(handle, allow_pickle=False))
+    except InferenceError:
+        raise
     except FileNotFoundError:
         raise InferenceError(f"{file}: input file not found") from None
-    except (ValueError, OSError) as exc:  # not .npy, truncated, or an object array (pickles are refused)
-        raise InferenceError(f"{file}: not a readable .npy array of numbers: {exc}") from None
+    except IsADirectoryError:
+        raise InferenceError(f"{file}: is a directory; give an .npy file") from None
+    except ValueError as exc:  # truncated, or an object array (pickles are refused)
+        reason = "it holds Python objects" if "pickle" in str(exc) else str(exc)
+        raise InferenceError(f"{file}: not a readable .npy array of numbers ({reason}); {SAVE_HINT}") from None
+    except OSError as exc:
+        raise InferenceError(f"{file}: cannot read it ({exc.strerror or exc})") from None
 
 
 def manifest_labels(model_path: Path) -> tuple[list[str] | None, str]:

@@ -28,6 +28,7 @@ from edgefed.errors import user_error
 from edgefed.fsutil import atomic_write_bytes
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 CA_DAYS = 3650
 NODE_DAYS = 365  # keep edgefed/commands/pki.py's copy in step
 
@@ -146,9 +147,9 @@ def _load_ca(pki_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
 def init_ca(pki_dir: str | Path, common_name: str = "edgefed deployment CA", force: bool = False) -> Path:
     """Create the deployment CA; refuse to overwrite an existing one unless force."""
     root = Path(pki_dir)
+    _usable_directory(root)
     if (root / "ca.crt").exists() and not force:
         raise PKIError(f"{root / 'ca.crt'} already exists (use --force to replace the CA)")
-    root.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
@@ -177,13 +178,35 @@ def init_ca(pki_dir: str | Path, common_name: str = "edgefed deployment CA", for
     return root / "ca.crt"
 
 
+def _usable_directory(root: Path) -> None:
+    """Create the PKI directory, or say in one line why it cannot be one."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise PKIError(f"--pki {root}: not a directory; give a directory for the PKI (it is created)") from None
+    except NotADirectoryError:
+        raise PKIError(f"--pki {root}: a parent of it is a file; give a directory for the PKI") from None
+    except PermissionError:
+        raise PKIError(f"--pki {root}: permission denied; give a directory you may write to") from None
+
+
+def check_san(san: str) -> x509.GeneralName:
+    """An IP address or a DNS name (RFC 1123 labels); anything else is refused."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(san))
+    except ValueError:
+        pass
+    labels = san.rstrip(".").split(".")
+    if len(san) > 253 or not all(DNS_LABEL.match(label) for label in labels):
+        raise PKIError(
+            f"--san {san!r} is neither an IP address nor a DNS name (letters, digits, '-' and dots)"
+        )
+    return x509.DNSName(san.rstrip("."))
+
+
 def _san_entries(name: str, sans: Sequence[str]) -> list[x509.GeneralName]:
     entries: list[x509.GeneralName] = [x509.DNSName(name)]
-    for san in sans:
-        try:
-            entries.append(x509.IPAddress(ipaddress.ip_address(san)))
-        except ValueError:
-            entries.append(x509.DNSName(san))
+    entries.extend(check_san(san) for san in sans)
     return list(dict.fromkeys(entries))
 
 
@@ -193,6 +216,11 @@ def issue_node(
     """Issue NAME a TLS certificate (client and server use) and an ed25519 ledger key pair."""
     root = Path(pki_dir)
     creds = NodeCredentials(root, check_node_name(name))
+    if days < 1:
+        raise PKIError(f"--days {days}: a certificate must be valid for at least 1 day")
+    sans_checked = _san_entries(name, sans)  # before anything is written
+    if root.exists() and not root.is_dir():
+        raise PKIError(f"--pki {root}: not a directory; give the PKI directory holding ca.crt")
     if creds.cert.exists() and not force:
         raise PKIError(f"{creds.cert} already exists (use --force to re-issue)")
     ca_cert, ca_key = _load_ca(root)
@@ -211,7 +239,7 @@ def issue_node(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
-        .add_extension(x509.SubjectAlternativeName(_san_entries(name, sans)), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans_checked), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )

@@ -15,22 +15,22 @@ ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example
 ANSIBLE_PYTHON := roles/pki/filter_plugins roles/edgefed_install/files
 
 .PHONY: ansible-check test-ansible test-ansible-hosts site teardown
-ansible-check: setup
+ansible-check: setup ## ansible-lint (production profile) and --syntax-check of the playbooks
 	$(VENV)/bin/ansible-lint --offline --profile production $(ANSIBLE_LINTED)
 	$(ANSIBLE_PLAYBOOK) -i inventory/example --syntax-check site.yml teardown.yml
 	$(VENV)/bin/ruff check $(ANSIBLE_PYTHON)
 	$(VENV)/bin/mypy --strict --ignore-missing-imports $(ANSIBLE_PYTHON)
 
-test-ansible: setup
+test-ansible: setup ## tests/ansible: the playbooks' gates, pki, templates, validation (no hosts)
 	$(PY) -m pytest -m "not lab" tests/ansible
 
-test-ansible-hosts: setup lab-image
+test-ansible-hosts: setup lab-image ## site.yml --check and teardown.yml against fresh lab containers
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(PY) -m pytest -m lab tests/ansible
 
 SLOW_TEST_TARGETS += test-ansible-hosts
 
-site: setup
+site: setup ## deploy: ansible-playbook -i $(INVENTORY) site.yml
 	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml
 
-teardown: setup
+teardown: setup ## undo site.yml: ansible-playbook -i $(INVENTORY) teardown.yml
 	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) teardown.yml

@@ -24,12 +24,12 @@ $(FLWR_VENV)/.installed: mk/bench.mk
 	touch $@
 
 .PHONY: bench bench-flower bench-seed-table
-bench: bench-flower bench-seed-table
+bench: bench-flower bench-seed-table ## every benchmark; updates docs/benchmarks.md and docs/bench/*.png
 	@if [ -f bench/bench_ledger.py ]; then $(MAKE) --no-print-directory bench-ledger; fi
 	@echo "docs/benchmarks.md and docs/bench/*.png updated"
 
-bench-flower: setup $(FLWR_VENV)/.installed
+bench-flower: setup $(FLWR_VENV)/.installed ## one FedAvg round: edgefed vs Flower vs raw TLS
 	$(PY) bench/bench_flower.py $(BENCH_FLOWER_ARGS)
 
-bench-seed-table: setup
+bench-seed-table: setup ## the seed's table in network namespaces (needs root)
 	$(PY) bench/bench_seed_table.py $(BENCH_SEED_ARGS)

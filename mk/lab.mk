@@ -10,28 +10,28 @@ MOLECULE := $(VENV)/bin/molecule
 LAB_IMAGE = $$(molecule/image/build.sh)
 
 .PHONY: lab lab-down test-lab lab-lint lab-image lab-engine
-lab-engine:
+lab-engine: ## start dockerd if it is not running
 	@scripts/lab/ensure-docker.sh
 
-lab-image: lab-engine
+lab-image: lab-engine ## build the lab's systemd image when its script changed
 	@molecule/image/build.sh >/dev/null
 
-lab: setup lab-image
+lab: setup lab-image ## Docker lab: start, deploy site.yml, train, verify, show status
 	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) converge
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) verify
 	$(VENV)/bin/edgefed status -i inventory/lab --known-hosts .lab/known_hosts
 
-lab-down: setup lab-engine
+lab-down: setup lab-engine ## remove the lab's containers, network, AWS double and keys
 	$(MOLECULE) destroy
 
 # The lab's own playbooks and helpers (the roles have their gates in mk/ansible.mk).
-lab-lint: setup
+lab-lint: setup ## lint the lab's playbooks and helper scripts
 	$(VENV)/bin/ansible-lint --offline --profile production molecule/default inventory/lab
 	$(VENV)/bin/ruff check scripts/lab molecule/default/files
 	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py
 
-test-lab: setup lab-lint lab-image
+test-lab: setup lab-lint lab-image ## the whole molecule scenario (up, verify, idempotence, teardown, down)
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test
 
 SLOW_TEST_TARGETS += test-lab

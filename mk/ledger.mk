@@ -18,11 +18,11 @@ $(VENV)/.ledger-installed: $(VENV)/.installed mk/ledger.mk
 SETUP_TARGETS += $(VENV)/.ledger-installed
 
 .PHONY: test-ledger bench-ledger
-test-ledger: setup
+test-ledger: setup ## the ledger's unit and integration tests (embedded and Iroha double)
 	$(PY) -m pytest tests/unit/test_ledger_records.py tests/unit/test_ledger_file_records.py \
 	  tests/unit/test_ledger_store.py tests/unit/test_ledger_readonly.py \
 	  tests/integration/test_ledger_embedded.py tests/integration/test_ledger_iroha.py \
 	  tests/integration/test_p2p_ledger.py tests/integration/test_p2p_ledger_iroha.py
 
-bench-ledger: setup
+bench-ledger: setup ## ledger records/s and round time with the ledger on vs off
 	$(PY) bench/bench_ledger.py

@@ -2,7 +2,7 @@
 # chief's network namespace and iptables for its nat table. Installed from Debian when missing.
 .PHONY: status-system-tools test-status-lab
 
-status-system-tools:
+status-system-tools: ## install sshd, ssh-keygen, iproute2, iptables when missing (for the status tests)
 	@if [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null || ! command -v ip >/dev/null \
 	    || ! command -v iptables >/dev/null; then \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
@@ -13,7 +13,7 @@ SETUP_TARGETS += status-system-tools
 
 # The status checks against real systemd: one lab container (molecule/image/build.sh builds the
 # image when it is missing). Starts dockerd when it is not running.
-test-status-lab: setup
+test-status-lab: setup ## edgefed status against real systemd in one lab container
 	@docker info >/dev/null 2>&1 || { dockerd >/var/log/dockerd.log 2>&1 & \
 	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
 	$(PY) -m pytest -m lab tests/integration/test_status_lab.py

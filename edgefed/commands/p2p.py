@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -227,10 +228,25 @@ def _send(args: argparse.Namespace) -> int:
     return status or recording.status()
 
 
+def _check_receive_dir(directory: Path) -> None:
+    """--dir must be (or become) a directory this user can write into: say so before listening."""
+    from edgefed.errors import UsageError
+
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"--dir {directory}: not a directory; give a directory for the received files")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--dir {directory}: cannot create it ({exc.strerror}); give a writable directory") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--dir {directory}: not writable by this user; give a writable directory")
+
+
 def _receive(args: argparse.Namespace) -> int:
     from edgefed.p2p import session
     from edgefed.p2p.receiver import DEFAULT_MAX_FILE_SIZE
 
+    _check_receive_dir(args.dir)
     config = _ledger_config(args)
     terminal = session.Terminal(progress=not args.no_progress)
     credentials = _credentials(args, config)

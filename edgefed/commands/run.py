@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from typing import Any
 
 from edgefed.config import NodeConfig, load_config
@@ -60,7 +61,8 @@ def _demo(args: argparse.Namespace) -> int:
     from edgefed.demo import run_demo
 
     result = run_demo(
-        args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger
+        args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
+        out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
     )
     if args.json:
         print(json.dumps(result.summary))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import getpass
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,7 @@ DEFAULT_PKI_DIR = "/etc/edgefed/pki"
 DEFAULT_PUBLIC_PORT = 7777
 DEFAULT_PRIVATE_PORT = 3389
 DEFAULT_SSH_PORT = 22
+DEFAULT_CONFIG_FILE = "/etc/edgefed/edgefed.toml"
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,65 @@ class InventoryHost:
     private_port: int
     # UserKnownHostsFile from ansible_ssh_common_args / ansible_ssh_extra_args, as ssh would use it.
     known_hosts_files: tuple[str, ...] = ()
+    config_file: str = DEFAULT_CONFIG_FILE  # the node's edgefed.toml (read by `edgefed doctor`)
+    # ProxyJump from the inventory's ssh args (-J / -o ProxyJump=...): [user@]host[:port]
+    proxy_jump: str | None = None
 
     @property
     def cert_path(self) -> str:
         return f"{self.pki_dir}/nodes/{self.node_name}/tls.crt"
 
 
-def load_inventory(source: str | Path, limit: str | None = None) -> list[InventoryHost]:
+def default_inventory() -> str:
+    """What ansible-playbook would read without -i: ANSIBLE_INVENTORY, else ansible.cfg's inventory
+    (ANSIBLE_CONFIG, ./ansible.cfg, ~/.ansible.cfg, /etc/ansible/ansible.cfg), else /etc/ansible/hosts."""
+    from ansible import constants
+
+    sources = constants.config.get_config_value("DEFAULT_HOST_LIST") or []
+    existing = [str(source) for source in sources if Path(source).exists()]
+    if not existing:
+        named = ", ".join(map(str, sources)) or "nothing"
+        raise ConfigError(
+            "no inventory: give -i INVENTORY, set ANSIBLE_INVENTORY, or name it in ansible.cfg"
+            f" (the inventory in effect, {named}, does not exist)"
+        )
+    return existing[0]
+
+
+def _vault_secrets(loader: DataLoader, password_files: Sequence[str]) -> None:
+    """Give the loader the vault passwords: --vault-password-file, else ANSIBLE_VAULT_PASSWORD_FILE or
+    ansible.cfg's vault_password_file, as ansible-playbook does (files only: nothing prompts)."""
+    from ansible import constants
+    from ansible.cli import CLI
+
+    files = list(password_files)
+    if not files:
+        configured = constants.config.get_config_value("DEFAULT_VAULT_PASSWORD_FILE")
+        files = [str(configured)] if configured else []
+    for file in files:
+        if not Path(file).exists():
+            raise ConfigError(f"vault password file {file} does not exist")
+    secrets = CLI.setup_vault_secrets(
+        loader, vault_ids=[], vault_password_files=files, ask_vault_pass=False, auto_prompt=False,
+        initialize_context=False,
+    )
+    loader.set_vault_secrets(secrets)
+
+
+def load_inventory(
+    source: str | Path | None, limit: str | None = None, vault_password_files: Sequence[str] = ()
+) -> list[InventoryHost]:
     """Return the chief and worker hosts of an inventory (file or directory), optionally limited.
 
     Raises ConfigError when the source is missing, holds no edgefed hosts, or a variable is invalid.
     """
+    source = default_inventory() if source is None else source
     path = Path(source)
     if not path.exists():
         raise ConfigError(f"inventory {source} does not exist")
     loader = DataLoader()
     try:
+        _vault_secrets(loader, vault_password_files)
         inventory = InventoryManager(loader=loader, sources=[str(path)])
         if limit:
             inventory.subset(limit)
@@ -90,7 +134,10 @@ def load_inventory(source: str | Path, limit: str | None = None) -> list[Invento
             if role is not None:
                 hosts.append(_host(host.name, role, resolved))
     except AnsibleError as exc:
-        raise ConfigError(f"inventory {source}: {exc.message}") from exc
+        hint = ""
+        if "vault" in str(exc.message).lower():
+            hint = " (give --vault-password-file FILE, or set ANSIBLE_VAULT_PASSWORD_FILE)"
+        raise ConfigError(f"inventory {source}: {exc.message}{hint}") from exc
     if not hosts:
         where = f" matching --limit {limit!r}" if limit else ""
         raise ConfigError(
@@ -149,6 +196,7 @@ def _role(host: str, groups: list[str], host_vars: _Vars) -> Role | None:
 
 
 def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
+    ssh_args = [host_vars.text(var) or "" for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args")]
     return InventoryHost(
         name=name,
         address=host_vars.text("ansible_host", "ansible_ssh_host", default=name) or name,
@@ -164,27 +212,30 @@ def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
         pki_dir=host_vars.text("edgefed_node_pki_dir", "edgefed_install_pki_dir", "pki_node_dest") or DEFAULT_PKI_DIR,
         public_port=host_vars.port("edgefed_public_port", DEFAULT_PUBLIC_PORT),
         private_port=host_vars.port("edgefed_private_port", DEFAULT_PRIVATE_PORT),
-        known_hosts_files=_user_known_hosts(
-            name, [host_vars.text(var) or "" for var in ("ansible_ssh_common_args", "ansible_ssh_extra_args")]
-        ),
+        known_hosts_files=_ssh_option(name, ssh_args, "userknownhostsfile", split=True),
+        config_file=host_vars.text("edgefed_config_file", "edgefed_install_config_file") or DEFAULT_CONFIG_FILE,
+        proxy_jump=next(iter(_ssh_option(name, ssh_args, "proxyjump")), None),
     )
 
 
-def _user_known_hosts(host: str, ssh_args: list[str]) -> tuple[str, ...]:
-    """The UserKnownHostsFile option of the ssh arguments Ansible passes (`-o Key=Value` forms)."""
-    files: tuple[str, ...] = ()
+def _ssh_option(host: str, ssh_args: list[str], wanted: str, split: bool = False) -> tuple[str, ...]:
+    """An option of the ssh arguments Ansible passes (`-o Key=Value`, `-oKey=Value`; -J for ProxyJump)."""
+    values: tuple[str, ...] = ()
     for args in ssh_args:
         try:
             words = shlex.split(args)
         except ValueError as exc:
             raise ConfigError(f"inventory host {host}: cannot parse ssh arguments {args!r}: {exc}") from None
         for index, word in enumerate(words):
-            option = words[index + 1] if word == "-o" and index + 1 < len(words) else None
-            if option is None and word.startswith("-o") and len(word) > 2:
-                option = word[2:]
+            following = words[index + 1] if index + 1 < len(words) else None
+            if word == "-J" and wanted == "proxyjump" and following:
+                values = (following,)
+                continue
+            option = following if word == "-o" else (word[2:] if word.startswith("-o") and len(word) > 2 else None)
             if option is None:
                 continue
             key, _, value = option.replace("=", " ", 1).partition(" ")
-            if key.lower() == "userknownhostsfile" and value.strip():
-                files = tuple(path for path in value.split() if path.lower() != "none")
-    return files
+            if key.lower() == wanted and value.strip():
+                parts = value.split() if split else [value.strip()]
+                values = tuple(path for path in parts if path.lower() != "none")
+    return values

@@ -68,24 +68,10 @@ class Collected:
 def build_script(host: InventoryHost, nonce: str | None = None) -> tuple[str, str]:
     """Return (nonce, script) for one host; the script always exits 0 once it has started."""
     nonce = nonce or secrets.token_hex(8)
-    marker = f"--edgefed-probe-{nonce}--"
     lines = [
-        'PATH="$PATH:/usr/sbin:/sbin"',
-        f"M={shlex.quote(marker)}",
+        *script_prelude(nonce),
         f"STATE_DIR={shlex.quote(host.state_dir)}",
         f"CERT={shlex.quote(host.cert_path)}",
-        # A section: its output, then a frame line with the command's exit status.
-        'begin() { printf "%s begin %s\\n" "$M" "$1"; }',
-        'end() { printf "\\n%s end %s %s\\n" "$M" "$1" "$2"; }',
-        # A file the login user cannot read (the roles keep state and keys to the service user) is
-        # read through `sudo -n` when that is allowed; otherwise "not readable", never "missing".
-        'show_file() { if [ -r "$1" ]; then cat "$1"; return; fi;'
-        ' if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then'
-        f' if sudo -n test -e "$1"; then sudo -n cat "$1"; return; fi; return {MISSING}; fi;'
-        ' if [ -e "$1" ]; then echo "$1 is not readable by $(id -un)"; return 2; fi;'
-        ' d=$(dirname "$1"); while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done;'
-        ' if [ -d "$d" ] && [ ! -x "$d" ]; then echo "$1 is not readable by $(id -un): $d is closed to it";'
-        f" return 2; fi; return {MISSING}; }}",
         "begin clock; date +%s; end clock $?",
         f'begin state_dir; if [ -d "$STATE_DIR" ]; then :; else (exit {MISSING}); fi; end state_dir $?',
     ]
@@ -101,13 +87,38 @@ def build_script(host: InventoryHost, nonce: str | None = None) -> tuple[str, st
         )
     lines.append('begin cert; show_file "$CERT"; end cert $?')
     if host.role == "chief":
-        # Reading the nat table needs root: use sudo only when not root, and never let it prompt.
-        lines.append(
-            'begin nat; if [ "$(id -u)" = 0 ]; then iptables -w 5 -t nat -S PREROUTING 2>&1;'
-            " else sudo -n iptables -w 5 -t nat -S PREROUTING 2>&1; fi; end nat $?"
-        )
+        lines.append(root_command("nat", "iptables -w 5 -t nat -S PREROUTING"))
     lines.append("exit 0")
     return nonce, "\n".join(lines) + "\n"
+
+
+def root_command(section: str, command: str) -> str:
+    """A section running COMMAND as root: directly when root, else through `sudo -n` (never prompts)."""
+    return (
+        f'begin {section}; if [ "$(id -u)" = 0 ]; then {command} 2>&1;'
+        f" else sudo -n {command} 2>&1; fi; end {section} $?"
+    )
+
+
+def script_prelude(nonce: str) -> list[str]:
+    """The shell functions every probe script uses: begin/end frames and show_file."""
+    marker = f"--edgefed-probe-{nonce}--"
+    return [
+        'PATH="$PATH:/usr/sbin:/sbin"',
+        f"M={shlex.quote(marker)}",
+        # A section: its output, then a frame line with the command's exit status.
+        'begin() { printf "%s begin %s\\n" "$M" "$1"; }',
+        'end() { printf "\\n%s end %s %s\\n" "$M" "$1" "$2"; }',
+        # A file the login user cannot read (the roles keep state and keys to the service user) is
+        # read through `sudo -n` when that is allowed; otherwise "not readable", never "missing".
+        'show_file() { if [ -r "$1" ]; then cat "$1"; return; fi;'
+        ' if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then'
+        f' if sudo -n test -e "$1"; then sudo -n cat "$1"; return; fi; return {MISSING}; fi;'
+        ' if [ -e "$1" ]; then echo "$1 is not readable by $(id -un)"; return 2; fi;'
+        ' d=$(dirname "$1"); while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done;'
+        ' if [ -d "$d" ] && [ ! -x "$d" ]; then echo "$1 is not readable by $(id -un): $d is closed to it";'
+        f" return 2; fi; return {MISSING}; }}",
+    ]
 
 
 def remote_command(script: str) -> str:

@@ -11,10 +11,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
@@ -26,10 +27,12 @@ from edgefed.ops.probe import (
     Failure,
     FailureKind,
     ProbeOutput,
+    Section,
     build_script,
     parse_output,
     remote_command,
 )
+from edgefed.ops.sshroute import Route, jump_host, route_for
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class SshOptions:
     known_hosts: tuple[Path, ...] = ()
     accept_new_host_keys: bool = False
     forks: int = 16
+    ssh_config: paramiko.SSHConfig | None = None  # ~/.ssh/config or --ssh-config, parsed
 
 
 class KnownHosts:
@@ -108,7 +112,15 @@ class _ProbeError(Exception):
         self.failure = Failure(kind, message)
 
 
-def collect(hosts: Sequence[InventoryHost], options: SshOptions) -> list[Collected]:
+ScriptBuilder = Callable[[InventoryHost], tuple[str, str]]  # host -> (nonce, script)
+# After the script: the (address, port) the node itself should reach, from what the script printed.
+FollowUp = Callable[[InventoryHost, ProbeOutput], tuple[str, int] | None]
+
+
+def collect(
+    hosts: Sequence[InventoryHost], options: SshOptions, build: ScriptBuilder = build_script,
+    follow_up: FollowUp | None = None,
+) -> list[Collected]:
     """Probe every host concurrently; results come back in the order of `hosts`."""
     if not hosts:
         return []
@@ -118,31 +130,26 @@ def collect(hosts: Sequence[InventoryHost], options: SshOptions) -> list[Collect
 
     workers = max(1, min(options.forks, len(hosts)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgefed-ssh") as pool:
-        return list(pool.map(lambda host: probe_host(host, options, known_hosts(host)), hosts))
-
-
-def probe_host(host: InventoryHost, options: SshOptions, known_hosts: KnownHosts) -> Collected:
-    key_file = os.path.expanduser(host.key_file) if host.key_file else None
-    client = paramiko.SSHClient()
-    try:
-        if key_file is not None and not os.path.isfile(key_file):
-            raise _ProbeError("auth", f"private key {key_file} (ansible_ssh_private_key_file) not found")
-        known_hosts.load_into(client)
-        client.set_missing_host_key_policy(_Policy(known_hosts, options.accept_new_host_keys))
-        client.connect(
-            hostname=host.address,
-            port=host.port,
-            username=host.user,
-            password=host.password,
-            key_filename=key_file,
-            look_for_keys=key_file is None,
-            allow_agent=True,
-            timeout=options.connect_timeout,
-            banner_timeout=options.connect_timeout,
-            auth_timeout=options.connect_timeout,
-            channel_timeout=options.command_timeout,
+        return list(
+            pool.map(lambda host: probe_host(host, options, known_hosts(host), build, follow_up), hosts)
         )
-        return Collected(host, _probe(client, host, options.command_timeout), None)
+
+
+def probe_host(
+    host: InventoryHost, options: SshOptions, known_hosts: KnownHosts, build: ScriptBuilder = build_script,
+    follow_up: FollowUp | None = None,
+) -> Collected:
+    route = route_for(host, options.ssh_config)
+    key_file = os.path.expanduser(route.key_file) if route.key_file else None
+    client = paramiko.SSHClient()
+    hops: list[paramiko.SSHClient] = []  # jump hosts' connections, closed after the target's
+    try:
+        _login(client, host, route, options, known_hosts, hops)
+        output = _probe(client, host, options.command_timeout, build)
+        target = follow_up(host, output) if follow_up is not None else None
+        if target is not None:
+            output.sections["reach"] = _reach_from_node(client, target, options.connect_timeout)
+        return Collected(host, output, None)
     except (OSError, paramiko.SSHException, _ProbeError) as exc:
         transport = client.get_transport()
         if isinstance(exc, paramiko.SSHException) and transport is not None and not transport.remote_version:
@@ -157,6 +164,57 @@ def probe_host(host: InventoryHost, options: SshOptions, known_hosts: KnownHosts
         return Collected(host, None, Failure("ssh", f"SSH with {host.address}:{host.port} failed: {exc!r}"))
     finally:
         client.close()
+        for hop in reversed(hops):
+            hop.close()
+
+
+MAX_JUMPS = 4
+
+
+def _login(
+    client: paramiko.SSHClient, host: InventoryHost, route: Route, options: SshOptions, known_hosts: KnownHosts,
+    hops: list[paramiko.SSHClient],
+) -> None:
+    """Connect and authenticate client to route, through its ProxyJump or ProxyCommand if any."""
+    key_file = os.path.expanduser(route.key_file) if route.key_file else None
+    if key_file is not None and not os.path.isfile(key_file):
+        raise _ProbeError("auth", f"private key {key_file} (ansible_ssh_private_key_file) not found")
+    sock: Any = None
+    if route.proxy_jump is not None:
+        if len(hops) >= MAX_JUMPS:
+            raise _ProbeError("ssh", f"more than {MAX_JUMPS} ProxyJump hops (a loop in ssh_config?)")
+        jump = jump_host(route.proxy_jump, host)
+        hop = paramiko.SSHClient()
+        hops.append(hop)
+        try:
+            _login(hop, jump, route_for(jump, options.ssh_config), options, known_hosts, hops)
+            jump_transport = hop.get_transport()
+            assert jump_transport is not None
+            sock = jump_transport.open_channel(
+                "direct-tcpip", (route.hostname, route.port), ("127.0.0.1", 0), timeout=options.connect_timeout
+            )
+        except (OSError, paramiko.SSHException, _ProbeError) as exc:
+            failure = classify(exc, jump, key_file, options)
+            raise _ProbeError(failure.kind, f"via ProxyJump {route.proxy_jump}: {failure.message}") from exc
+    elif route.proxy_command is not None:
+        command = route.proxy_command.replace("%h", route.hostname).replace("%p", str(route.port))
+        sock = paramiko.ProxyCommand(command.replace("%r", route.user).replace("%%", "%"))
+    known_hosts.load_into(client)
+    client.set_missing_host_key_policy(_Policy(known_hosts, options.accept_new_host_keys))
+    client.connect(
+        hostname=route.hostname,
+        port=route.port,
+        username=route.user,
+        password=host.password,
+        key_filename=key_file,
+        look_for_keys=key_file is None,
+        allow_agent=True,
+        timeout=options.connect_timeout,
+        banner_timeout=options.connect_timeout,
+        auth_timeout=options.connect_timeout,
+        channel_timeout=options.command_timeout,
+        sock=sock,
+    )
 
 
 def classify(exc: BaseException, host: InventoryHost, key_file: str | None, options: SshOptions) -> Failure:
@@ -192,9 +250,27 @@ def classify(exc: BaseException, host: InventoryHost, key_file: str | None, opti
     return Failure(kind, message)
 
 
-def _probe(client: paramiko.SSHClient, host: InventoryHost, timeout: float) -> ProbeOutput:
+def _reach_from_node(client: paramiko.SSHClient, target: tuple[str, int], timeout: float) -> Section:
+    """Can the node open a TCP connection to target? Asked of its sshd (a direct-tcpip channel), so the
+    connection starts from the node, through its routes and firewall, with nothing installed there."""
+    transport = client.get_transport()
+    if transport is None:
+        return Section("the SSH connection closed", 1)
+    try:
+        channel = transport.open_channel("direct-tcpip", target, ("127.0.0.1", 0), timeout=timeout)
+    except paramiko.ChannelException as exc:
+        # RFC 4254: 2 is "connect failed" (refused, no route or filtered, as seen from the node).
+        reason = "refused or unreachable from the node" if exc.code == 2 else exc.text or "connection failed"
+        return Section(reason, 1)
+    except (paramiko.SSHException, OSError) as exc:
+        return Section(str(exc) or type(exc).__name__, 1)
+    channel.close()
+    return Section("", 0)
+
+
+def _probe(client: paramiko.SSHClient, host: InventoryHost, timeout: float, build: ScriptBuilder) -> ProbeOutput:
     where = f"{host.user}@{host.address}:{host.port}"
-    nonce, script = build_script(host)
+    nonce, script = build(host)
     text = _run(client, remote_command(script), timeout, where)
     output = parse_output(text, nonce)
     if output.get("clock") is None:

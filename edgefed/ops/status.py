@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.text import Text
 
 from edgefed.ops.health import HostStatus, Thresholds, evaluate
-from edgefed.ops.inventory import InventoryHost, load_inventory
+from edgefed.ops.inventory import InventoryHost, default_inventory, load_inventory
 from edgefed.ops.report import document, render_table
 from edgefed.ops.ssh import SshOptions, collect
 
@@ -28,7 +28,7 @@ EXIT_UNHEALTHY = 1
 
 @dataclass(frozen=True)
 class StatusRequest:
-    inventory: Path
+    inventory: Path | None  # None: ANSIBLE_INVENTORY, else ansible.cfg's inventory
     limit: str | None = None
     json: bool = False
     watch: float | None = None  # seconds between passes; None: one pass
@@ -36,14 +36,17 @@ class StatusRequest:
     ssh: SshOptions = field(default_factory=SshOptions)
     thresholds: Thresholds = field(default_factory=Thresholds)
     quiet_paramiko: bool = True
+    vault_password_files: tuple[str, ...] = ()
 
 
 def run_status(request: StatusRequest, console: Console | None = None) -> int:
     if request.quiet_paramiko:
         # paramiko logs each failed connection with a traceback; the report already says why.
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    hosts = load_inventory(request.inventory, request.limit)
-    console = console or Console()
+    if request.inventory is None:
+        request = replace(request, inventory=Path(default_inventory()))
+    hosts = load_inventory(request.inventory, request.limit, request.vault_password_files)
+    console = console or wide_console()
     passes = _passes(request.watch, request.count)
     if request.json:
         return _json(request, hosts, passes, console)
@@ -58,6 +61,13 @@ def run_status(request: StatusRequest, console: Console | None = None) -> int:
             renderable, code = _table(request, hosts)
             live.update(renderable, refresh=True)
     return code
+
+
+def wide_console() -> Console:
+    """A terminal keeps its width; piped or captured output is not squeezed (and host names not split)
+    into 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=400)
 
 
 def probe_all(hosts: list[InventoryHost], request: StatusRequest) -> list[HostStatus]:

@@ -123,6 +123,8 @@ class Node:
     netns: Netns | None = None
     process: subprocess.Popen[bytes] | None = None
     host_key: Path = field(init=False)
+    # Inside the namespace on its loopback only: reachable solely through a jump host in that namespace.
+    netns_loopback: bool = False
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True)
@@ -141,8 +143,8 @@ class Node:
 
     def start_sshd(self, authorized_keys: Path, double_dir: Path) -> None:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
-        self.address = self.netns.node_ip if self.netns else "127.0.0.1"
-        self.port = _free_port() if self.netns is None else 2222
+        self.address = self.netns.node_ip if self.netns and not self.netns_loopback else "127.0.0.1"
+        self.port = _free_port() if self.netns is None else 2222 if not self.netns_loopback else 2200
         config = self.root / "sshd_config"
         config.write_text(
             "\n".join(
@@ -174,8 +176,15 @@ class Node:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd for {self.name} exited: {(self.root / 'sshd.log').read_text()}")
-            with contextlib.suppress(OSError), socket.create_connection((self.address, self.port), timeout=1):
-                return
+            if self.netns_loopback:
+                assert self.netns is not None
+                probe = f"import socket; socket.create_connection(('127.0.0.1', {self.port}), timeout=1)"
+                check = ["ip", "netns", "exec", self.netns.name, sys.executable, "-c", probe]
+                if subprocess.run(check, capture_output=True, check=False).returncode == 0:
+                    return
+            else:
+                with contextlib.suppress(OSError), socket.create_connection((self.address, self.port), timeout=1):
+                    return
             time.sleep(0.05)
         raise RuntimeError(f"sshd for {self.name} is not listening on {self.address}:{self.port}")
 
