@@ -91,13 +91,20 @@ def encode_topk(x: np.ndarray, fraction: float, int8: bool = False) -> EncodedTe
     return EncodedTensor.build(Encoding.TOPK, x.shape, kept, indices=indices)
 
 
-def _dequantized(values: np.ndarray, scales: np.ndarray | None, span: slice, dtype: np.dtype) -> np.ndarray:
-    """values[span] as dtype, times their block scales if quantized (span starts on a block)."""
+def _dequantized(values: np.ndarray, scales: np.ndarray | None, span: slice, dtype: np.dtype,
+                 weight: float) -> np.ndarray:
+    """weight * values[span] as dtype, times their block scales if quantized (span starts on a block)."""
     part = values[span].astype(dtype)
-    if scales is not None:
-        first = span.start // INT8_BLOCK
-        repeated = np.repeat(scales[first : first + -(-part.size // INT8_BLOCK)].astype(dtype), INT8_BLOCK)
-        part *= repeated[: part.size]
+    if scales is None:
+        part *= dtype.type(weight)
+        return part
+    first = span.start // INT8_BLOCK
+    block_scales = scales[first : first + -(-part.size // INT8_BLOCK)].astype(dtype) * dtype.type(weight)
+    full = part.size - part.size % INT8_BLOCK
+    blocks = part[:full].reshape(-1, INT8_BLOCK)  # a view: scaled in place, block by block
+    blocks *= block_scales[: full // INT8_BLOCK, None]
+    if full < part.size:
+        part[full:] *= block_scales[-1]
     return part
 
 
@@ -117,14 +124,10 @@ def add_into(total: np.ndarray, tensor: Tensor, weight: float = 1.0) -> None:
     if tensor.encoding.sparse:
         assert tensor.indices is not None
         for span in _spans(tensor.count):
-            part = _dequantized(tensor.values, tensor.scales, span, dtype)
-            part *= dtype.type(weight)
-            flat[tensor.indices[span]] += part
+            flat[tensor.indices[span]] += _dequantized(tensor.values, tensor.scales, span, dtype, weight)
         return
     for span in _spans(flat.size):
-        part = _dequantized(tensor.values, tensor.scales, span, dtype)
-        part *= dtype.type(weight)
-        flat[span] += part
+        flat[span] += _dequantized(tensor.values, tensor.scales, span, dtype, weight)
 
 
 def decode_dense(tensor: Tensor, dtype: str = "float32") -> np.ndarray:
