@@ -7,7 +7,8 @@ Error bounds of one encode/decode round trip (no error feedback), for a float32 
 - fp16: |x - x'| <= 2^-11 |x| for 6.1e-5 <= |x| <= 65504 (values beyond 65504 are clipped to it),
   and <= 2^-25 below; x' = 0 for |x| < 2^-25.
 - int8: |x - x'| <= s / 2 = max|block| / 254 per block of INT8_BLOCK (256) values (plus float32
-  rounding of the scale, < 1e-6 relative).
+  rounding of the scale, < 1e-6 relative); blocks holding values beyond 127 x MAX_SCALE (~3.4e38,
+  float32's own limit) are clipped there.
 - topk: the kept values exactly; every other value is lost (0). topk+int8: the kept values within
   max|kept block| / 254.
 """
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edgefed.wire import INT8_BLOCK, EncodedTensor, Encoding, Tensor
+from edgefed.wire import INT8_BLOCK, MAX_SCALE, EncodedTensor, Encoding, Tensor
 
 CHUNK = 1 << 18  # elements per step (1 MiB of float32); a multiple of INT8_BLOCK
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -55,6 +56,8 @@ def quantize_int8(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pad = -chunk.size % INT8_BLOCK
         blocks = np.pad(chunk, (0, pad)).reshape(-1, INT8_BLOCK) if pad else chunk.reshape(-1, INT8_BLOCK)
         block_scales = (np.abs(blocks).max(axis=1) / np.float32(_QMAX)).astype(np.float32)
+        # values near float32's limit: cap the scale where the decoder's check puts it (the rest is clipped)
+        np.minimum(block_scales, np.float32(MAX_SCALE), out=block_scales)
         inverse = np.divide(1, block_scales, out=np.zeros_like(block_scales), where=block_scales > 0)
         q = np.rint(blocks * inverse[:, None])
         np.clip(q, -_QMAX, _QMAX, out=q)

@@ -96,6 +96,8 @@ def test_int8_is_within_1_254_of_each_blocks_largest_value() -> None:
         block = x.reshape(-1)[start : start + INT8_BLOCK]
         assert error[start : start + INT8_BLOCK].max() <= np.abs(block).max() / 254 * (1 + 1e-6)
     assert decode_dense(encode_int8(np.zeros(300, np.float32))).tolist() == [0.0] * 300
+    huge = np.array([3.4e38, -3.4e38, 1.0], np.float32)  # the scale is capped at what decoders accept
+    assert np.isfinite(decode_dense(encode_int8(huge))).all()
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.1, 1.0])

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import random
 import struct
+from math import prod
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgefed.wire import (
     HEADER_SIZE,
@@ -205,3 +208,23 @@ def test_non_finite_values_are_left_to_the_receiver_like_plain_tensors() -> None
     decoded = decode(frame_of(tensor))[0].decoded[0]
     assert has_non_finite(decoded)
     assert not has_non_finite(TOPK) and not has_non_finite(INT8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_any_encoded_tensor_round_trips_in_any_chunking(data: st.DataObject) -> None:
+    encoding = data.draw(st.sampled_from(list(Encoding)))
+    shape = tuple(data.draw(st.lists(st.integers(0, 40), max_size=3)))
+    size = prod(shape)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    count = data.draw(st.integers(0, size)) if encoding.sparse else size
+    indices = np.sort(rng.choice(size, count, replace=False)) if encoding.sparse else None
+    values = rng.integers(-128, 128, count) if encoding.quantized else rng.standard_normal(count) * 1e3
+    scales = None
+    if encoding.quantized:
+        scales = rng.random(-(-count // INT8_BLOCK)) * data.draw(st.sampled_from([0.0, 1e-30, 1.0, MAX_SCALE]))
+    tensor = EncodedTensor.build(encoding, shape, values, scales, indices)
+    got = decode(frame_of(tensor), seed=data.draw(st.integers(0, 2**32)))[0].decoded[0]
+    assert (got.encoding, got.shape, got.count) == (encoding, shape, count)
+    for part_got, part_want in zip(got.parts(), tensor.parts(), strict=True):
+        np.testing.assert_array_equal(part_got, part_want)
