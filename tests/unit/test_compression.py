@@ -255,3 +255,24 @@ def test_bytes_per_round_against_float32() -> None:
     assert ratio["int8"] >= 3.9
     assert ratio["topk:0.01"] >= 12
     assert ratio["topk:0.01+int8"] >= 30
+
+
+# -- memory: no decoded copy per upload ---------------------------------------------------------------
+@pytest.mark.parametrize("text", ["fp16", "int8", "topk:0.01+int8"])
+def test_adding_an_upload_allocates_chunks_not_a_decoded_copy(text: str) -> None:
+    """tracemalloc sees numpy's allocations: the add's peak stays far below one float32 model copy."""
+    import tracemalloc
+
+    delta = np.random.default_rng(9).standard_normal(4 << 20).astype(np.float32)  # 16 MiB
+    (encoded,) = Compressor(parse_compression(text)).compress([delta])
+    total = np.zeros(delta.shape, np.float64)
+    peaks = []
+    for work in (lambda: add_into(total, encoded, 3.0), lambda: decode_dense(encoded)):
+        tracemalloc.start()
+        try:
+            work()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] >= delta.nbytes  # the measurement sees numpy: a decoded copy shows
+    assert peaks[0] < delta.nbytes / 4, f"{peaks[0]} bytes allocated to add a {delta.nbytes}-byte model's delta"
