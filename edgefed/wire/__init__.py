@@ -6,9 +6,18 @@ Frame layout (network byte order)::
 
 Tensor payloads carry a small header (count, sample count, dtype and shape of each tensor)
 followed by the raw little-endian bytes of every tensor, so a receiver can allocate the final
-arrays up front and read straight into them.
+arrays up front and read straight into them. A tensor may instead be encoded (fp16, int8 blocks,
+top-k sparse: edgefed/wire/encodings.py), checked while decoding.
 """
 
+from edgefed.wire.encodings import (
+    INT8_BLOCK,
+    MAX_SCALE,
+    SUPPORTED_ENCODINGS,
+    EncodedTensor,
+    Encoding,
+    has_non_finite,
+)
 from edgefed.wire.errors import ProtocolError
 from edgefed.wire.frame import (
     HEADER_SIZE,
@@ -44,7 +53,9 @@ from edgefed.wire.p2p_messages import Chat, FileAccept, FileDone, FileOffer, Fil
 from edgefed.wire.reader import Allocator, Frame, FrameReader, allocate_fresh, refuse_tensors
 from edgefed.wire.tensors import (
     ALLOWED_DTYPES,
+    Tensor,
     TensorSpec,
+    decode_tensor,
     decode_tensor_header,
     encode_tensor_frame,
     payload_sha256,
@@ -54,13 +65,18 @@ from edgefed.wire.tensors import (
 __all__ = [
     "ALLOWED_DTYPES",
     "HEADER_SIZE",
+    "INT8_BLOCK",
     "MAGIC",
+    "MAX_SCALE",
     "PROTOCOL_VERSION",
+    "SUPPORTED_ENCODINGS",
     "VERSION",
     "Allocator",
     "Bye",
     "Chat",
     "ControlMessage",
+    "EncodedTensor",
+    "Encoding",
     "FileAccept",
     "FileDone",
     "FileOffer",
@@ -79,11 +95,13 @@ __all__ = [
     "ProtocolError",
     "ReasonCode",
     "Reject",
+    "Tensor",
     "TensorSpec",
     "Welcome",
     "allocate_fresh",
     "decode_header",
     "decode_message",
+    "decode_tensor",
     "decode_tensor_header",
     "encode_control_frame",
     "encode_header",
@@ -91,6 +109,7 @@ __all__ = [
     "encode_raw_frame",
     "encode_tensor_frame",
     "expect",
+    "has_non_finite",
     "payload_kind",
     "payload_sha256",
     "refuse_tensors",

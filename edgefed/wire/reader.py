@@ -37,15 +37,18 @@ from edgefed.wire.frame import (
     payload_kind,
 )
 from edgefed.wire.tensors import (
+    Tensor,
     TensorSpec,
     check_payload_length,
+    decode_tensor,
     decode_tensor_prefix,
     decode_tensor_specs,
     prefix_size,
 )
 
-# Given the frame header, the sample count and the specs, return arrays to fill (matching the specs),
-# or None to discard the tensor bytes (the caller has decided to reject the frame).
+# Given the frame header, the sample count and the specs, return arrays to fill (matching each spec's
+# storage: the tensor, or a uint8 buffer for an encoded one), or None to discard the tensor bytes
+# (the caller has decided to reject the frame).
 Allocator = Callable[[FrameHeader, int, list[TensorSpec]], list[np.ndarray] | None]
 
 _DISCARD_CHUNK = 1 << 16
@@ -53,7 +56,7 @@ _PAYLOAD_FIRST_CHUNK = 1 << 16
 
 
 def allocate_fresh(_header: FrameHeader, _num_samples: int, specs: list[TensorSpec]) -> list[np.ndarray]:
-    return [np.empty(spec.shape, dtype=np.dtype(spec.dtype).newbyteorder("<")) for spec in specs]
+    return [np.empty(shape, dtype=np.dtype(dtype).newbyteorder("<")) for dtype, shape in (s.storage for s in specs)]
 
 
 def refuse_tensors(header: FrameHeader, _num_samples: int, _specs: list[TensorSpec]) -> list[np.ndarray]:
@@ -65,7 +68,8 @@ def refuse_tensors(header: FrameHeader, _num_samples: int, _specs: list[TensorSp
 class Frame:
     header: FrameHeader
     body: dict[str, Any] = field(default_factory=dict)
-    tensors: list[np.ndarray] | None = None
+    tensors: list[np.ndarray] | None = None  # the arrays the allocator gave, filled
+    decoded: list[Tensor] | None = None  # what they mean: each array, or its checked EncodedTensor
     specs: list[TensorSpec] = field(default_factory=list)
     num_samples: int = 0
     raw: bytes = b""
@@ -238,7 +242,8 @@ class FrameReader:
             self._discard_left = sum(spec.nbytes for spec in specs)
             return
         for array, spec in zip(arrays, specs, strict=True):
-            if array.shape != spec.shape or array.dtype.name != spec.dtype or not array.flags.c_contiguous:
+            dtype, shape = spec.storage
+            if array.shape != shape or array.dtype.name != dtype or not array.flags.c_contiguous:
                 raise ValueError(f"allocator returned {array.dtype}{list(array.shape)} for {spec}")
         self._arrays = arrays
         self._views = [memoryview(a).cast("B") for a in arrays if a.nbytes]  # type: ignore[arg-type]
@@ -256,9 +261,13 @@ class FrameReader:
 
     def _finish_tensors(self) -> Frame:
         assert self._header is not None
+        decoded: list[Tensor] | None = None
+        if self._arrays is not None:  # encoded tensors are checked before anyone sees the frame
+            decoded = [decode_tensor(spec, array) for spec, array in zip(self._specs, self._arrays, strict=True)]
         frame = Frame(
             self._header,
             tensors=self._arrays,
+            decoded=decoded,
             specs=self._specs,
             num_samples=self._num_samples,
             sha256=self._hasher.hexdigest() if self._hasher is not None else "",

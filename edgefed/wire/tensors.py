@@ -10,6 +10,14 @@ from math import prod
 
 import numpy as np
 
+from edgefed.wire.encodings import (
+    ENCODING_CODES,
+    EncodedTensor,
+    Encoding,
+    check_sparse_count,
+    decode_encoded,
+    encoded_nbytes,
+)
 from edgefed.wire.errors import ProtocolError
 from edgefed.wire.frame import (
     HEADER_SIZE,
@@ -41,23 +49,50 @@ ALLOWED_DTYPES = frozenset(name for name in _DTYPE_CODES if name != "bfloat16")
 _PREFIX = struct.Struct("!IQI")  # tensor count, sample count, spec block length
 _SPEC_HEAD = struct.Struct("!BB")  # dtype code, ndim
 _DIM = struct.Struct("!Q")
+_COUNT = struct.Struct("!Q")  # after the shape of a sparse encoded tensor: the values it keeps
+
+# A tensor in a list to send: a plain array, or an encoded one (edgefed/wire/encodings.py).
+Tensor = np.ndarray | EncodedTensor
 
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """A tensor's dtype and shape; for an encoded tensor also its encoding (dtype float32, the type it
+    decodes to) and, if sparse, the count of values it keeps. Plain specs compare as before."""
+
     dtype: str
     shape: tuple[int, ...]
+    encoding: Encoding | None = None
+    count: int = 0
 
     @property
     def nbytes(self) -> int:
+        """Bytes on the wire."""
+        if self.encoding is not None:
+            return encoded_nbytes(self.encoding, prod(self.shape), self.count)
         return prod(self.shape) * np.dtype(self.dtype).itemsize
 
+    @property
+    def storage(self) -> tuple[str, tuple[int, ...]]:
+        """(dtype, shape) of the array the reader fills: the tensor itself, or its encoded bytes."""
+        return ("uint8", (self.nbytes,)) if self.encoding is not None else (self.dtype, self.shape)
+
     def __str__(self) -> str:
-        return f"{self.dtype}{list(self.shape)}"
+        if self.encoding is None:
+            return f"{self.dtype}{list(self.shape)}"
+        kept = f" keeping {self.count}" if self.encoding.sparse else ""
+        return f"{self.encoding.label}{list(self.shape)}{kept}"
 
 
-def specs_of(arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
-    return [TensorSpec(str(a.dtype), tuple(int(d) for d in a.shape)) for a in arrays]
+def spec_of(tensor: Tensor) -> TensorSpec:
+    shape = tuple(int(d) for d in tensor.shape)
+    if isinstance(tensor, EncodedTensor):
+        return TensorSpec("float32", shape, tensor.encoding, tensor.count if tensor.encoding.sparse else 0)
+    return TensorSpec(str(tensor.dtype), shape)
+
+
+def specs_of(tensors: Sequence[Tensor]) -> list[TensorSpec]:
+    return [spec_of(t) for t in tensors]
 
 
 def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
@@ -68,33 +103,40 @@ def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
     return little if little.flags.c_contiguous else little.copy(order="C")
 
 
-def encode_tensor_header(arrays: Sequence[np.ndarray], num_samples: int) -> bytes:
+def encode_tensor_header(tensors: Sequence[Tensor], num_samples: int) -> bytes:
     if not 0 <= num_samples <= MAX_SAMPLES:
         raise ValueError(f"num_samples must be from 0 to {MAX_SAMPLES}, got {num_samples}")
     specs = bytearray()
-    for array in arrays:
-        specs += _SPEC_HEAD.pack(_DTYPE_CODES[array.dtype.name], array.ndim)
-        for dim in array.shape:
+    for tensor in tensors:
+        code = int(tensor.encoding) if isinstance(tensor, EncodedTensor) else _DTYPE_CODES[tensor.dtype.name]
+        specs += _SPEC_HEAD.pack(code, len(tensor.shape))
+        for dim in tensor.shape:
             specs += _DIM.pack(dim)
-    return _PREFIX.pack(len(arrays), num_samples, len(specs)) + bytes(specs)
+        if isinstance(tensor, EncodedTensor) and tensor.encoding.sparse:
+            specs += _COUNT.pack(tensor.count)
+    return _PREFIX.pack(len(tensors), num_samples, len(specs)) + bytes(specs)
 
 
 def encode_tensor_frame(
     message_type: MessageType,
     round_: int,
-    arrays: Sequence[np.ndarray],
+    arrays: Sequence[Tensor],
     num_samples: int,
     flags: Flags = Flags.NONE,
 ) -> list[bytes | memoryview]:
-    """Frame a tensor list as buffers for sendall; array bytes are not copied when already contiguous."""
+    """Frame a tensor list (plain arrays and encoded tensors) as buffers for sendall; array bytes are
+    not copied when already contiguous and little-endian."""
     if payload_kind(message_type) is not PayloadKind.TENSORS:
         raise ValueError(f"{message_type.name} does not carry tensors")
-    prepared = [_little_endian_contiguous(a) for a in arrays]
+    prepared: list[Tensor] = [t if isinstance(t, EncodedTensor) else _little_endian_contiguous(t) for t in arrays]
     tensor_header = encode_tensor_header(prepared, num_samples)
-    length = len(tensor_header) + sum(a.nbytes for a in prepared)
+    data: list[np.ndarray] = []
+    for tensor in prepared:
+        data.extend(tensor.parts() if isinstance(tensor, EncodedTensor) else [tensor])
+    length = len(tensor_header) + sum(a.nbytes for a in data)
     frame_header = encode_header(FrameHeader(message_type, round_, length, flags))
     parts: list[bytes | memoryview] = [frame_header + tensor_header]
-    parts.extend(memoryview(a).cast("B") for a in prepared if a.nbytes)  # type: ignore[arg-type]
+    parts.extend(memoryview(a).cast("B") for a in data if a.nbytes)  # type: ignore[arg-type]
     return parts
 
 
@@ -109,7 +151,7 @@ def decode_tensor_prefix(data: bytes | memoryview, limits: Limits) -> tuple[int,
         raise ProtocolError(f"tensor list claims {num_samples} samples, over the limit of {limits.max_samples}")
     if count > limits.max_tensors:
         raise ProtocolError(f"tensor list has {count} tensors, over the limit of {limits.max_tensors}")
-    max_spec = count * (_SPEC_HEAD.size + limits.max_ndim * _DIM.size)
+    max_spec = count * (_SPEC_HEAD.size + limits.max_ndim * _DIM.size + _COUNT.size)
     if spec_len > max_spec:
         raise ProtocolError(f"tensor spec block of {spec_len} bytes is too long for {count} tensors")
     return count, num_samples, spec_len
@@ -123,7 +165,8 @@ def decode_tensor_specs(data: bytes | memoryview, count: int, limits: Limits) ->
             raise ProtocolError(f"tensor spec block ends inside tensor {index}")
         code, ndim = _SPEC_HEAD.unpack_from(data, offset)
         offset += _SPEC_HEAD.size
-        dtype = _CODE_DTYPES.get(code)
+        encoding = ENCODING_CODES.get(code)
+        dtype = "float32" if encoding is not None else _CODE_DTYPES.get(code)
         if dtype is None or dtype not in ALLOWED_DTYPES:
             raise ProtocolError(f"tensor {index} has dtype code {code}, which is not allowed")
         if ndim > limits.max_ndim:
@@ -142,7 +185,21 @@ def decode_tensor_specs(data: bytes | memoryview, count: int, limits: Limits) ->
                 f"tensor {index} of shape {list(shape)} spans {elements} elements, over the frame limit "
                 f"of {limits.max_frame_bytes} bytes"
             )
-        specs.append(TensorSpec(dtype, shape))
+        count = 0
+        if encoding is not None:
+            if encoding.sparse:
+                if offset + _COUNT.size > len(data):
+                    raise ProtocolError(f"tensor spec block ends inside the count of tensor {index}")
+                count = _COUNT.unpack_from(data, offset)[0]
+                offset += _COUNT.size
+            try:
+                check_sparse_count(encoding, shape, count)
+            except ProtocolError as exc:
+                raise ProtocolError(f"tensor {index}: {exc}") from None
+        spec = TensorSpec(dtype, shape, encoding, count)
+        if spec.nbytes > limits.max_frame_bytes:
+            raise ProtocolError(f"tensor {index} ({spec}) is over the frame limit of {limits.max_frame_bytes} bytes")
+        specs.append(spec)
     if offset != len(data):
         raise ProtocolError(f"tensor spec block has {len(data) - offset} trailing bytes")
     return specs
@@ -170,6 +227,13 @@ def check_payload_length(specs: Sequence[TensorSpec], header_length: int, payloa
             f"tensor payload length {payload_length} does not match its header "
             f"({header_length} header bytes + {expected - header_length} tensor bytes)"
         )
+
+
+def decode_tensor(spec: TensorSpec, stored: np.ndarray) -> Tensor:
+    """What a received tensor means: the array itself, or its encoding checked (ProtocolError)."""
+    if spec.encoding is None:
+        return stored
+    return decode_encoded(spec.encoding, spec.shape, spec.count, stored)
 
 
 def payload_sha256(parts: Sequence[bytes | memoryview]) -> str:

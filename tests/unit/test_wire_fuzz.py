@@ -22,6 +22,8 @@ from edgefed.wire import (
     HEADER_SIZE,
     Bye,
     Chat,
+    EncodedTensor,
+    Encoding,
     FileAccept,
     FileDone,
     FileOffer,
@@ -84,6 +86,14 @@ def valid_frames() -> list[bytes]:
         [np.ones((2, 1, 2), np.float16), np.zeros((0, 3), np.float32), np.array(7, np.int8)],
         [np.arange(6, dtype=np.uint8).reshape(2, 3), np.arange(4, dtype=np.int16), np.arange(2, dtype=np.int32)],
         [],
+        # compressed encodings (docs/protocol.md, Encodings), small so mutations hit indices and scales
+        [EncodedTensor.build(Encoding.TOPK, (6, 5), [0.5, -1.0, 2.0, 0.25], indices=[0, 7, 8, 29]),
+         EncodedTensor.build(Encoding.INT8, (3, 3), np.arange(-4, 5), [0.125]),
+         EncodedTensor.build(Encoding.FP16, (4,), [1.0, -0.5, 65504.0, 0.0])],
+        [EncodedTensor.build(Encoding.TOPK_INT8, (300,), np.arange(-130, 130) // 3, [0.5, 2.0], np.arange(40, 300)),
+         np.arange(3, dtype=np.float32), EncodedTensor.build(Encoding.TOPK, (0,), [], indices=[])],
+        [EncodedTensor.build(Encoding.INT8, (260,), np.arange(260) % 255 - 127, [1e-3, 3.0]),
+         EncodedTensor.build(Encoding.TOPK_INT8, (9, 1), [5, -7, 127], [0.01], [2, 3, 8])],
     ]
     for index, arrays in enumerate(tensors):
         for message_type in (MessageType.WEIGHTS, MessageType.UPDATE):

@@ -1,0 +1,109 @@
+"""Worker side: a model delta in, the tensors to send out, with error feedback.
+
+What an encoding loses in one round is not lost for good: the worker keeps it as a residual and adds
+it to the next round's delta, so over rounds the sum of what was sent tracks the sum of the true
+deltas (the gap stays one residual wide instead of growing). For top-k this is what makes 1 % of the
+values per round enough: a coordinate that is never large in one round grows in the residual until
+it is sent.
+
+Memory: one float32 residual per lossy setting (a model copy); the delta is formed inside it, so
+`compress_update(new, base)` needs no other model-sized temporary (top-k's selection aside).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgefed.compression.codecs import CHUNK, add_into, encode_fp16, encode_int8, encode_topk
+from edgefed.compression.settings import NONE, CompressionSetting
+from edgefed.wire import Encoding, Tensor
+
+
+class CompressionError(ValueError):
+    """An update cannot be compressed (its tensors do not fit, or it holds NaN/Inf)."""
+
+
+def all_finite(array: np.ndarray) -> bool:
+    flat = array.reshape(-1)
+    return all(np.isfinite(flat[start : start + CHUNK]).all() for start in range(0, flat.size, CHUNK))
+
+
+def _encode(setting: CompressionSetting, x: np.ndarray) -> Tensor:
+    if setting.encoding is Encoding.FP16:
+        return encode_fp16(x)
+    if setting.encoding is Encoding.INT8:
+        return encode_int8(x)
+    if setting.encoding in (Encoding.TOPK, Encoding.TOPK_INT8):
+        return encode_topk(x, setting.fraction, int8=setting.encoding is Encoding.TOPK_INT8)
+    raise AssertionError(f"no encoder for {setting}")
+
+
+class Compressor:
+    """Per-worker state for one setting: the residuals of the floating-point tensors.
+
+    Floating tensors are encoded with error feedback; other dtypes (counters, integer buffers) and
+    every tensor under `none` travel as their exact delta in their own dtype.
+    """
+
+    def __init__(self, setting: CompressionSetting = NONE) -> None:
+        self.setting = setting
+        self._residuals: list[np.ndarray | None] | None = None
+
+    @property
+    def residuals(self) -> list[np.ndarray | None]:
+        """What has not been sent yet, per tensor (None: exact, nothing kept)."""
+        return list(self._residuals or [])
+
+    def residual_norm(self) -> float:
+        return float(np.sqrt(sum(float(np.square(r, dtype=np.float64).sum()) for r in self.residuals
+                                 if r is not None)))
+
+    def reset(self) -> None:
+        """Forget the residuals (e.g. when the worker restarts from a checkpoint of another run)."""
+        self._residuals = None
+
+    def compress_update(self, new: Sequence[np.ndarray], base: Sequence[np.ndarray]) -> list[Tensor]:
+        """The tensors to send for new - base (the weights trained from base), residual included."""
+        if len(new) != len(base):
+            raise CompressionError(f"{len(new)} trained tensors for {len(base)} global ones")
+        for index, (a, b) in enumerate(zip(new, base, strict=True)):
+            if a.shape != b.shape:
+                raise CompressionError(f"tensor {index} is {list(a.shape)}, the global one {list(b.shape)}")
+        return self._compress(new, base)
+
+    def compress(self, delta: Sequence[np.ndarray]) -> list[Tensor]:
+        """The tensors to send for a delta already computed."""
+        return self._compress(delta, None)
+
+    def _compress(self, new: Sequence[np.ndarray], base: Sequence[np.ndarray] | None) -> list[Tensor]:
+        self._ensure_residuals(new)
+        assert self._residuals is not None
+        out: list[Tensor] = []
+        for index, (a, kept) in enumerate(zip(new, self._residuals, strict=True)):
+            b = None if base is None else base[index]
+            if kept is None:
+                out.append(np.array(a, copy=True) if b is None else np.subtract(a, b, dtype=a.dtype))
+                continue
+            np.add(kept, a, out=kept, casting="same_kind")  # the delta formed in place: residual + new - base
+            if b is not None:
+                np.subtract(kept, b, out=kept, casting="same_kind")
+            if not all_finite(kept):
+                kept.fill(0)
+                raise CompressionError(f"tensor {index} of the update holds NaN or Inf; its residual is cleared")
+            encoded = _encode(self.setting, kept)
+            add_into(kept, encoded, -1.0)  # keep exactly what the receiver will not see
+            out.append(encoded)
+        return out
+
+    def _ensure_residuals(self, tensors: Sequence[np.ndarray]) -> None:
+        shapes = [t.shape for t in tensors]
+        if self._residuals is not None:
+            known = [r.shape if r is not None else None for r in self._residuals]
+            if len(known) == len(shapes) and all(k is None or k == s for k, s in zip(known, shapes, strict=True)):
+                return
+            raise CompressionError(f"the model's shapes changed from {known} to {shapes}")
+        self._residuals = [
+            np.zeros(t.shape, np.float32) if self.setting.lossy and t.dtype.kind == "f" else None for t in tensors
+        ]
