@@ -23,6 +23,7 @@ LOWER_LAYERS = {
     "contracts": {"errors", "fsutil"},
     "transport": {"errors", "fsutil", "wire", "pki"},
     "ops": {"errors", "fsutil", "config", "contracts"},
+    "compression": {"errors", "wire"},
 }
 # The only package that may open, accept or wrap sockets.
 SOCKET_OWNER = "transport"
