@@ -9,17 +9,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from edgefed.backoff import Backoff
-from edgefed.config import NodeConfig
+from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.pki import NodeCredentials
-from edgefed.transport import Connection, TlsTransport, Transport, TransportError
+from edgefed.transport import Connection, Transport, TransportError
 from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
 
 log = logging.getLogger(__name__)
@@ -32,23 +32,31 @@ class FederationRefused(TransportError):
 
 
 class WorkerSession:
-    """The seed's worker (is_chief=False): connects to public_ip:public_port."""
+    """The seed's worker (is_chief=False): connects to public_ip:public_port.
+
+    Handed its federation settings, its name, a transport holding its credentials and its status file
+    (edgefed.wiring builds them from a node's configuration).
+    """
 
     def __init__(
         self,
-        config: NodeConfig,
+        federation: FederationSection,
+        *,
+        name: str,
+        transport: Transport,
+        status: StatusFile,
         events: EventBus | None = None,
-        status: StatusFile | None = None,
-        transport: Transport | None = None,
+        hash_payloads: bool = False,
+        on_close: Sequence[Callable[[], None]] = (),
     ) -> None:
-        self.config = config
-        self.name = config.node.name
-        self.federation = config.federation
+        self.name = name
+        self.federation = federation
         self.events = events or EventBus()
-        self._transport = transport or TlsTransport(NodeCredentials.load(config.node.pki_dir, self.name))
-        self._limits = limits_for(self.federation)
-        self._hash_payloads = config.ledger.enabled  # digests exist for the ledger's records
-        self.status = status or StatusFile(config.node.state_dir, "worker", self.name, role="worker", round=0)
+        self._transport = transport
+        self._limits = limits_for(federation)
+        self._hash_payloads = hash_payloads  # digests exist for the ledger's records
+        self._on_close = list(on_close)  # run first in close(): e.g. the ledger flushes its outbox
+        self.status = status
         self.events.subscribe(self.status.transfer)
         self._conn: Connection | None = None
         self.chief = ""
@@ -85,6 +93,13 @@ class WorkerSession:
             return RoundResult(global_weights, self.round, [], finished=self.finished)
 
     def close(self) -> None:
+        try:
+            for hook in self._on_close:
+                hook()
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(TransportError):
                 self._conn.send([encode_control_frame(MessageType.BYE, self.round, {"reason": "leaving"})])

@@ -16,6 +16,7 @@ from edgefed.config import NodeConfig
 from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.chief import ChiefSession
 from edgefed.trainers.softmax import SoftmaxTrainer
+from edgefed.wiring import build_chief
 from tests.conftest import Processes, free_port, wait_for
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -73,7 +74,7 @@ def test_chief_and_four_workers_match_reference_fedavg(
 
 
 def _start_chief(config: NodeConfig) -> tuple[ChiefSession, list[np.ndarray]]:
-    chief = ChiefSession(config)
+    chief = build_chief(config, ledger=False)
     chief.listen()
     return chief, SoftmaxTrainer().get_weights()
 
