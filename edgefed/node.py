@@ -46,6 +46,7 @@ def run_node(
     exit_when_done: bool = False,
     progress: Callable[[dict[str, object]], None] | None = None,
     events: EventBus | None = None,
+    attack: str | None = None,
 ) -> list[RoundReport]:
     """Train as the configured role until the chief ends training; then, unless exit_when_done, keep
     serving (the chief answers late joiners and ledger deliveries) until SIGTERM."""
@@ -56,6 +57,10 @@ def run_node(
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
     session = build_session(config, events or EventBus())
     trainer = make_trainer(config.trainer)
+    if attack:  # a simulated hostile worker (demo, poisoning benchmark)
+        from edgefed.attacks import AttackingTrainer
+
+        trainer = AttackingTrainer(trainer, attack, seed=config.trainer.seed)
 
     def on_round(report: RoundReport) -> None:
         record = asdict(report)

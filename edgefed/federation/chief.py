@@ -21,25 +21,24 @@ from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.aggregation import UploadSlots
+from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from edgefed.federation.digests import digest_while_sending
+from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake
-from edgefed.federation.rounds import RoundBook, RoundRules, Seat
+from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, Seat
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
+from edgefed.federation.strategies import distance
 from edgefed.transport import Connection, Listener, Transport, TransportError
 from edgefed.wire import (
-    Flags,
     Frame,
     FrameHeader,
     MessageType,
     ProtocolError,
     TensorSpec,
     encode_control_frame,
-    encode_tensor_frame,
 )
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(eq=False, kw_only=True)
@@ -47,7 +46,7 @@ class _Worker(Seat):
     """A seat plus the chief's connection to it and its upload in flight."""
 
     conn: Connection
-    reject_reason: str | None = None  # set by the allocator when an upload is refused before its data
+    reject_reason: Refusal | None = None  # set by the allocator when an upload is refused before its data
     staging: list[np.ndarray] | None = field(default=None, repr=False)
 
 
@@ -90,9 +89,12 @@ class ChiefSession:
         self._slots: UploadSlots | None = None
         self._listener: Listener | None = None
         self._intake: Intake | None = None
+        self._deadlines: UploadDeadlines[_Worker] = UploadDeadlines(
+            federation.min_upload_rate, federation.upload_grace, self._upload_too_slow
+        )
         self._counter_lock = threading.Lock()
         # Long-lived pools: a round must not pay for starting threads.
-        self._senders = ThreadPoolExecutor(max_workers=32, thread_name_prefix="chief-send")
+        self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced)
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint")
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -110,8 +112,12 @@ class ChiefSession:
             self._listener = self._transport.listen(
                 self.federation.private_ip, self.federation.private_port, self._limits
             )
-            self._intake = Intake(self._listener, self._serve_worker, self.status, self._extra_handlers)
+            self._intake = Intake(
+                self._listener, self._serve_worker, self.status, self._extra_handlers,
+                max_pending=self.federation.max_pending_connections, hello_timeout=self.federation.hello_timeout,
+            )
             self._intake.start()
+            self._deadlines.start()
             log.info("chief %s listening on %s:%d", self.name, self.federation.private_ip, self._listener.port)
         return self._listener.port
 
@@ -150,6 +156,8 @@ class ChiefSession:
         """Contribute the chief's weights, gather the workers' until all are in or the deadline
         passes, average, checkpoint, broadcast. final defaults to "this was the last round"."""
         book = self._book
+        fits = book.current is not None and book.own_weights_refusal(weights) is None
+        span = distance(weights, book.global_weights) if fits else None  # only this thread replaces them
         with self._cond:
             if book.current is None or not book.started:
                 raise RuntimeError("average() before start()")
@@ -158,7 +166,7 @@ class ChiefSession:
             refusal = book.own_weights_refusal(weights)
             if refusal:
                 raise ValueError(refusal)
-            book.contribute_own(weights, num_samples)
+            book.contribute_own(weights, num_samples, span)
             number = book.round_number
             expected = book.expected()
             deadline = time.monotonic() + self.federation.round_timeout
@@ -173,6 +181,9 @@ class ChiefSession:
                 self.status.error(f"round {number}: no update from {', '.join(sorted(missing))}")
             closed = book.close_round(final)
             recipients = book.alive()
+        if closed.refusal is not None:
+            log.error("%s", closed.refusal)
+            self.status.error(str(closed.refusal))
         # The checkpoint is written while the broadcast runs (a crash in between only repeats a round),
         # and is on disk before average() returns.
         checkpointing = self._background.submit(
@@ -194,10 +205,6 @@ class ChiefSession:
         with self._cond:
             return self._book.participants()
 
-    def serve_until(self, stop: threading.Event) -> None:
-        """Keep accepting (late joiners get the final weights; ledger deliveries land) until stop is set."""
-        stop.wait()
-
     def close(self) -> None:
         try:
             for hook in self._on_close:
@@ -216,7 +223,8 @@ class ChiefSession:
             worker.conn.close()
         if self._intake is not None:
             self._intake.close()
-        self._senders.shutdown(wait=True)
+        self._deadlines.close()
+        self._broadcast.close()
         self._background.shutdown(wait=True)
 
     # -- joining ----------------------------------------------------------------------------------
@@ -235,21 +243,20 @@ class ChiefSession:
     def _register(self, conn: Connection, hello: Frame) -> _Worker | None:
         book = self._book
         with self._cond:
-            refusal = book.admission_refusal(conn.peer)
+            refusal = book.admission_refusal(conn.peer, hello.body)
             if refusal is None:
                 worker = _Worker(conn.peer, book.task_index_for(conn.peer), conn=conn)
-                previous = book.seat(worker)
+                book.seat(worker)
                 started = book.started
                 total = book.total()
                 self._cond.notify_all()
         if refusal is not None:
             log.warning("refused %s: %s", conn.peer, refusal)
-            conn.send([encode_control_frame(MessageType.BYE, 0, {"reason": refusal})])
+            self.status.error(f"refused {conn.peer}: {refusal}")
+            with contextlib.suppress(TransportError):
+                conn.send([encode_control_frame(MessageType.BYE, 0, refusal.body())])
             conn.close()
             return None
-        if previous is not None:
-            log.info("%s reconnected; dropping its old connection", conn.peer)
-            self._drop(previous, "replaced by a new connection")
         log.info("%s joined (task index %d, samples %s)", conn.peer, worker.task_index, hello.body.get("num_samples"))
         if started:  # a late joiner or a rejoin: current global weights right away
             self._welcome(worker, total)
@@ -292,6 +299,7 @@ class ChiefSession:
                 return
 
     def _release_staging(self, worker: _Worker) -> None:
+        self._deadlines.end(worker)
         staging, worker.staging = worker.staging, None
         if staging is not None and self._slots is not None:
             self._slots.release(staging)
@@ -302,14 +310,20 @@ class ChiefSession:
         """Decide from the tensor header alone whether to take the upload; reserve a staging slot."""
         worker.reject_reason = None
         if header.type is not MessageType.UPDATE:
-            worker.reject_reason = f"{header.type.name} cannot carry tensors from a worker"
+            worker.reject_reason = Refusal("not-update", f"{header.type.name} cannot carry tensors from a worker")
             return None
         with self._cond:
             worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)
         if worker.reject_reason is not None or self._slots is None:
             return None
         worker.staging = self._slots.acquire()
+        # The clock starts once the slot is ours (waiting for it is not the worker's fault).
+        self._deadlines.begin(worker, sum(spec.nbytes for spec in specs))
         return worker.staging
+
+    def _upload_too_slow(self, worker: _Worker) -> None:
+        rate, grace = self._deadlines.min_rate, self._deadlines.grace
+        self._drop(worker, f"upload too slow: not done within {grace:g}s + its size at {rate} B/s")
 
     def _accept_update(self, worker: _Worker, frame: Frame, seconds: float) -> None:
         with self._cond:
@@ -324,8 +338,11 @@ class ChiefSession:
             reason = self._book.content_refusal(frame.tensors)
         if reason is None and frame.tensors is not None:
             with self._cond:
+                trained_from = self._book.global_weights
+            span = distance(frame.tensors, trained_from)  # outside the lock: it reads the whole update
+            with self._cond:
                 reason = self._book.fold(worker.name, frame.round, frame.tensors, frame.num_samples,
-                                         frame.wire_bytes)
+                                         frame.wire_bytes, span)
                 self._cond.notify_all()
         if reason is not None:
             with self._cond:
@@ -333,33 +350,12 @@ class ChiefSession:
                 self._cond.notify_all()
             log.warning("rejected update from %s: %s", worker.name, reason)
             self.status.error(f"rejected update from {worker.name}: {reason}")
-            self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, {"reason": reason})])
+            self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, reason.body())])
 
-    def _broadcast(self, workers: list[_Worker], round_number: int, weights: list[np.ndarray], final: bool) -> int:
-        """Send the weights to every worker concurrently; returns the bytes sent."""
-        if not workers:
-            return 0
-        flags = Flags.FINAL if final else Flags.NONE
-        parts = encode_tensor_frame(MessageType.WEIGHTS, round_number, weights, 0, flags)
-        digest = digest_while_sending(parts, self._hash_payloads)
-        total = sum(1 for w in workers if w.alive) + 1
-
-        def send_one(worker: _Worker) -> int:
-            started = time.monotonic()
-            sent = self._send(worker, parts)
-            if sent:
-                with self._cond:
-                    self._book.synced(worker, round_number)
-                    self._cond.notify_all()
-                self.events.emit(
-                    TransferEvent(round_number, self.name, worker.name, self.name, "send", total, sent, digest.result(),
-                                  time.monotonic() - started, "weights")
-                )
-            return sent
-
-        if len(workers) == 1:
-            return send_one(workers[0])
-        return sum(self._senders.map(send_one, workers))
+    def _synced(self, worker: _Worker, round_number: int) -> None:
+        with self._cond:
+            self._book.synced(worker, round_number)
+            self._cond.notify_all()
 
     def _send(self, worker: _Worker, parts: list[bytes | memoryview]) -> int:
         try:
@@ -372,8 +368,7 @@ class ChiefSession:
 
     def _count(self, sent: int = 0, received: int = 0) -> None:
         with self._counter_lock:
-            self.bytes_sent += sent
-            self.bytes_received += received
+            self.bytes_sent, self.bytes_received = self.bytes_sent + sent, self.bytes_received + received
 
     def _drop(self, worker: _Worker, reason: str) -> None:
         with self._cond:

@@ -9,14 +9,17 @@ tested on their own, and a new aggregation rule changes this file, not the chief
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from edgefed.config import FederationSection
-from edgefed.federation.aggregation import StreamingAggregator, first_non_finite, spec_mismatch
+from edgefed.federation.aggregation import first_non_finite, spec_mismatch
+from edgefed.federation.strategies import Aggregator, make_aggregator
 from edgefed.wire import TensorSpec, specs_of
 
 
@@ -27,10 +30,24 @@ class RoundRules:
     rounds: int
     min_workers: int = 0
     allow_late_joiners: bool = True
+    aggregation: str = "fedavg"
+    robust_fraction: float = 0.2
+    clip_factor: float = 2.0
+    screen_factor: float = 0.0
+    max_buffered_updates: int = 64
 
     @classmethod
     def from_section(cls, federation: FederationSection) -> RoundRules:
-        return cls(federation.rounds, federation.min_workers, federation.allow_late_joiners)
+        return cls(
+            federation.rounds, federation.min_workers, federation.allow_late_joiners, federation.aggregation,
+            federation.robust_fraction, federation.clip_factor, federation.screen_factor,
+            federation.max_buffered_updates,
+        )
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the aggregation keeps every update until the round closes."""
+        return self.aggregation in ("trimmed-mean", "median", "krum")
 
 
 @dataclass(eq=False)
@@ -46,7 +63,7 @@ class Seat:
 @dataclass
 class Round:
     number: int
-    aggregator: StreamingAggregator
+    aggregator: Aggregator
     submitted: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)  # submitted, or refused: the chief stops waiting
     open: bool = True
@@ -62,9 +79,41 @@ class ClosedRound:
     final: bool
     contributors: list[str]
     bytes_received: int
+    refusal: Refusal | None = None  # set when the average was not adopted
 
 
 S = TypeVar("S", bound=Seat)
+
+RECENT_DISTANCES = 64  # how many recent update distances set the scale for clip and screening
+MIN_DISTANCES = 3  # fewer than this: no scale yet (the first updates are neither clipped nor screened)
+PROTOCOL = 1  # the HELLO protocol version this chief speaks
+MAX_NUM_SAMPLES = 1 << 48  # a worker's sample count beyond this is a lie, not a data set
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the chief refuses something: a stable code for programs, a sentence for people."""
+
+    code: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def body(self) -> dict[str, str]:
+        """What goes into the REJECT or BYE frame."""
+        return {"reason": self.reason, "code": self.code}
+
+
+def hello_refusal(hello: Mapping[str, Any]) -> Refusal | None:
+    """A HELLO body's fields, checked: protocol (absent means 1) and a non-negative sample count."""
+    protocol = hello.get("protocol", PROTOCOL)
+    if isinstance(protocol, bool) or protocol != PROTOCOL:
+        return Refusal("protocol", f"HELLO speaks protocol {protocol!r}; this chief speaks {PROTOCOL}")
+    samples = hello.get("num_samples", 0)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 0 <= samples <= MAX_NUM_SAMPLES:
+        return Refusal("bad-samples", f"HELLO.num_samples must be an integer in 0..{MAX_NUM_SAMPLES}, got {samples!r}")
+    return None
 
 
 def freeze(weights: list[np.ndarray]) -> list[np.ndarray]:
@@ -88,13 +137,28 @@ class RoundBook(Generic[S]):
         self.global_weights: list[np.ndarray] = []
         self.specs: list[TensorSpec] = []
         self.current: Round | None = None  # None until begin()
+        # distances from the global model of recently taken updates: the scale for clip and screening
+        self.distances: deque[float] = deque(maxlen=RECENT_DISTANCES)
 
     def begin(self, weights: list[np.ndarray], start_round: int, finished: bool) -> None:
         """Take the starting weights (the caller's, or a checkpoint's) and open start_round."""
         self.global_weights = freeze(weights)
         self.specs = specs_of(weights)
         self.finished = finished or start_round >= self.rules.rounds
-        self.current = Round(start_round, StreamingAggregator(self.specs))
+        self.current = self._new_round(start_round)
+
+    def _new_round(self, number: int) -> Round:
+        rules = self.rules
+        typical = self.typical_distance()
+        bound = None if typical is None else rules.clip_factor * typical
+        aggregator = make_aggregator(rules.aggregation, self.specs, self.global_weights, rules.robust_fraction, bound)
+        return Round(number, aggregator)
+
+    def typical_distance(self) -> float | None:
+        """The median distance of recent updates, once there are enough to trust it."""
+        if len(self.distances) < MIN_DISTANCES:
+            return None
+        return float(statistics.median(self.distances))
 
     @property
     def round_number(self) -> int:
@@ -119,23 +183,25 @@ class RoundBook(Generic[S]):
     def enough_workers(self) -> bool:
         return bool(self.rules.min_workers) and len(self.alive()) >= self.rules.min_workers
 
-    def admission_refusal(self, name: str) -> str | None:
-        """Why a worker called name may not join now, or None."""
+    def admission_refusal(self, name: str, hello: Mapping[str, Any] | None = None) -> Refusal | None:
+        """Why a worker called name, saying hello, may not join now, or None."""
         if self.started and not self.rules.allow_late_joiners and name not in self.task_indices:
-            return "late joiners are not allowed in this federation"
+            return Refusal("late-joiner", "late joiners are not allowed in this federation")
         if name == self.chief:
-            return f"{name} is the chief's own name"
-        return None
+            return Refusal("own-name", f"{name} is the chief's own name")
+        if self.is_alive(name):  # the same certificate twice: the live connection keeps its seat
+            return Refusal("duplicate", f"{name} is already connected; one connection per node")
+        return hello_refusal(hello or {})
 
     def task_index_for(self, name: str) -> int:
         """A worker keeps its task index across reconnections."""
         return self.task_indices.setdefault(name, len(self.task_indices) + 1)
 
-    def seat(self, seat: S) -> S | None:
-        """Register seat; returns the live seat it replaces, if any (the caller drops that one)."""
-        previous = self.seats.get(seat.name)
+    def seat(self, seat: S) -> None:
+        """Register an admitted worker (admission_refusal said yes: no live seat has its name)."""
+        if self.is_alive(seat.name):
+            raise ValueError(f"{seat.name} already holds a live seat")
         self.seats[seat.name] = seat
-        return previous if previous is not None and previous.alive else None
 
     def leave(self, seat: S) -> bool:
         """Mark seat gone; False if it already was."""
@@ -154,37 +220,59 @@ class RoundBook(Generic[S]):
         seat.synced_round = max(seat.synced_round, round_number)
 
     # -- uploads ----------------------------------------------------------------------------------
-    def header_refusal(self, round_number: int, specs: Sequence[TensorSpec], num_samples: int) -> str | None:
+    def header_refusal(self, round_number: int, specs: Sequence[TensorSpec], num_samples: int) -> Refusal | None:
         """Why an upload must be refused from its tensor header alone (before its data is taken)."""
         current = self.current.number if self.current is not None else -1
         mismatch = spec_mismatch(self.specs, specs)
-        if round_number != current:
-            return f"stale update for round {round_number}; the chief is at round {current}"
+        if round_number < current:
+            return Refusal("stale", f"stale update for round {round_number}; the chief is at round {current}")
+        if round_number > current:
+            return Refusal("ahead", f"update for round {round_number} is ahead of the chief's round {current}")
         if mismatch:
-            return f"update does not fit the model: {mismatch}"
+            return Refusal("mismatch", f"update does not fit the model: {mismatch}")
         if num_samples <= 0:
-            return "update carries no samples"
+            return Refusal("no-samples", "update carries no samples")
+        if num_samples > MAX_NUM_SAMPLES:
+            return Refusal("bad-samples", f"update claims {num_samples} samples (at most {MAX_NUM_SAMPLES})")
         return None
 
     @staticmethod
-    def content_refusal(tensors: Sequence[np.ndarray]) -> str | None:
+    def content_refusal(tensors: Sequence[np.ndarray]) -> Refusal | None:
         """Why an upload's received values must be refused (checked outside the lock: it reads them all)."""
         bad = first_non_finite(tensors)
-        return None if bad is None else f"tensor {bad} contains NaN or Inf"
+        return None if bad is None else Refusal("non-finite", f"tensor {bad} contains NaN or Inf")
 
     def fold(self, name: str, round_number: int, tensors: list[np.ndarray], num_samples: int,
-             wire_bytes: int) -> str | None:
-        """Add a checked update to its round (scaling tensors in place); or say why it is refused."""
+             wire_bytes: int, span: float | None = None) -> Refusal | None:
+        """Add a checked update to its round; or say why it is refused. span: the update's distance
+        from the global weights it was trained from (strategies.distance), for screening and clip."""
         current = self.current
         if current is None or current.number != round_number or not current.open:
-            return f"stale update for round {round_number}; the round has closed"
+            return Refusal("stale", f"stale update for round {round_number}; the round has closed")
         if name in current.submitted:
-            return f"a second update for round {round_number}"
+            return Refusal("second-update", f"a second update for round {round_number}")
+        if self.rules.buffered and len(current.submitted) >= self.rules.max_buffered_updates:
+            return Refusal("round-full", f"round {round_number} already holds {self.rules.max_buffered_updates} "
+                           f"updates (federation.max_buffered_updates)")
+        outlier = self.screen(span)
+        if outlier is not None:
+            return outlier
+        if span is not None:
+            self.distances.append(span)
         current.aggregator.add_scaled_in_place(tensors, num_samples, name)
         current.submitted.add(name)
         current.answered.add(name)
         current.bytes_received += wire_bytes
         return None
+
+    def screen(self, span: float | None) -> Refusal | None:
+        """An update farther from the global model than screen_factor x the typical distance is refused."""
+        typical = self.typical_distance()
+        factor = self.rules.screen_factor
+        if span is None or factor <= 0 or typical is None or span <= factor * typical:
+            return None
+        return Refusal("outlier", f"update is {span:.3g} from the global model, over {factor:g} x the "
+                       f"median distance of recent updates ({typical:.3g})")
 
     def refused(self, name: str, round_number: int) -> None:
         """A refused update still answers its round: the chief stops waiting for that worker."""
@@ -192,12 +280,14 @@ class RoundBook(Generic[S]):
             self.current.answered.add(name)
 
     # -- closing a round --------------------------------------------------------------------------
-    def own_weights_refusal(self, weights: Sequence[np.ndarray]) -> str | None:
+    def own_weights_refusal(self, weights: Sequence[np.ndarray]) -> str | None:  # a programming error
         mismatch = spec_mismatch(self.specs, specs_of(weights))
         return None if mismatch is None else f"the chief's own weights do not fit the model: {mismatch}"
 
-    def contribute_own(self, weights: Sequence[np.ndarray], num_samples: int) -> None:
+    def contribute_own(self, weights: Sequence[np.ndarray], num_samples: int, span: float | None = None) -> None:
         """The chief's own weights join the round it is closing (copied: the caller keeps them)."""
+        if span is not None:
+            self.distances.append(span)
         self._open_round().aggregator.add(weights, num_samples, self.chief)
 
     def expected(self) -> set[str]:
@@ -213,11 +303,17 @@ class RoundBook(Generic[S]):
         """Average the round, adopt it and open the next; final defaults to "this was the last round"."""
         current = self._open_round()
         current.open = False
-        average = freeze(current.aggregator.average())
+        average = current.aggregator.average()
+        bad = first_non_finite(average)
+        refusal = None
+        if bad is not None:  # never adopted, broadcast or checkpointed: the previous model stays
+            refusal = Refusal("non-finite-average", f"the average of round {current.number} holds NaN or Inf "
+                              f"in tensor {bad}; the previous global weights are kept")
+            average = self.global_weights
         next_round = current.number + 1
         is_final = final if final is not None else next_round >= self.rules.rounds
-        self.global_weights = average
+        self.global_weights = freeze(average)
         self.finished = is_final
-        self.current = Round(next_round, StreamingAggregator(self.specs))
+        self.current = self._new_round(next_round)
         return ClosedRound(average, next_round, is_final, list(current.aggregator.contributors),
-                           current.bytes_received)
+                           current.bytes_received, refusal)

@@ -181,7 +181,9 @@ class WorkerSession:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
                 reason = str(frame.body.get("reason", "no reason given"))
-                if "late joiners" in reason:
+                # refusals that retrying cannot change end the worker; "duplicate" waits for the chief
+                # to notice this node's previous connection is gone
+                if frame.body.get("code") in ("late-joiner", "own-name", "protocol") or "late joiners" in reason:
                     raise FederationRefused(f"the chief refused {self.name}: {reason}")
                 raise TransportError(f"chief said goodbye while joining: {reason}")
             if frame.type is MessageType.WELCOME:
