@@ -41,6 +41,7 @@ class FederationSection:
     public_ip: str = "127.0.0.1"
     public_port: int = 7777
     server_name: str = ""  # name the chief's certificate is checked against; default public_ip
+    chief_name: str = ""  # worker: the chief's node name (certificate CN); default: its first chief's, pinned
     wait_time: float = 30.0
     interval_steps: int = 100
     rounds: int = 10

@@ -59,6 +59,7 @@ class WorkerSession:
         self.status = status
         self.events.subscribe(self.status.transfer)
         self._conn: Connection | None = None
+        self._pinned_chief = ""  # the chief's certificate name, once a join succeeded
         self.chief = ""
         self.round = 0
         self.task_index = -1
@@ -175,6 +176,12 @@ class WorkerSession:
             federation.public_ip, federation.public_port, self._limits, federation.server_name or federation.public_ip
         )
         self._conn = conn
+        # The CA vouches for every node; the chief is the one node with the chief's name: the configured
+        # federation.chief_name, else the name this worker's first chief had (it may not change later).
+        expected = federation.chief_name or self._pinned_chief
+        if expected and conn.peer != expected:
+            raise TransportError(f"the node at {federation.public_ip}:{federation.public_port} is {conn.peer!r}, "
+                                 f"not the chief {expected!r}")
         self.chief = conn.peer
         conn.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": self.num_samples, "protocol": PROTOCOL})])
         while True:
@@ -190,6 +197,7 @@ class WorkerSession:
                 self.task_index = _int_field(frame, "task_index")
                 self.total = _int_field(frame, "total")
                 log.info("joined %s as task %d of %d", self.chief, self.task_index, self.total)
+                self._pinned_chief = self.chief
             elif frame.type is MessageType.WEIGHTS:
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgefed import pki
 from edgefed.config import NodeConfig
 from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.chief import ChiefSession
 from edgefed.pki import NodeCredentials
 from edgefed.trainers.softmax import SoftmaxTrainer
-from edgefed.transport import client_context, connect_tls
+from edgefed.transport import TransportError, client_context, connect_tls
 from edgefed.wire import MessageType, encode_control_frame, encode_tensor_frame
-from edgefed.wiring import build_chief
+from edgefed.wiring import build_chief, build_worker
 from tests.conftest import Processes, free_port, wait_for
 from tests.integration.test_refusals import Mallory
 
@@ -210,3 +211,38 @@ def test_connections_before_hello_are_capped(chief_with: ChiefFactory, pki_dir: 
     worker2 = Mallory(pki_dir, port, "worker2")
     wait_for(lambda: "worker2" in chief.participants(), 30, "worker2 to join once the cap freed")
     worker2.conn.close()
+
+
+def test_a_worker_dials_only_its_chief_by_name(make_config: Callable[..., NodeConfig], pki_dir: Path) -> None:
+    """Any node of the CA whose certificate matches the dialled address could pose as the chief."""
+    pki.issue_node(pki_dir, "impostor", ["127.0.0.1"])
+    port = free_port()
+    real = build_chief(make_config("chief", "chief", port, wait_time=0.0, rounds=100), ledger=False)
+    real.listen()
+    worker = build_worker(make_config("worker2", "worker", port, reconnect_timeout=2.0), ledger=False)
+    impostor = None
+    try:
+        real.start(SoftmaxTrainer().get_weights())
+        info = worker.start(None, 10)  # no chief_name configured: the first chief's name is pinned
+        assert worker.chief == "chief"
+        real.close()
+        impostor = build_chief(make_config("impostor", "chief", port, rounds=100), ledger=False)
+        impostor.listen()  # same address, a valid certificate of the same CA
+        with pytest.raises(TransportError, match="is 'impostor', not the chief 'chief'"):
+            worker.average(info.weights, 10)
+    finally:
+        worker.close()
+        real.close()
+        if impostor is not None:
+            impostor.close()
+
+    configured = build_worker(make_config("worker3", "worker", port, chief_name="chief", reconnect_timeout=1.0),
+                              ledger=False)
+    second = build_chief(make_config("impostor", "chief", port, rounds=100), ledger=False)
+    second.listen()
+    try:
+        with pytest.raises(TransportError, match="is 'impostor', not the chief 'chief'"):
+            configured.start(None, 10)  # federation.chief_name: refused on the very first join
+    finally:
+        configured.close()
+        second.close()
