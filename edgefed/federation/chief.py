@@ -310,7 +310,7 @@ class ChiefSession:
         """Decide from the tensor header alone whether to take the upload; reserve a staging slot."""
         worker.reject_reason = None
         if header.type is not MessageType.UPDATE:
-            worker.reject_reason = Refusal("not-update", f"{header.type.name} cannot carry tensors from a worker")
+            worker.reject_reason = Refusal("protocol-error", f"{header.type.name} cannot carry tensors from a worker")
             return None
         with self._cond:
             worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)

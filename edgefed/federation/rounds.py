@@ -87,12 +87,13 @@ S = TypeVar("S", bound=Seat)
 RECENT_DISTANCES = 64  # how many recent update distances set the scale for clip and screening
 MIN_DISTANCES = 3  # fewer than this: no scale yet (the first updates are neither clipped nor screened)
 PROTOCOL = 1  # the HELLO protocol version this chief speaks
-MAX_NUM_SAMPLES = 1 << 48  # a worker's sample count beyond this is a lie, not a data set
+MAX_NUM_SAMPLES = 10**12  # a sample count beyond this is a lie, not a data set (the codec's bound too)
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why the chief refuses something: a stable code for programs, a sentence for people."""
+    """Why the chief refuses something: a stable code for programs (the values of the codec's
+    ReasonCode), a sentence for people."""
 
     code: str
     reason: str
@@ -109,10 +110,10 @@ def hello_refusal(hello: Mapping[str, Any]) -> Refusal | None:
     """A HELLO body's fields, checked: protocol (absent means 1) and a non-negative sample count."""
     protocol = hello.get("protocol", PROTOCOL)
     if isinstance(protocol, bool) or protocol != PROTOCOL:
-        return Refusal("protocol", f"HELLO speaks protocol {protocol!r}; this chief speaks {PROTOCOL}")
+        return Refusal("unsupported-protocol", f"HELLO speaks protocol {protocol!r}; this chief speaks {PROTOCOL}")
     samples = hello.get("num_samples", 0)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 0 <= samples <= MAX_NUM_SAMPLES:
-        return Refusal("bad-samples", f"HELLO.num_samples must be an integer in 0..{MAX_NUM_SAMPLES}, got {samples!r}")
+        return Refusal("bad-hello", f"HELLO.num_samples must be an integer in 0..{MAX_NUM_SAMPLES}, got {samples!r}")
     return None
 
 
@@ -188,9 +189,9 @@ class RoundBook(Generic[S]):
         if self.started and not self.rules.allow_late_joiners and name not in self.task_indices:
             return Refusal("late-joiner", "late joiners are not allowed in this federation")
         if name == self.chief:
-            return Refusal("own-name", f"{name} is the chief's own name")
+            return Refusal("name-conflict", f"{name} is the chief's own name")
         if self.is_alive(name):  # the same certificate twice: the live connection keeps its seat
-            return Refusal("duplicate", f"{name} is already connected; one connection per node")
+            return Refusal("duplicate-identity", f"{name} is already connected; one connection per node")
         return hello_refusal(hello or {})
 
     def task_index_for(self, name: str) -> int:
@@ -227,13 +228,13 @@ class RoundBook(Generic[S]):
         if round_number < current:
             return Refusal("stale", f"stale update for round {round_number}; the chief is at round {current}")
         if round_number > current:
-            return Refusal("ahead", f"update for round {round_number} is ahead of the chief's round {current}")
+            return Refusal("future-round", f"update for round {round_number} is ahead of the chief's round {current}")
         if mismatch:
-            return Refusal("mismatch", f"update does not fit the model: {mismatch}")
+            return Refusal("shape-mismatch", f"update does not fit the model: {mismatch}")
         if num_samples <= 0:
             return Refusal("no-samples", "update carries no samples")
         if num_samples > MAX_NUM_SAMPLES:
-            return Refusal("bad-samples", f"update claims {num_samples} samples (at most {MAX_NUM_SAMPLES})")
+            return Refusal("protocol-error", f"update claims {num_samples} samples (at most {MAX_NUM_SAMPLES})")
         return None
 
     @staticmethod
@@ -250,9 +251,9 @@ class RoundBook(Generic[S]):
         if current is None or current.number != round_number or not current.open:
             return Refusal("stale", f"stale update for round {round_number}; the round has closed")
         if name in current.submitted:
-            return Refusal("second-update", f"a second update for round {round_number}")
+            return Refusal("duplicate-update", f"a second update for round {round_number}")
         if self.rules.buffered and len(current.submitted) >= self.rules.max_buffered_updates:
-            return Refusal("round-full", f"round {round_number} already holds {self.rules.max_buffered_updates} "
+            return Refusal("busy", f"round {round_number} already holds {self.rules.max_buffered_updates} "
                            f"updates (federation.max_buffered_updates)")
         outlier = self.screen(span)
         if outlier is not None:

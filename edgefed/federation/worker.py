@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 PROTOCOL = 1
 
 
+# BYE codes that retrying cannot change: the worker stops instead of reconnecting
+PERMANENT_REFUSALS = frozenset({"late-joiner", "bad-hello", "unsupported-protocol", "name-conflict", "not-allowed"})
+
+
 class FederationRefused(TransportError):
     """The chief refused this worker (e.g. late joiners not allowed); the message gives its reason."""
 
@@ -190,7 +194,7 @@ class WorkerSession:
                 reason = str(frame.body.get("reason", "no reason given"))
                 # refusals that retrying cannot change end the worker; "duplicate" waits for the chief
                 # to notice this node's previous connection is gone
-                if frame.body.get("code") in ("late-joiner", "own-name", "protocol") or "late joiners" in reason:
+                if frame.body.get("code") in PERMANENT_REFUSALS or "late joiners" in reason:
                     raise FederationRefused(f"the chief refused {self.name}: {reason}")
                 raise TransportError(f"chief said goodbye while joining: {reason}")
             if frame.type is MessageType.WELCOME:

@@ -103,10 +103,11 @@ def test_updates_for_a_future_round_and_hello_lies_are_refused_with_their_own_co
     round_, model = mallory.next_weights()
     mallory.update(round_ + 5, model)
     reject = mallory.conn.recv()
-    assert reject.type is MessageType.REJECT and reject.body["code"] == "ahead"
+    assert reject.type is MessageType.REJECT and reject.body["code"] == "future-round"
     assert reject.body["reason"] == f"update for round {round_ + 5} is ahead of the chief's round {round_}"
 
-    for hello, code in (({"num_samples": -3}, "bad-samples"), ({"protocol": 7, "num_samples": 1}, "protocol")):
+    lies = (({"num_samples": -3}, "bad-hello"), ({"protocol": 7, "num_samples": 1}, "unsupported-protocol"))
+    for hello, code in lies:
         liar = connect_tls("127.0.0.1", port, client_context(NodeCredentials.load(pki_dir, "worker2")))
         liar.send([encode_control_frame(MessageType.HELLO, 0, hello)])
         bye = liar.recv()
@@ -126,7 +127,7 @@ def test_the_same_certificate_twice_is_refused_and_the_live_worker_keeps_its_sea
     twin = connect_tls("127.0.0.1", port, client_context(NodeCredentials.load(pki_dir, "mallory")))
     twin.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": 50, "protocol": 1})])
     bye = twin.recv()
-    assert bye.type is MessageType.BYE and bye.body["code"] == "duplicate"
+    assert bye.type is MessageType.BYE and bye.body["code"] == "duplicate-identity"
     mallory.update(round_, model)  # the first connection was not replaced: its update counts
     assert sorted(chief.average(weights, 100).participants) == ["chief", "mallory", "worker1"]
 

@@ -71,4 +71,4 @@ def test_buffered_rules_hold_a_bounded_number_of_updates() -> None:
     for index in range(2):
         assert book.fold(f"w{index}", 0, [a.copy() for a in HONEST[index]], 1, 1) is None
     refusal = book.fold("w2", 0, [a.copy() for a in HONEST[2]], 1, 1)
-    assert refusal is not None and refusal.code == "round-full"
+    assert refusal is not None and refusal.code == "busy"
