@@ -6,7 +6,8 @@ each strategy costs the chief per round.
    travelled (`edgefed demo --attackers K --attack KIND --aggregation RULE` runs the same over TLS).
    Digits task, the numpy softmax trainer, chief + 10 workers, the last k of them attacking
    (edgefed.attacks: sign-flip, scale, huge, noise, little), every strategy, with update screening off;
-   plus "fedavg+screen": fedavg with federation.screen_factor = 4.
+   plus "fedavg+screen": fedavg with federation.screen_factor = 4. Updates reach the chief in a shuffled
+   order each round (the chief's own last, as its average() closes the round).
 2. Cost: one round of 10 updates of a 16 MB float32 model folded and combined, per strategy: seconds
    and the peak of memory allocated on top of the global model (tracemalloc).
 
@@ -62,9 +63,11 @@ def federate(variant: str, attack: str, attackers: int, rounds: int, interval_st
         trainer.use_shard(index, total)
     book: RoundBook[Seat] = RoundBook(rules_for(variant, rounds), "chief")
     book.begin(chief.get_weights(), 0, False)
+    arrivals = np.random.default_rng(1)  # the order updates reach the chief: shuffled every round
     for number in range(rounds):
         start = book.global_weights
-        for index, trainer in enumerate(workers, start=1):
+        for index in arrivals.permutation(WORKERS) + 1:
+            trainer = workers[index - 1]
             trainer.set_weights(start)
             trainer.train_steps(interval_steps)
             update = trainer.get_weights()
@@ -133,8 +136,9 @@ def section(results: dict[str, Any]) -> str:
         "",
         f"`bench/bench_poisoning.py` on {results['machine']}: the chief's round rules and strategies in one "
         f"process, digits, chief + {WORKERS} workers, {results['rounds']} rounds of {results['interval_steps']} "
-        "steps, the last k workers attacking (`edgefed/attacks.py`). Final accuracy; attack-free in the first "
-        "column. `fedavg+screen` is fedavg with `screen_factor = 4`.",
+        "steps, the last k workers attacking (`edgefed/attacks.py`), updates arriving in a shuffled order, "
+        "`robust_fraction` 0.2 (trimmed-mean trims 2 of 11 at each end, krum tolerates 2). Final accuracy; "
+        "attack-free in the first column. `fedavg+screen` is fedavg with `screen_factor = 4`.",
         "",
     ]
     for attack in ATTACKS:

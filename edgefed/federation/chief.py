@@ -24,7 +24,7 @@ from edgefed.federation.aggregation import UploadSlots
 from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgefed.federation.deadlines import UploadDeadlines
-from edgefed.federation.intake import ExtraHandler, Intake
+from edgefed.federation.intake import ExtraHandler, Intake, described
 from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, Seat
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.strategies import distance
@@ -33,7 +33,6 @@ from edgefed.wire import (
     Frame,
     FrameHeader,
     MessageType,
-    ProtocolError,
     TensorSpec,
     encode_control_frame,
 )
@@ -281,10 +280,9 @@ class ChiefSession:
                     allocator=lambda h, n, s: self._allocate_upload(worker, h, n, s),
                     hash_payload=self._hash_payloads,
                 )
-            except (ProtocolError, TransportError) as exc:
+            except Exception as exc:  # whatever the decoder raised: this worker leaves, the rounds go on
                 self._release_staging(worker)
-                prefix = "protocol error: " if isinstance(exc, ProtocolError) else ""
-                self._drop(worker, f"{prefix}{exc}")
+                self._drop(worker, described(exc))
                 return
             if frame.type is MessageType.UPDATE:
                 try:

@@ -27,6 +27,15 @@ ExtraHandler = Callable[[Connection, Frame], None]
 HelloHandler = Callable[[Connection, Frame], None]
 
 
+def described(exc: Exception) -> str:
+    """One line for a failed receive: the transport's or codec's own message, else what broke."""
+    if isinstance(exc, TransportError):
+        return str(exc)
+    if isinstance(exc, ProtocolError):
+        return f"protocol error: {exc}"
+    return f"undecodable frame ({type(exc).__name__})"
+
+
 def _no_tensors_before_hello(_header: FrameHeader, _num_samples: int, _specs: list[TensorSpec]) -> None:
     """A tensor frame before HELLO gets no memory: its data is read into scratch and dropped."""
     return None
@@ -135,8 +144,8 @@ class Intake:
             conn.settimeout(self._hello_timeout)
             first = conn.recv(allocator=_no_tensors_before_hello)
             conn.settimeout(None)
-        except (TransportError, ProtocolError) as exc:
-            problem = f"no whole first frame within {self._hello_timeout:g}s" if expired.is_set() else str(exc)
+        except Exception as exc:  # a frame the decoder chokes on costs this connection, never a traceback
+            problem = f"no whole first frame within {self._hello_timeout:g}s" if expired.is_set() else described(exc)
             log.warning("dropped %s before it said hello: %s", conn.peer, problem)
             self._status.error(f"{conn.peer}: {problem}")
             conn.close()

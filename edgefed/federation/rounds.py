@@ -150,10 +150,14 @@ class RoundBook(Generic[S]):
 
     def _new_round(self, number: int) -> Round:
         rules = self.rules
-        typical = self.typical_distance()
-        bound = None if typical is None else rules.clip_factor * typical
-        aggregator = make_aggregator(rules.aggregation, self.specs, self.global_weights, rules.robust_fraction, bound)
+        aggregator = make_aggregator(
+            rules.aggregation, self.specs, self.global_weights, rules.robust_fraction, self.clip_bound
+        )
         return Round(number, aggregator)
+
+    def clip_bound(self) -> float | None:
+        typical = self.typical_distance()
+        return None if typical is None else self.rules.clip_factor * typical
 
     def typical_distance(self) -> float | None:
         """The median distance of recent updates, once there are enough to trust it."""

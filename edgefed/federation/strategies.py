@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,7 @@ from edgefed.federation.aggregation import StreamingAggregator
 from edgefed.wire import TensorSpec
 
 STRATEGIES = AGGREGATIONS  # federation.aggregation's choices
+_SLICE = 1 << 18  # coordinates combined at once by the buffered rules
 
 
 class Aggregator(Protocol):
@@ -57,20 +58,24 @@ def distance(update: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> f
 
 
 class ClippingAggregator(StreamingAggregator):
-    """fedavg of updates pulled back to at most `bound` from the global model (None: no bound yet)."""
+    """fedavg of updates pulled back to at most bound() from the global model (None: no bound yet).
+    bound is asked at every update, so it follows the distances seen so far, this round's included."""
 
-    def __init__(self, specs: Sequence[TensorSpec], global_weights: Sequence[np.ndarray], bound: float | None) -> None:
+    def __init__(
+        self, specs: Sequence[TensorSpec], global_weights: Sequence[np.ndarray], bound: Callable[[], float | None]
+    ) -> None:
         super().__init__(specs)
         self._global = list(global_weights)
         self.bound = bound
 
     def _clipped(self, arrays: Sequence[np.ndarray], copy: bool) -> list[np.ndarray]:
-        if self.bound is None:
+        bound = self.bound()
+        if bound is None:
             return list(arrays)
         span = distance(arrays, self._global)
-        if span <= self.bound or span == 0.0:
+        if span <= bound or span == 0.0:
             return list(arrays)
-        scale = self.bound / span
+        scale = bound / span
         out = []
         for array, reference in zip(arrays, self._global, strict=True):
             target = np.array(array, copy=True) if copy else array
@@ -124,14 +129,18 @@ class BufferedAggregator:
         return result
 
     def _combine(self, tensor: int, spec: TensorSpec) -> np.ndarray:
-        stack = np.stack([update[tensor] for update in self.updates]).astype(np.float64)
-        if self.rule == "median":
-            combined = np.median(stack, axis=0)
-        else:  # trimmed-mean
-            trim = trim_count(len(self.updates), self.robust_fraction)
+        """Coordinate-wise, a slice of coordinates at a time: the temporary stack stays n x _SLICE."""
+        n = len(self.updates)
+        flats = [update[tensor].reshape(-1) for update in self.updates]
+        out = np.empty(flats[0].size, np.dtype(spec.dtype))
+        trim = trim_count(n, self.robust_fraction)
+        # the sorted rows averaged: the one or two middle ones (median), or all but trim at each end
+        low, high = ((n - 1) // 2, n // 2 + 1) if self.rule == "median" else (trim, n - trim)
+        for start in range(0, out.size, _SLICE):
+            stack = np.stack([flat[start:start + _SLICE] for flat in flats]).astype(np.float64)
             stack.sort(axis=0)
-            combined = stack[trim:len(self.updates) - trim].mean(axis=0)
-        return combined.astype(spec.dtype)
+            out[start:start + _SLICE] = stack[low:high].mean(axis=0)
+        return out.reshape(spec.shape)
 
 
 def trim_count(n: int, fraction: float) -> int:
@@ -156,7 +165,7 @@ def krum_select(updates: Sequence[Sequence[np.ndarray]], fraction: float) -> lis
 
 def make_aggregator(
     rule: str, specs: Sequence[TensorSpec], global_weights: Sequence[np.ndarray], robust_fraction: float,
-    clip_bound: float | None,
+    clip_bound: Callable[[], float | None],
 ) -> Aggregator:
     if rule == "fedavg":
         return StreamingAggregator(specs)

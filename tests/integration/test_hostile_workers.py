@@ -19,7 +19,7 @@ from edgefed.federation.chief import ChiefSession
 from edgefed.pki import NodeCredentials
 from edgefed.trainers.softmax import SoftmaxTrainer
 from edgefed.transport import TransportError, client_context, connect_tls
-from edgefed.wire import MessageType, encode_control_frame, encode_tensor_frame
+from edgefed.wire import FrameHeader, MessageType, encode_control_frame, encode_header, encode_tensor_frame
 from edgefed.wiring import build_chief, build_worker
 from tests.conftest import Processes, free_port, wait_for
 from tests.integration.test_refusals import Mallory
@@ -247,3 +247,28 @@ def test_a_worker_dials_only_its_chief_by_name(make_config: Callable[..., NodeCo
     finally:
         configured.close()
         second.close()
+
+
+def _deeply_nested_control_frame(message_type: MessageType) -> bytes:
+    body = b'{"a":' * 100_000 + b"1" + b"}" * 100_000  # 600 KB: under the control limit, 100,000 deep
+    return encode_header(FrameHeader(message_type, 0, len(body))) + body
+
+
+def test_a_body_that_chokes_the_decoder_costs_one_connection_before_and_after_hello(
+    chief_with: ChiefFactory, pki_dir: Path
+) -> None:
+    chief, port = chief_with(round_timeout=300.0)
+    with _raw_tls(pki_dir, port, "worker3") as tls:  # as the very first frame
+        tls.sendall(_deeply_nested_control_frame(MessageType.HELLO))
+        assert _closed_by_peer(tls)
+    wait_for(lambda: any(e.startswith("worker3: ") for e in errors_of(chief)), 10, "a one-line error")
+    mallory = Mallory(pki_dir, port)
+    weights = SoftmaxTrainer().get_weights()
+    chief.start(weights)
+    mallory.next_weights()
+    mallory.conn.send([_deeply_nested_control_frame(MessageType.BYE)])  # after HELLO, from a joined worker
+    result = chief.average(weights, 100)  # not round_timeout: mallory is dropped, not left registered
+    assert sorted(result.participants) == ["chief", "worker1"]
+    errors = errors_of(chief)
+    assert any(e.startswith("mallory left: ") for e in errors), errors
+    assert not any("deadline passed" in e for e in errors), errors

@@ -17,7 +17,7 @@ HOSTILE = [[np.full(a.shape, -100.0, np.float32) for a in GLOBAL] for _ in range
 
 
 def combine(rule: str, updates: list[list[np.ndarray]], bound: float | None = None) -> list[np.ndarray]:
-    aggregator = make_aggregator(rule, specs_of(GLOBAL), GLOBAL, 0.2, bound)
+    aggregator = make_aggregator(rule, specs_of(GLOBAL), GLOBAL, 0.2, lambda: bound)
     for index, update in enumerate(updates):
         aggregator.add_scaled_in_place([a.copy() for a in update], 10, f"w{index}")
     return aggregator.average()
@@ -41,7 +41,7 @@ def test_fedavg_is_dragged_away_and_clip_bounds_the_damage() -> None:
 
 
 def test_the_staging_buffers_are_not_kept_by_buffered_rules() -> None:
-    aggregator = make_aggregator("median", specs_of(GLOBAL), GLOBAL, 0.2, None)
+    aggregator = make_aggregator("median", specs_of(GLOBAL), GLOBAL, 0.2, lambda: None)
     staging = [a.copy() for a in HONEST[0]]
     aggregator.add_scaled_in_place(staging, 1, "w")
     staging[0][:] = 99  # the buffer is reused for the next upload
