@@ -34,14 +34,13 @@ from edgefed import pki  # noqa: E402
 from edgefed.config import config_from_dict  # noqa: E402
 from edgefed.contracts.events import TransferEvent  # noqa: E402
 from edgefed.demo import run_demo  # noqa: E402
-from edgefed.federation.chief import ChiefSession  # noqa: E402
 from edgefed.ledger.backends import pki_key_lookup  # noqa: E402
 from edgefed.ledger.chain import EmbeddedLedger  # noqa: E402
-from edgefed.ledger.hooks import NodeLedgerHooks  # noqa: E402
 from edgefed.ledger.outbox import Outbox, OutboxSink  # noqa: E402
 from edgefed.ledger.push import RemoteChainBackend  # noqa: E402
 from edgefed.ledger.records import TransferRecord  # noqa: E402
 from edgefed.transport import TlsTransport  # noqa: E402
+from edgefed.wiring import build_chief  # noqa: E402
 
 
 def events(count: int, observer: str = "worker1") -> list[TransferEvent]:
@@ -90,8 +89,7 @@ def bench_remote(root: Path, count: int) -> dict[str, Any]:
         "node": {"name": "chief", "role": "chief", "pki_dir": str(root / "pki"), "state_dir": str(root / "chief")},
         "federation": {"private_ip": "127.0.0.1", "private_port": port, "public_ip": "127.0.0.1", "public_port": port},
     })
-    hooks = NodeLedgerHooks.for_config(config)
-    session = ChiefSession(config, extra_handlers=hooks.extra_handlers)
+    session = build_chief(config)  # with the embedded ledger's LEDGER_PUSH handler
     session.listen()
     key = pki.NodeCredentials(root / "pki", "worker1").ledger_signing_key()
     records = [TransferRecord.from_event(e, "remote").signed(key) for e in events(count)]
@@ -104,7 +102,6 @@ def bench_remote(root: Path, count: int) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     finally:
         backend.close()
-        hooks.close()
         session.close()
     return {"records": count, "batch": 200, "records_per_s": round(count / seconds)}
 

@@ -30,11 +30,10 @@ from common import machine, model, peak_rss_mb, run_server_and_clients, update_d
 
 from edgefed import pki  # noqa: E402
 from edgefed.config import config_from_dict  # noqa: E402
-from edgefed.federation.chief import ChiefSession  # noqa: E402
-from edgefed.federation.worker import WorkerSession  # noqa: E402
 from edgefed.pki import NodeCredentials  # noqa: E402
 from edgefed.transport import client_context, server_context  # noqa: E402
 from edgefed.transport.tcp import tune_socket  # noqa: E402
+from edgefed.wiring import build_chief, build_worker  # noqa: E402
 
 
 def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
@@ -53,7 +52,7 @@ def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
 # -- edgefed -----------------------------------------------------------------------------------------
 def run_chief(args: argparse.Namespace) -> None:
     config = node_config(args, "chief", "chief")
-    chief = ChiefSession(config)
+    chief = build_chief(config, ledger=False)  # digests only (--digests), no records
     chief.listen()
     print("listening", flush=True)
     current = chief.start(model(args.size)).weights  # keep no other reference: it is the chief's model
@@ -69,7 +68,7 @@ def run_chief(args: argparse.Namespace) -> None:
 
 def run_worker(args: argparse.Namespace) -> None:
     config = node_config(args, args.name, "worker")
-    session = WorkerSession(config)
+    session = build_worker(config, ledger=False)
     info = session.start()
     weights, finished = info.weights, info.finished
     while not finished:

@@ -268,12 +268,12 @@ def evaluate(trainer: Any, snapshots: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def run_chief(args: argparse.Namespace) -> None:
-    from edgefed.federation.chief import ChiefSession
+    from edgefed.wiring import build_chief
 
     trainer = make_trainer(args)
     interval = MODES[args.mode]
     rounds = args.steps // interval
-    chief = ChiefSession(node_config(args, "chief", "chief", rounds))
+    chief = build_chief(node_config(args, "chief", "chief", rounds), ledger=False)
     chief.listen()
     print("listening", flush=True)
     info = chief.start(trainer.get_weights(), trainer.num_samples)
@@ -303,11 +303,11 @@ def run_chief(args: argparse.Namespace) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    from edgefed.federation.worker import WorkerSession
+    from edgefed.wiring import build_worker
 
     trainer = make_trainer(args)
     interval = MODES[args.mode]
-    session = WorkerSession(node_config(args, args.name, "worker", args.steps // interval))
+    session = build_worker(node_config(args, args.name, "worker", args.steps // interval), ledger=False)
     info = session.start(None, trainer.num_samples)
     trainer.use_shard(info.task_index, info.total)
     trainer.set_weights(info.weights)

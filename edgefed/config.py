@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key."""
 
 
+Aggregation = Literal["fedavg", "clip", "trimmed-mean", "median", "krum"]
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+
+
 @dataclass(frozen=True)
 class NodeSection:
     name: str
@@ -39,6 +43,7 @@ class FederationSection:
     public_ip: str = "127.0.0.1"
     public_port: int = 7777
     server_name: str = ""  # name the chief's certificate is checked against; default public_ip
+    chief_name: str = ""  # worker: the chief's node name (certificate CN); default: its first chief's, pinned
     wait_time: float = 30.0
     interval_steps: int = 100
     rounds: int = 10
@@ -49,6 +54,16 @@ class FederationSection:
     max_concurrent_uploads: int = 1  # each upload in flight holds one model-sized staging buffer
     reconnect_max_delay: float = 30.0
     reconnect_timeout: float = 600.0  # a worker gives up after this long without a chief
+    # hostile-worker defences (docs/configuration.md, "Robust aggregation")
+    aggregation: Aggregation = "fedavg"
+    robust_fraction: float = 0.2  # share of workers assumed hostile (trimmed-mean trims it, krum tolerates it)
+    clip_factor: float = 2.0  # clip: update norms above this times the median of recent norms are scaled down
+    screen_factor: float = 0.0  # refuse updates this many times farther than the median distance (0: off)
+    max_buffered_updates: int = 64  # trimmed-mean, median, krum: updates held per round, each one model
+    min_upload_rate: int = 131072  # bytes/s: an upload slower than this (after upload_grace) is dropped
+    upload_grace: float = 10.0  # seconds every upload gets on top of its size / min_upload_rate
+    max_pending_connections: int = 16  # connections not yet past HELLO; more are closed at once
+    hello_timeout: float = 15.0  # seconds from accept to a whole first frame (not reset per byte)
 
 
 @dataclass(frozen=True)
@@ -84,11 +99,14 @@ class NodeConfig:
 _POSITIVE = {
     "federation.private_port", "federation.public_port", "federation.interval_steps",
     "federation.rounds", "federation.max_frame_bytes", "federation.max_concurrent_uploads",
+    "federation.max_buffered_updates", "federation.min_upload_rate", "federation.max_pending_connections",
     "trainer.batch_size",
 }
 _NON_NEGATIVE = {
     "federation.wait_time", "federation.round_timeout", "federation.min_workers",
     "federation.reconnect_max_delay", "federation.reconnect_timeout", "ledger.commit_timeout", "trainer.learning_rate",
+    "federation.clip_factor", "federation.screen_factor", "federation.upload_grace", "federation.robust_fraction",
+    "federation.hello_timeout",
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
 _LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys
@@ -156,6 +174,11 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
         raise ConfigError("node: required section is missing")
     sections = {name: _build_section(cls, name, raw[name]) for name, cls in _SECTIONS.items() if name in raw}
     config = NodeConfig(**sections)
+    if not config.federation.robust_fraction < 0.5:
+        raise ConfigError(
+            f"federation.robust_fraction: must be below 0.5 (a majority of honest workers), "
+            f"got {config.federation.robust_fraction!r}"
+        )
     if config.ledger.backend == "iroha" and not config.ledger.torii:
         raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
     if not _LEDGER_PROCESS.match(config.ledger.process):

@@ -126,9 +126,14 @@ def _stop_ledger(
 def run_demo(
     workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
+    attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
 ) -> DemoResult:
+    """attackers: how many of the workers (the last ones) poison their updates with attack
+    (edgefed.attacks); aggregation: the chief's federation.aggregation."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if not 0 <= attackers <= workers:
+        raise UsageError(f"--attackers must be between 0 and --workers ({workers}), got {attackers}")
     if rounds < 1:
         raise UsageError(f"--rounds must be >= 1, got {rounds}")
     out = out or sys.stdout
@@ -138,7 +143,10 @@ def run_demo(
         names = worker_names(workers)
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
-        extra = None if ledger else {"ledger": {"enabled": False}}
+        extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation}}
+        if not ledger:
+            extra["ledger"] = {"enabled": False}
+        hostile = set(names[len(names) - attackers:]) if attackers else set()
         configs = {
             CHIEF: write_node_config(root, CHIEF, "chief", port, rounds, workers, interval_steps, trainer, extra)
         }
@@ -163,9 +171,10 @@ def run_demo(
                 stdout=subprocess.PIPE, stderr=logs[CHIEF], text=True, env=env,
             )
             for name in names:
+                command = _node_command("worker", configs[name])
                 processes[name] = subprocess.Popen(
-                    _node_command("worker", configs[name]), stdout=logs[name], stderr=subprocess.STDOUT,
-                    text=True, env=env,
+                    [*command, "--attack", attack] if name in hostile else command,
+                    stdout=logs[name], stderr=subprocess.STDOUT, text=True, env=env,
                 )
             _print_header(out)
             first_round = threading.Event()
@@ -209,6 +218,9 @@ def run_demo(
         result.summary = {
             "rounds": len(result.rounds),
             "workers": workers,
+            "attackers": attackers,
+            "attack": attack if attackers else None,
+            "aggregation": aggregation,
             "accuracy": last.get("accuracy"),
             "loss": last.get("loss"),
             "bytes_sent": int(summary.get("bytes_sent", 0)) + int(summary.get("bytes_received", 0)),

@@ -14,11 +14,9 @@ from types import FrameType
 from edgefed.config import NodeConfig, TrainerSection
 from edgefed.contracts.events import EventBus
 from edgefed.errors import UsageError
-from edgefed.federation.chief import ChiefSession
 from edgefed.federation.driver import RoundReport, run_federated
-from edgefed.federation.worker import WorkerSession
-from edgefed.ledger.hooks import NodeLedgerHooks
 from edgefed.trainers.base import Trainer
+from edgefed.wiring import build_session
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +46,22 @@ def run_node(
     exit_when_done: bool = False,
     progress: Callable[[dict[str, object]], None] | None = None,
     events: EventBus | None = None,
+    attack: str | None = None,
 ) -> list[RoundReport]:
     """Train as the configured role until the chief ends training; then, unless exit_when_done, keep
     serving (the chief answers late joiners and ledger deliveries) until SIGTERM."""
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)
-    bus = events or EventBus()
     # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
-    ledger = NodeLedgerHooks.for_config(config)
-    for sink in ledger.sinks:
-        bus.subscribe(sink)
-    session: ChiefSession | WorkerSession
-    if config.node.role == "chief":
-        session = ChiefSession(config, bus, extra_handlers=ledger.extra_handlers)
-    else:
-        session = WorkerSession(config, bus)
+    session = build_session(config, events or EventBus())
     trainer = make_trainer(config.trainer)
+    if attack:  # a simulated hostile worker (demo, poisoning benchmark)
+        from edgefed.attacks import AttackingTrainer
+
+        trainer = AttackingTrainer(trainer, attack, seed=config.trainer.seed)
+
     def on_round(report: RoundReport) -> None:
         record = asdict(report)
         log.info("round %s", json.dumps(record))
@@ -87,8 +83,7 @@ def run_node(
             stop.wait()
         return reports
     finally:
-        ledger.close()  # first: ends the ledger connections the chief's close() would otherwise wait for
-        session.close()
+        session.close()  # the ledger hooks close first, then the session
 
 
 def print_jsonl(record: dict[str, object]) -> None:

@@ -4,6 +4,7 @@
 #   bench/bench_seed_table.py  the seed's table: single node vs synchronous SGD vs FedAvg, 6 nodes in
 #                              network namespaces behind shaped links (needs root: ip netns, tc)
 #   bench/bench_ledger.py      the ledger's records/s and round time with the ledger on vs off
+#   bench/bench_poisoning.py   accuracy of each aggregation strategy with k of 10 workers attacking
 # Options: make bench BENCH_FLOWER_ARGS="--workers 2 8 --sizes 1 16" BENCH_SEED_ARGS="--steps 300"
 #
 # Flower runs in its own environment: flwr pins protobuf/grpcio versions of its own, and the project's
@@ -23,8 +24,8 @@ $(FLWR_VENV)/.installed: mk/bench.mk
 	  from flwr.server import start_server; from flwr.client import start_client; print('flwr', flwr.__version__)"
 	touch $@
 
-.PHONY: bench bench-flower bench-seed-table
-bench: bench-flower bench-seed-table ## every benchmark; updates docs/benchmarks.md and docs/bench/*.png
+.PHONY: bench bench-flower bench-seed-table bench-poisoning
+bench: bench-flower bench-seed-table bench-poisoning ## every benchmark; updates docs/benchmarks.md and docs/bench/*.png
 	@if [ -f bench/bench_ledger.py ]; then $(MAKE) --no-print-directory bench-ledger; fi
 	@echo "docs/benchmarks.md and docs/bench/*.png updated"
 
@@ -33,3 +34,6 @@ bench-flower: setup $(FLWR_VENV)/.installed ## one FedAvg round: edgefed vs Flow
 
 bench-seed-table: setup ## the seed's table in network namespaces (needs root)
 	$(PY) bench/bench_seed_table.py $(BENCH_SEED_ARGS)
+
+bench-poisoning: setup
+	$(PY) bench/bench_poisoning.py $(BENCH_POISONING_ARGS)

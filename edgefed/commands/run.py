@@ -8,7 +8,8 @@ import json
 import sys
 from typing import Any
 
-from edgefed.config import NodeConfig, load_config
+from edgefed.attacks import ATTACKS
+from edgefed.config import AGGREGATIONS, NodeConfig, load_config
 
 
 def register(subcommands: Any) -> None:
@@ -22,6 +23,9 @@ def register(subcommands: Any) -> None:
                             help="exit when training ends instead of serving until stopped")
         parser.add_argument("--progress-jsonl", action="store_true",
                             help="print one JSON line per round on stdout")
+        if role == "worker":
+            parser.add_argument("--attack", choices=ATTACKS,
+                                help="simulate a hostile worker that poisons its updates (demo and benchmarks)")
         parser.set_defaults(handler=_run_node, role=role)
 
     demo = subcommands.add_parser("demo", help="chief + N workers on loopback, trained on the digits data set")
@@ -32,6 +36,10 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--state-dir", help="keep every node's state here (default: a temporary directory)")
     demo.add_argument("--json", action="store_true", help="end with one JSON line summarising the run")
     demo.add_argument("--no-ledger", action="store_true", help="run without the transfer ledger (for comparison)")
+    demo.add_argument("--attackers", type=int, default=0, help="how many of the workers poison their updates")
+    demo.add_argument("--attack", choices=ATTACKS, default="scale", help="what the attackers send (default: scale)")
+    demo.add_argument("--aggregation", choices=AGGREGATIONS, default="fedavg",
+                      help="how the chief combines updates (federation.aggregation)")
     demo.set_defaults(handler=_demo)
 
 
@@ -53,7 +61,8 @@ def _run_node(args: argparse.Namespace) -> int:
     from edgefed.node import print_jsonl, run_node
 
     config = _with_overrides(load_config(args.config), args)
-    run_node(config, exit_when_done=args.exit_when_done, progress=print_jsonl if args.progress_jsonl else None)
+    run_node(config, exit_when_done=args.exit_when_done, progress=print_jsonl if args.progress_jsonl else None,
+             attack=getattr(args, "attack", None))
     return 0
 
 
@@ -63,6 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
     result = run_demo(
         args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
         out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
+        attackers=args.attackers, attack=args.attack, aggregation=args.aggregation,
     )
     if args.json:
         print(json.dumps(result.summary))

@@ -17,12 +17,22 @@ _FINITE_CHECK_CHUNK = 1 << 20  # elements: bounds the temporary mask np.isfinite
 
 
 def accumulator_dtype(dtype: str) -> np.dtype:
-    """float32 and float64 sum in their own precision; narrower floats and integers in a wider type."""
-    if dtype in ("float32", "float64"):
-        return np.dtype(dtype)
-    if dtype == "float16":
-        return np.dtype("float32")
+    """Every sum is float64: a float32 sum of n_i * w_i overflows to Inf for finite but huge updates
+    (3e38 x 1000 samples), and one Inf poisons every later round. The mean of finite float32 values is
+    within float32's range, so the average cast back is finite whatever the updates were."""
+    del dtype
     return np.dtype("float64")
+
+
+def _add_scaled(running: np.ndarray, array: np.ndarray, num_samples: int) -> None:
+    """running += num_samples * array, computed in running's dtype a chunk at a time (the temporary
+    stays _FINITE_CHECK_CHUNK elements, whatever the tensor's size)."""
+    flat_sum, flat = running.reshape(-1), np.asarray(array).reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHECK_CHUNK):
+        stop = start + _FINITE_CHECK_CHUNK
+        with np.errstate(over="ignore"):  # an overflow is caught by the finite check of the average
+            part = np.multiply(flat[start:stop], num_samples, dtype=running.dtype)
+            np.add(flat_sum[start:stop], part, out=flat_sum[start:stop])
 
 
 def first_non_finite(arrays: Sequence[np.ndarray]) -> int | None:
@@ -57,20 +67,13 @@ class StreamingAggregator:
         self.contributors: list[str] = []
 
     def add_scaled_in_place(self, arrays: list[np.ndarray], num_samples: int, contributor: str) -> None:
-        """Add num_samples * arrays to the sum, scaling arrays in place (they are staging buffers)."""
-        for running, array in zip(self._sums, arrays, strict=True):
-            if array.dtype == running.dtype:
-                np.multiply(array, num_samples, out=array)
-                np.add(running, array, out=running)
-            else:
-                np.add(running, array.astype(running.dtype) * num_samples, out=running)
-        self.total_samples += num_samples
-        self.contributors.append(contributor)
+        """Add num_samples * arrays to the sum (arrays are staging buffers; they are left as received)."""
+        self.add(arrays, num_samples, contributor)
 
     def add(self, arrays: Sequence[np.ndarray], num_samples: int, contributor: str) -> None:
-        """Add num_samples * arrays without touching arrays (one tensor-sized temporary at a time)."""
+        """Add num_samples * arrays without touching arrays (one chunk-sized temporary at a time)."""
         for running, array in zip(self._sums, arrays, strict=True):
-            np.add(running, np.asarray(array, dtype=running.dtype) * num_samples, out=running)
+            _add_scaled(running, array, num_samples)
         self.total_samples += num_samples
         self.contributors.append(contributor)
 
@@ -80,7 +83,8 @@ class StreamingAggregator:
             raise ValueError("no samples were contributed to this round")
         result = []
         for running, spec in zip(self._sums, self.specs, strict=True):
-            np.divide(running, self.total_samples, out=running)
+            with np.errstate(invalid="ignore", over="ignore"):  # Inf sums are refused by the caller
+                np.divide(running, self.total_samples, out=running)
             mean = running
             if spec.dtype != running.dtype.name:
                 rounded = np.rint(running) if np.dtype(spec.dtype).kind in "iu" else running

@@ -10,109 +10,90 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from edgefed.config import NodeConfig
+from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
-from edgefed.federation.aggregation import StreamingAggregator, UploadSlots, first_non_finite, spec_mismatch
+from edgefed.federation.aggregation import UploadSlots
+from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from edgefed.federation.digests import digest_while_sending
+from edgefed.federation.deadlines import UploadDeadlines
+from edgefed.federation.intake import ExtraHandler, Intake, described
+from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, Seat
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.pki import NodeCredentials
-from edgefed.transport import Connection, Listener, PendingConnection, TlsTransport, Transport, TransportError
+from edgefed.federation.strategies import distance
+from edgefed.transport import Connection, Listener, Transport, TransportError
 from edgefed.wire import (
-    Flags,
     Frame,
     FrameHeader,
     MessageType,
-    ProtocolError,
     TensorSpec,
     encode_control_frame,
-    encode_tensor_frame,
-    specs_of,
 )
 
 log = logging.getLogger(__name__)
 
-FIRST_FRAME_TIMEOUT = 15.0
-ExtraHandler = Callable[[Connection, Frame], None]
 
+@dataclass(eq=False, kw_only=True)
+class _Worker(Seat):
+    """A seat plus the chief's connection to it and its upload in flight."""
 
-@dataclass(eq=False)
-class _Worker:
-    name: str
     conn: Connection
-    task_index: int
-    synced_round: int = -1  # the round whose global weights this worker last received
-    alive: bool = True
-    reject_reason: str | None = None  # set by the allocator when an upload is refused before its data
-    staging: list[np.ndarray] | None = None
-
-
-@dataclass
-class _Round:
-    number: int
-    aggregator: StreamingAggregator
-    submitted: set[str] = field(default_factory=set)
-    answered: set[str] = field(default_factory=set)  # submitted, or rejected: the chief stops waiting
-    open: bool = True
-    bytes_received: int = 0
-
-
-def _freeze(weights: list[np.ndarray]) -> list[np.ndarray]:
-    """The global weights are shared by broadcasts, checkpoints and the caller: make them read-only
-    rather than copy them (a trainer's set_weights copies what it keeps)."""
-    for array in weights:
-        array.flags.writeable = False
-    return weights
+    reject_reason: Refusal | None = None  # set by the allocator when an upload is refused before its data
+    staging: list[np.ndarray] | None = field(default=None, repr=False)
 
 
 class ChiefSession:
-    """The seed's chief (is_chief=True): serves on private_ip:private_port and trains too."""
+    """The seed's chief (is_chief=True): serves on private_ip:private_port and trains too.
+
+    It is handed what it needs (edgefed.wiring builds these from a node's configuration): the
+    federation settings, its own name, a transport that already holds its credentials, its status
+    file and state directory. The rules of a round live in rounds.RoundBook; this class owns the
+    threads, the sockets and the clock.
+    """
 
     def __init__(
         self,
-        config: NodeConfig,
+        federation: FederationSection,
+        *,
+        name: str,
+        transport: Transport,
+        status: StatusFile,
+        state_dir: str | Path,
         events: EventBus | None = None,
         extra_handlers: dict[MessageType, ExtraHandler] | None = None,
-        status: StatusFile | None = None,
-        transport: Transport | None = None,
+        hash_payloads: bool = False,
+        on_close: Sequence[Callable[[], None]] = (),
     ) -> None:
-        self.config = config
-        self.name = config.node.name
-        self.federation = config.federation
+        self.name = name
+        self.federation = federation
         self.events = events or EventBus()
+        self.status = status
+        self._transport = transport
+        self._state_dir = state_dir
         self._extra_handlers = dict(extra_handlers or {})
-        self._limits = limits_for(self.federation)
-        # Payload digests exist for the ledger's records: without a ledger, no hashing.
-        self._hash_payloads = config.ledger.enabled
-        self._transport = transport or TlsTransport(NodeCredentials.load(config.node.pki_dir, self.name))
-        self._state_dir = config.node.state_dir
-        self.status = status or StatusFile(
-            self._state_dir, "chief", self.name, role="chief", task_index=0, round=0,
-            rounds_total=self.federation.rounds, participants=[],
-        )
+        self._limits = limits_for(federation)
+        self._hash_payloads = hash_payloads  # payload digests exist for the ledger's records
+        self._on_close = list(on_close)  # run first in close(): e.g. the ledger ends its push connections
         self.events.subscribe(self.status.transfer)
-        self._cond = threading.Condition()
-        self._workers: dict[str, _Worker] = {}
-        self._task_indices: dict[str, int] = {}
-        self._started = False
-        self._finished = False
+        self._cond = threading.Condition()  # guards _book and every seat
+        self._book: RoundBook[_Worker] = RoundBook(RoundRules.from_section(federation), name)
         self._closing = False
-        self._global: list[np.ndarray] = []
-        self._specs: list[TensorSpec] = []
-        self._round: _Round | None = None
         self._slots: UploadSlots | None = None
         self._listener: Listener | None = None
-        self._threads: list[threading.Thread] = []
+        self._intake: Intake | None = None
+        self._deadlines: UploadDeadlines[_Worker] = UploadDeadlines(
+            federation.min_upload_rate, federation.upload_grace, self._upload_too_slow
+        )
         self._counter_lock = threading.Lock()
         # Long-lived pools: a round must not pay for starting threads.
-        self._senders = ThreadPoolExecutor(max_workers=32, thread_name_prefix="chief-send")
+        self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced)
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint")
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -130,7 +111,12 @@ class ChiefSession:
             self._listener = self._transport.listen(
                 self.federation.private_ip, self.federation.private_port, self._limits
             )
-            self._spawn(self._accept_loop, "chief-accept")
+            self._intake = Intake(
+                self._listener, self._serve_worker, self.status, self._extra_handlers,
+                max_pending=self.federation.max_pending_connections, hello_timeout=self.federation.hello_timeout,
+            )
+            self._intake.start()
+            self._deadlines.start()
             log.info("chief %s listening on %s:%d", self.name, self.federation.private_ip, self._listener.port)
         return self._listener.port
 
@@ -145,199 +131,144 @@ class ChiefSession:
             raise ValueError("the chief needs initial weights (no checkpoint to resume from)")
         else:
             weights, start_round, finished = [np.array(w) for w in weights], 0, False
-        _freeze(weights)
-        specs = specs_of(weights)
         with self._cond:
-            self._global, self._specs = weights, specs
-            self._slots = UploadSlots(specs, self.federation.max_concurrent_uploads)
-            self._round = _Round(start_round, StreamingAggregator(specs))
-            self._finished = finished or start_round >= self.federation.rounds
+            self._book.begin(weights, start_round, finished)
+            self._slots = UploadSlots(self._book.specs, self.federation.max_concurrent_uploads)
         self.listen()
         self.status.update(state="waiting", round=start_round)
         self._wait_for_workers()
         with self._cond:
-            self._started = True
-            joined = [w for w in self._workers.values() if w.alive]
+            self._book.started = True
+            joined = self._book.alive()
             total = len(joined) + 1
+            finished = self._book.finished
+            weights = self._book.global_weights
         for worker in joined:
             self._welcome(worker, total)
-        self._broadcast(joined, start_round, weights, final=self._finished)
-        self.status.update(state="finished" if self._finished else "training", participants=self.participants())
-        return StartInfo(weights, start_round, 0, total, finished=self._finished)
+        self._broadcast(joined, start_round, weights, final=finished)
+        self.status.update(state="finished" if finished else "training", participants=self.participants())
+        return StartInfo(weights, start_round, 0, total, finished=finished)
 
     def average(
         self, weights: list[np.ndarray], num_samples: int, final: bool | None = None
     ) -> RoundResult:
         """Contribute the chief's weights, gather the workers' until all are in or the deadline
         passes, average, checkpoint, broadcast. final defaults to "this was the last round"."""
+        book = self._book
+        fits = book.current is not None and book.own_weights_refusal(weights) is None
+        span = distance(weights, book.global_weights) if fits else None  # only this thread replaces them
         with self._cond:
-            current = self._round
-            if current is None or not self._started:
+            if book.current is None or not book.started:
                 raise RuntimeError("average() before start()")
-            if self._finished:
-                return RoundResult(self._global, current.number, [], finished=True)
-            mismatch = spec_mismatch(self._specs, specs_of(weights))
-            if mismatch:
-                raise ValueError(f"the chief's own weights do not fit the model: {mismatch}")
-            current.aggregator.add(weights, num_samples, self.name)
-            expected = {w.name for w in self._workers.values() if w.alive and w.synced_round == current.number}
+            if book.finished:
+                return RoundResult(book.global_weights, book.round_number, [], finished=True)
+            refusal = book.own_weights_refusal(weights)
+            if refusal:
+                raise ValueError(refusal)
+            book.contribute_own(weights, num_samples, span)
+            number = book.round_number
+            expected = book.expected()
             deadline = time.monotonic() + self.federation.round_timeout
             while True:
-                missing = {n for n in expected if n not in current.answered and self._is_alive(n)}
+                missing = book.missing(expected)
                 remaining = deadline - time.monotonic()
                 if not missing or remaining <= 0 or self._closing:
                     break
                 self._cond.wait(remaining)
             if missing:
-                log.warning("round %d deadline passed without %s", current.number, sorted(missing))
-                self.status.error(f"round {current.number}: no update from {', '.join(sorted(missing))}")
-            current.open = False
-            average = _freeze(current.aggregator.average())
-            next_round = current.number + 1
-            is_final = final if final is not None else next_round >= self.federation.rounds
-            self._global = average
-            self._finished = is_final
-            self._round = _Round(next_round, StreamingAggregator(self._specs))
-            recipients = [w for w in self._workers.values() if w.alive]
-            contributors = list(current.aggregator.contributors)
+                log.warning("round %d deadline passed without %s", number, sorted(missing))
+                self.status.error(f"round {number}: no update from {', '.join(sorted(missing))}")
+            closed = book.close_round(final)
+            recipients = book.alive()
+        if closed.refusal is not None:
+            log.error("%s", closed.refusal)
+            self.status.error(str(closed.refusal))
         # The checkpoint is written while the broadcast runs (a crash in between only repeats a round),
         # and is on disk before average() returns.
         checkpointing = self._background.submit(
-            save_checkpoint, self._state_dir, Checkpoint(next_round, average, is_final)
+            save_checkpoint, self._state_dir, Checkpoint(closed.next_round, closed.average, closed.final)
         )
-        broadcast_bytes = self._broadcast(recipients, next_round, average, final=is_final)
+        broadcast_bytes = self._broadcast(recipients, closed.next_round, closed.average, final=closed.final)
         checkpointing.result()  # a failed write (disk full) stops the chief with its error
         self.status.update(
-            state="finished" if is_final else "training", round=next_round, participants=self.participants()
+            state="finished" if closed.final else "training", round=closed.next_round,
+            participants=self.participants(),
         )
-        log.info("round %d averaged %s", next_round, contributors)
+        log.info("round %d averaged %s", closed.next_round, closed.contributors)
         return RoundResult(
-            average, next_round, contributors, is_final,
-            bytes=current.bytes_received + broadcast_bytes,
+            closed.average, closed.next_round, closed.contributors, closed.final,
+            bytes=closed.bytes_received + broadcast_bytes,
         )
 
     def participants(self) -> list[str]:
         with self._cond:
-            return sorted(w.name for w in self._workers.values() if w.alive)
-
-    def serve_until(self, stop: threading.Event) -> None:
-        """Keep accepting (late joiners get the final weights; ledger deliveries land) until stop is set."""
-        stop.wait()
+            return self._book.participants()
 
     def close(self) -> None:
+        try:
+            for hook in self._on_close:
+                hook()
+        finally:
+            self._shut_down()
+
+    def _shut_down(self) -> None:
         with self._cond:
             self._closing = True
-            workers = list(self._workers.values())
+            workers = self._book.alive()
             self._cond.notify_all()
         for worker in workers:
             with contextlib.suppress(TransportError):
                 worker.conn.send([encode_control_frame(MessageType.BYE, 0, {"reason": "chief shutting down"})])
             worker.conn.close()
-        if self._listener is not None:
-            self._listener.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._senders.shutdown(wait=True)
+        if self._intake is not None:
+            self._intake.close()
+        self._deadlines.close()
+        self._broadcast.close()
         self._background.shutdown(wait=True)
 
     # -- joining ----------------------------------------------------------------------------------
     def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + self.federation.wait_time
         with self._cond:
-            while time.monotonic() < deadline:
-                alive = sum(1 for w in self._workers.values() if w.alive)
-                if self.federation.min_workers and alive >= self.federation.min_workers:
-                    break
+            while time.monotonic() < deadline and not self._book.enough_workers():
                 self._cond.wait(deadline - time.monotonic())
 
     def _welcome(self, worker: _Worker, total: int) -> None:
         with self._cond:
-            round_number = self._round.number if self._round else 0
+            round_number = self._book.round_number
         body = {"task_index": worker.task_index, "total": total, "round": round_number, "chief": self.name}
         self._send(worker, [encode_control_frame(MessageType.WELCOME, round_number, body)])
 
     def _register(self, conn: Connection, hello: Frame) -> _Worker | None:
+        book = self._book
         with self._cond:
-            if self._started and not self.federation.allow_late_joiners and conn.peer not in self._task_indices:
-                refusal = "late joiners are not allowed in this federation"
-            elif conn.peer == self.name:
-                refusal = f"{conn.peer} is the chief's own name"
-            else:
-                refusal = None
+            refusal = book.admission_refusal(conn.peer, hello.body)
             if refusal is None:
-                index = self._task_indices.setdefault(conn.peer, len(self._task_indices) + 1)
-                previous = self._workers.get(conn.peer)
-                worker = _Worker(conn.peer, conn, index)
-                self._workers[conn.peer] = worker
-                started = self._started
-                total = sum(1 for w in self._workers.values() if w.alive) + 1
+                worker = _Worker(conn.peer, book.task_index_for(conn.peer), conn=conn)
+                book.seat(worker)
+                started = book.started
+                total = book.total()
                 self._cond.notify_all()
         if refusal is not None:
             log.warning("refused %s: %s", conn.peer, refusal)
-            conn.send([encode_control_frame(MessageType.BYE, 0, {"reason": refusal})])
+            self.status.error(f"refused {conn.peer}: {refusal}")
+            with contextlib.suppress(TransportError):
+                conn.send([encode_control_frame(MessageType.BYE, 0, refusal.body())])
             conn.close()
             return None
-        if previous is not None and previous.alive:
-            log.info("%s reconnected; dropping its old connection", conn.peer)
-            self._drop(previous, "replaced by a new connection")
-        log.info("%s joined (task index %d, samples %s)", conn.peer, index, hello.body.get("num_samples"))
+        log.info("%s joined (task index %d, samples %s)", conn.peer, worker.task_index, hello.body.get("num_samples"))
         if started:  # a late joiner or a rejoin: current global weights right away
             self._welcome(worker, total)
             with self._cond:
-                round_number, weights, final = self._round.number if self._round else 0, self._global, self._finished
+                round_number, weights, final = book.round_number, book.global_weights, book.finished
             self._broadcast([worker], round_number, weights, final=final)
         self.status.update(participants=self.participants())
         return worker
 
-    # -- connections ------------------------------------------------------------------------------
-    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        thread.start()
-        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._closing:
-            try:
-                pending = self._listener.accept_pending()
-            except OSError:
-                if self._closing:
-                    return
-                log.exception("accept failed")
-                time.sleep(0.1)
-                continue
-            host, port = pending.address
-            self._spawn(self._serve_connection, f"chief-conn-{host}:{port}", pending)
-
-    def _serve_connection(self, pending: PendingConnection) -> None:
-        try:
-            conn = pending.authenticate()
-        except TransportError as exc:
-            host = pending.address[0]
-            log.warning("refused connection from %s:%d: %s", host, pending.address[1], exc)
-            self.status.error(f"refused {host}: {exc}")
-            return
-        try:
-            conn.settimeout(FIRST_FRAME_TIMEOUT)
-            first = conn.recv()
-            conn.settimeout(None)
-        except (TransportError, ProtocolError) as exc:
-            log.warning("dropped %s before it said hello: %s", conn.peer, exc)
-            self.status.error(f"{conn.peer}: {exc}")
-            conn.close()
-            return
-        handler = self._extra_handlers.get(first.type)
-        if handler is not None:
-            try:
-                handler(conn, first)
-            finally:
-                conn.close()
-            return
-        if first.type is not MessageType.HELLO:
-            log.warning("%s opened with %s instead of HELLO", conn.peer, first.type.name)
-            conn.close()
-            return
-        worker = self._register(conn, first)
+    # -- a worker's connection --------------------------------------------------------------------
+    def _serve_worker(self, conn: Connection, hello: Frame) -> None:
+        """Runs on the connection's own thread (Intake's) for the worker's whole life."""
+        worker = self._register(conn, hello)
         if worker is not None:
             self._worker_loop(worker)
 
@@ -349,10 +280,9 @@ class ChiefSession:
                     allocator=lambda h, n, s: self._allocate_upload(worker, h, n, s),
                     hash_payload=self._hash_payloads,
                 )
-            except (ProtocolError, TransportError) as exc:
+            except Exception as exc:  # whatever the decoder raised: this worker leaves, the rounds go on
                 self._release_staging(worker)
-                prefix = "protocol error: " if isinstance(exc, ProtocolError) else ""
-                self._drop(worker, f"{prefix}{exc}")
+                self._drop(worker, described(exc))
                 return
             if frame.type is MessageType.UPDATE:
                 try:
@@ -367,6 +297,7 @@ class ChiefSession:
                 return
 
     def _release_staging(self, worker: _Worker) -> None:
+        self._deadlines.end(worker)
         staging, worker.staging = worker.staging, None
         if staging is not None and self._slots is not None:
             self._slots.release(staging)
@@ -377,25 +308,24 @@ class ChiefSession:
         """Decide from the tensor header alone whether to take the upload; reserve a staging slot."""
         worker.reject_reason = None
         if header.type is not MessageType.UPDATE:
-            worker.reject_reason = f"{header.type.name} cannot carry tensors from a worker"
+            worker.reject_reason = Refusal("protocol-error", f"{header.type.name} cannot carry tensors from a worker")
             return None
         with self._cond:
-            current = self._round.number if self._round else -1
-        mismatch = spec_mismatch(self._specs, specs)
-        if header.round != current:
-            worker.reject_reason = f"stale update for round {header.round}; the chief is at round {current}"
-        elif mismatch:
-            worker.reject_reason = f"update does not fit the model: {mismatch}"
-        elif num_samples <= 0:
-            worker.reject_reason = "update carries no samples"
+            worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)
         if worker.reject_reason is not None or self._slots is None:
             return None
         worker.staging = self._slots.acquire()
+        # The clock starts once the slot is ours (waiting for it is not the worker's fault).
+        self._deadlines.begin(worker, sum(spec.nbytes for spec in specs))
         return worker.staging
+
+    def _upload_too_slow(self, worker: _Worker) -> None:
+        rate, grace = self._deadlines.min_rate, self._deadlines.grace
+        self._drop(worker, f"upload too slow: not done within {grace:g}s + its size at {rate} B/s")
 
     def _accept_update(self, worker: _Worker, frame: Frame, seconds: float) -> None:
         with self._cond:
-            participants = sum(1 for w in self._workers.values() if w.alive) + 1
+            participants = self._book.total()
         self._count(received=frame.wire_bytes)
         self.events.emit(
             TransferEvent(frame.round, worker.name, self.name, self.name, "receive", participants,
@@ -403,56 +333,27 @@ class ChiefSession:
         )
         reason = worker.reject_reason
         if reason is None and frame.tensors is not None:
-            bad = first_non_finite(frame.tensors)
-            if bad is not None:
-                reason = f"tensor {bad} contains NaN or Inf"
+            reason = self._book.content_refusal(frame.tensors)
         if reason is None and frame.tensors is not None:
             with self._cond:
-                current = self._round
-                if current is None or current.number != frame.round or not current.open:
-                    reason = f"stale update for round {frame.round}; the round has closed"
-                elif worker.name in current.submitted:
-                    reason = f"a second update for round {frame.round}"
-                else:
-                    current.aggregator.add_scaled_in_place(frame.tensors, frame.num_samples, worker.name)
-                    current.submitted.add(worker.name)
-                    current.answered.add(worker.name)
-                    current.bytes_received += frame.wire_bytes
-                    self._cond.notify_all()
+                trained_from = self._book.global_weights
+            span = distance(frame.tensors, trained_from)  # outside the lock: it reads the whole update
+            with self._cond:
+                reason = self._book.fold(worker.name, frame.round, frame.tensors, frame.num_samples,
+                                         frame.wire_bytes, span)
+                self._cond.notify_all()
         if reason is not None:
             with self._cond:
-                if self._round is not None and self._round.number == frame.round:
-                    self._round.answered.add(worker.name)
-                    self._cond.notify_all()
+                self._book.refused(worker.name, frame.round)
+                self._cond.notify_all()
             log.warning("rejected update from %s: %s", worker.name, reason)
             self.status.error(f"rejected update from {worker.name}: {reason}")
-            self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, {"reason": reason})])
+            self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, reason.body())])
 
-    def _broadcast(self, workers: list[_Worker], round_number: int, weights: list[np.ndarray], final: bool) -> int:
-        """Send the weights to every worker concurrently; returns the bytes sent."""
-        if not workers:
-            return 0
-        flags = Flags.FINAL if final else Flags.NONE
-        parts = encode_tensor_frame(MessageType.WEIGHTS, round_number, weights, 0, flags)
-        digest = digest_while_sending(parts, self._hash_payloads)
-        total = sum(1 for w in workers if w.alive) + 1
-
-        def send_one(worker: _Worker) -> int:
-            started = time.monotonic()
-            sent = self._send(worker, parts)
-            if sent:
-                with self._cond:
-                    worker.synced_round = max(worker.synced_round, round_number)
-                    self._cond.notify_all()
-                self.events.emit(
-                    TransferEvent(round_number, self.name, worker.name, self.name, "send", total, sent, digest.result(),
-                                  time.monotonic() - started, "weights")
-                )
-            return sent
-
-        if len(workers) == 1:
-            return send_one(workers[0])
-        return sum(self._senders.map(send_one, workers))
+    def _synced(self, worker: _Worker, round_number: int) -> None:
+        with self._cond:
+            self._book.synced(worker, round_number)
+            self._cond.notify_all()
 
     def _send(self, worker: _Worker, parts: list[bytes | memoryview]) -> int:
         try:
@@ -465,20 +366,12 @@ class ChiefSession:
 
     def _count(self, sent: int = 0, received: int = 0) -> None:
         with self._counter_lock:
-            self.bytes_sent += sent
-            self.bytes_received += received
-
-    def _is_alive(self, name: str) -> bool:
-        worker = self._workers.get(name)
-        return worker is not None and worker.alive
+            self.bytes_sent, self.bytes_received = self.bytes_sent + sent, self.bytes_received + received
 
     def _drop(self, worker: _Worker, reason: str) -> None:
         with self._cond:
-            if not worker.alive:
+            if not self._book.leave(worker):
                 return
-            worker.alive = False
-            if self._workers.get(worker.name) is worker:
-                del self._workers[worker.name]
             self._cond.notify_all()
         worker.conn.close()
         if not self._closing:

@@ -9,17 +9,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from edgefed.backoff import Backoff
-from edgefed.config import NodeConfig
+from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.pki import NodeCredentials
-from edgefed.transport import Connection, TlsTransport, Transport, TransportError
+from edgefed.transport import Connection, Transport, TransportError
 from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
 
 log = logging.getLogger(__name__)
@@ -27,30 +27,43 @@ log = logging.getLogger(__name__)
 PROTOCOL = 1
 
 
+# BYE codes that retrying cannot change: the worker stops instead of reconnecting
+PERMANENT_REFUSALS = frozenset({"late-joiner", "bad-hello", "unsupported-protocol", "name-conflict", "not-allowed"})
+
+
 class FederationRefused(TransportError):
     """The chief refused this worker (e.g. late joiners not allowed); the message gives its reason."""
 
 
 class WorkerSession:
-    """The seed's worker (is_chief=False): connects to public_ip:public_port."""
+    """The seed's worker (is_chief=False): connects to public_ip:public_port.
+
+    Handed its federation settings, its name, a transport holding its credentials and its status file
+    (edgefed.wiring builds them from a node's configuration).
+    """
 
     def __init__(
         self,
-        config: NodeConfig,
+        federation: FederationSection,
+        *,
+        name: str,
+        transport: Transport,
+        status: StatusFile,
         events: EventBus | None = None,
-        status: StatusFile | None = None,
-        transport: Transport | None = None,
+        hash_payloads: bool = False,
+        on_close: Sequence[Callable[[], None]] = (),
     ) -> None:
-        self.config = config
-        self.name = config.node.name
-        self.federation = config.federation
+        self.name = name
+        self.federation = federation
         self.events = events or EventBus()
-        self._transport = transport or TlsTransport(NodeCredentials.load(config.node.pki_dir, self.name))
-        self._limits = limits_for(self.federation)
-        self._hash_payloads = config.ledger.enabled  # digests exist for the ledger's records
-        self.status = status or StatusFile(config.node.state_dir, "worker", self.name, role="worker", round=0)
+        self._transport = transport
+        self._limits = limits_for(federation)
+        self._hash_payloads = hash_payloads  # digests exist for the ledger's records
+        self._on_close = list(on_close)  # run first in close(): e.g. the ledger flushes its outbox
+        self.status = status
         self.events.subscribe(self.status.transfer)
         self._conn: Connection | None = None
+        self._pinned_chief = ""  # the chief's certificate name, once a join succeeded
         self.chief = ""
         self.round = 0
         self.task_index = -1
@@ -85,6 +98,13 @@ class WorkerSession:
             return RoundResult(global_weights, self.round, [], finished=self.finished)
 
     def close(self) -> None:
+        try:
+            for hook in self._on_close:
+                hook()
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(TransportError):
                 self._conn.send([encode_control_frame(MessageType.BYE, self.round, {"reason": "leaving"})])
@@ -160,19 +180,28 @@ class WorkerSession:
             federation.public_ip, federation.public_port, self._limits, federation.server_name or federation.public_ip
         )
         self._conn = conn
+        # The CA vouches for every node; the chief is the one node with the chief's name: the configured
+        # federation.chief_name, else the name this worker's first chief had (it may not change later).
+        expected = federation.chief_name or self._pinned_chief
+        if expected and conn.peer != expected:
+            raise TransportError(f"the node at {federation.public_ip}:{federation.public_port} is {conn.peer!r}, "
+                                 f"not the chief {expected!r}")
         self.chief = conn.peer
         conn.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": self.num_samples, "protocol": PROTOCOL})])
         while True:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
                 reason = str(frame.body.get("reason", "no reason given"))
-                if "late joiners" in reason:
+                # refusals that retrying cannot change end the worker; "duplicate" waits for the chief
+                # to notice this node's previous connection is gone
+                if frame.body.get("code") in PERMANENT_REFUSALS or "late joiners" in reason:
                     raise FederationRefused(f"the chief refused {self.name}: {reason}")
                 raise TransportError(f"chief said goodbye while joining: {reason}")
             if frame.type is MessageType.WELCOME:
                 self.task_index = _int_field(frame, "task_index")
                 self.total = _int_field(frame, "total")
                 log.info("joined %s as task %d of %d", self.chief, self.task_index, self.total)
+                self._pinned_chief = self.chief
             elif frame.type is MessageType.WEIGHTS:
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)

@@ -42,41 +42,12 @@ class FederationSession(Protocol):
     def close(self) -> None: ...
 
 
-class LedgerRecordedSession:
-    """The chief or worker session node.role asks for, with every transfer signed into the node's ledger
-    outbox (and, on an embedded-ledger chief, workers' ledger deliveries accepted), as the
-    `edgefed chief|worker` services do. Not connected until start()."""
-
-    def __init__(self, config: NodeConfig, events: EventBus | None = None) -> None:
-        from edgefed.federation.chief import ChiefSession  # only the role in use is needed
-        from edgefed.federation.worker import WorkerSession
-        from edgefed.ledger.hooks import NodeLedgerHooks
-
-        self._ledger = NodeLedgerHooks.for_config(config)  # no-op when [ledger] enabled = false
-        bus = events or EventBus()
-        for sink in self._ledger.sinks:
-            bus.subscribe(sink)
-        self._session: ChiefSession | WorkerSession
-        if config.node.role == "chief":
-            self._session = ChiefSession(config, bus, extra_handlers=self._ledger.extra_handlers)
-        else:
-            self._session = WorkerSession(config, bus)
-
-    def start(self, weights: list[np.ndarray] | None, num_samples: int = 0) -> StartInfo:
-        return self._session.start(weights, num_samples)
-
-    def average(self, weights: list[np.ndarray], num_samples: int, final: bool | None = None) -> RoundResult:
-        return self._session.average(weights, num_samples, final)
-
-    def close(self) -> None:
-        try:
-            self._ledger.close()  # first: it ends the ledger push connections the chief serves
-        finally:
-            self._session.close()
-
-
 def open_session(config: NodeConfig, events: EventBus | None = None) -> FederationSession:
-    return LedgerRecordedSession(config, events)
+    """The chief or worker session node.role asks for, with every transfer signed into the node's ledger
+    outbox, as the `edgefed chief|worker` services run it (edgefed.wiring). Not connected until start()."""
+    from edgefed.wiring import build_session  # the federation and ledger only when a session is opened
+
+    return build_session(config, events)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from edgefed.config import NodeConfig
 from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.chief import ChiefSession
 from edgefed.trainers.softmax import SoftmaxTrainer
+from edgefed.wiring import build_chief
 from tests.conftest import Processes, free_port, wait_for
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -73,7 +74,7 @@ def test_chief_and_four_workers_match_reference_fedavg(
 
 
 def _start_chief(config: NodeConfig) -> tuple[ChiefSession, list[np.ndarray]]:
-    chief = ChiefSession(config)
+    chief = build_chief(config, ledger=False)
     chief.listen()
     return chief, SoftmaxTrainer().get_weights()
 
@@ -183,3 +184,29 @@ def test_start_blocks_until_min_workers_or_wait_time(make_config: Callable[..., 
         assert alone.participants == ["chief"] and alone.finished
     finally:
         chief.close()
+
+
+def _demo_summary(*args: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgefed", "demo", "--rounds", "5", "--json", "--no-ledger", *args],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
+
+
+def test_demo_with_an_attacker_shows_fedavg_collapse_and_trimmed_mean_holding() -> None:
+    attacked = ("--workers", "5", "--attackers", "1", "--attack", "scale")
+    robust = _demo_summary(*attacked, "--aggregation", "trimmed-mean")
+    assert robust["attackers"] == 1 and robust["aggregation"] == "trimmed-mean"
+    assert isinstance(robust["accuracy"], float) and robust["accuracy"] >= 0.85
+    naive = _demo_summary(*attacked, "--aggregation", "fedavg")
+    assert isinstance(naive["accuracy"], float) and naive["accuracy"] < 0.5, naive
+
+
+def test_demo_refuses_more_attackers_than_workers() -> None:
+    result = subprocess.run([sys.executable, "-m", "edgefed", "demo", "--workers", "2", "--attackers", "3"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "--attackers must be between 0 and --workers (2), got 3" in result.stderr

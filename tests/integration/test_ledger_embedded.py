@@ -15,7 +15,6 @@ import pytest
 from edgefed.config import NodeConfig
 from edgefed.contracts.events import TransferEvent
 from edgefed.contracts.status import status_path
-from edgefed.federation.chief import ChiefSession
 from edgefed.ledger.chain import ledger_path
 from edgefed.ledger.hooks import NodeLedgerHooks
 from edgefed.ledger.outbox import Outbox, outbox_path
@@ -25,6 +24,7 @@ from edgefed.ledger.service import LedgerService
 from edgefed.ledger.verify import verify_ledger
 from edgefed.pki import NodeCredentials
 from edgefed.transport import TlsTransport
+from edgefed.wiring import build_chief
 from tests.conftest import REPO, Processes, free_port, wait_for
 
 
@@ -178,7 +178,7 @@ def chief_listener(make_config: Callable[..., NodeConfig]) -> Iterator[tuple[Nod
     port = free_port()
     config = make_config("chief", "chief", port)
     hooks = NodeLedgerHooks.for_config(config)
-    session = ChiefSession(config, extra_handlers=hooks.extra_handlers)
+    session = build_chief(config, ledger=False, extra_handlers=hooks.extra_handlers)
     session.listen()
     yield config, port
     hooks.close()

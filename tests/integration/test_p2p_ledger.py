@@ -22,7 +22,6 @@ import pytest
 
 from edgefed.cli import main
 from edgefed.config import NodeConfig
-from edgefed.federation.chief import ChiefSession
 from edgefed.ledger.chain import ledger_path
 from edgefed.ledger.files import file_transfer_record
 from edgefed.ledger.hooks import NodeLedgerHooks
@@ -32,6 +31,7 @@ from edgefed.ledger.records import TransferRecord
 from edgefed.p2p import Receiver, Sender
 from edgefed.pki import NodeCredentials
 from edgefed.transport import TlsTransport
+from edgefed.wiring import build_chief
 from tests.conftest import REPO, Processes, free_port, wait_for
 
 
@@ -57,7 +57,7 @@ def chief_ledger(make_config: Callable[..., NodeConfig]) -> Iterator[tuple[NodeC
     port = free_port()
     config = make_config("chief", "chief", port)
     hooks = NodeLedgerHooks.for_config(config)
-    session = ChiefSession(config, extra_handlers=hooks.extra_handlers)
+    session = build_chief(config, ledger=False, extra_handlers=hooks.extra_handlers)
     session.listen()
     yield config, port
     hooks.close()

@@ -24,6 +24,7 @@ from edgefed.wire import (
     encode_header,
     encode_tensor_frame,
 )
+from edgefed.wiring import build_chief
 from tests.conftest import Processes, free_port, wait_for
 
 
@@ -55,7 +56,7 @@ def chief_with_good_worker(
 ) -> Iterator[tuple[ChiefSession, int]]:
     port = free_port()
     config = make_config("chief", "chief", port, min_workers=2, rounds=100, round_timeout=30.0)
-    chief = ChiefSession(config)
+    chief = build_chief(config, ledger=False)
     chief.listen()
     processes.edgefed("worker", "--config", str(write_config("worker1", "worker", port, rounds=100)),
                       log_name="worker1")

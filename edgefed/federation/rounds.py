@@ -1,0 +1,324 @@
+"""The chief's round logic without I/O: who sits in the federation, whom a round waits for, what an
+upload may be, when a round closes and what it averages to.
+
+Nothing here opens a socket, starts a thread, sleeps or takes a lock: the chief (chief.py) owns the
+connections and the clock, calls these methods under its one lock and acts on what they decide. The
+split follows Flower's strategy vs server and h11's state machine vs I/O: the rules can be read and
+tested on their own, and a new aggregation rule changes this file, not the chief's threads.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from edgefed.config import FederationSection
+from edgefed.federation.aggregation import first_non_finite, spec_mismatch
+from edgefed.federation.strategies import Aggregator, make_aggregator
+from edgefed.wire import TensorSpec, specs_of
+
+
+@dataclass(frozen=True)
+class RoundRules:
+    """The federation settings the round logic obeys."""
+
+    rounds: int
+    min_workers: int = 0
+    allow_late_joiners: bool = True
+    aggregation: str = "fedavg"
+    robust_fraction: float = 0.2
+    clip_factor: float = 2.0
+    screen_factor: float = 0.0
+    max_buffered_updates: int = 64
+
+    @classmethod
+    def from_section(cls, federation: FederationSection) -> RoundRules:
+        return cls(
+            federation.rounds, federation.min_workers, federation.allow_late_joiners, federation.aggregation,
+            federation.robust_fraction, federation.clip_factor, federation.screen_factor,
+            federation.max_buffered_updates,
+        )
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the aggregation keeps every update until the round closes."""
+        return self.aggregation in ("trimmed-mean", "median", "krum")
+
+
+@dataclass(eq=False)
+class Seat:
+    """A worker's place in the federation (the chief's connection to it lives in a subclass)."""
+
+    name: str
+    task_index: int
+    synced_round: int = -1  # the round whose global weights this worker last received
+    alive: bool = True
+
+
+@dataclass
+class Round:
+    number: int
+    aggregator: Aggregator
+    submitted: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)  # submitted, or refused: the chief stops waiting
+    open: bool = True
+    bytes_received: int = 0
+
+
+@dataclass(frozen=True)
+class ClosedRound:
+    """What closing a round decided: the new global weights and the round they start."""
+
+    average: list[np.ndarray]
+    next_round: int
+    final: bool
+    contributors: list[str]
+    bytes_received: int
+    refusal: Refusal | None = None  # set when the average was not adopted
+
+
+S = TypeVar("S", bound=Seat)
+
+RECENT_DISTANCES = 64  # how many recent update distances set the scale for clip and screening
+MIN_DISTANCES = 3  # fewer than this: no scale yet (the first updates are neither clipped nor screened)
+PROTOCOL = 1  # the HELLO protocol version this chief speaks
+MAX_NUM_SAMPLES = 10**12  # a sample count beyond this is a lie, not a data set (the codec's bound too)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the chief refuses something: a stable code for programs (the values of the codec's
+    ReasonCode), a sentence for people."""
+
+    code: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def body(self) -> dict[str, str]:
+        """What goes into the REJECT or BYE frame."""
+        return {"reason": self.reason, "code": self.code}
+
+
+def hello_refusal(hello: Mapping[str, Any]) -> Refusal | None:
+    """A HELLO body's fields, checked: protocol (absent means 1) and a non-negative sample count."""
+    protocol = hello.get("protocol", PROTOCOL)
+    if isinstance(protocol, bool) or protocol != PROTOCOL:
+        return Refusal("unsupported-protocol", f"HELLO speaks protocol {protocol!r}; this chief speaks {PROTOCOL}")
+    samples = hello.get("num_samples", 0)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 0 <= samples <= MAX_NUM_SAMPLES:
+        return Refusal("bad-hello", f"HELLO.num_samples must be an integer in 0..{MAX_NUM_SAMPLES}, got {samples!r}")
+    return None
+
+
+def freeze(weights: list[np.ndarray]) -> list[np.ndarray]:
+    """The global weights are shared by broadcasts, checkpoints and the caller: make them read-only
+    rather than copy them (a trainer's set_weights copies what it keeps)."""
+    for array in weights:
+        array.flags.writeable = False
+    return weights
+
+
+class RoundBook(Generic[S]):
+    """The federation's state as the chief's rules see it; every method decides, none waits."""
+
+    def __init__(self, rules: RoundRules, chief: str) -> None:
+        self.rules = rules
+        self.chief = chief
+        self.seats: dict[str, S] = {}
+        self.task_indices: dict[str, int] = {}
+        self.started = False  # the starting weights went out: later joiners are late joiners
+        self.finished = False
+        self.global_weights: list[np.ndarray] = []
+        self.specs: list[TensorSpec] = []
+        self.current: Round | None = None  # None until begin()
+        # distances from the global model of recently taken updates: the scale for clip and screening
+        self.distances: deque[float] = deque(maxlen=RECENT_DISTANCES)
+
+    def begin(self, weights: list[np.ndarray], start_round: int, finished: bool) -> None:
+        """Take the starting weights (the caller's, or a checkpoint's) and open start_round."""
+        self.global_weights = freeze(weights)
+        self.specs = specs_of(weights)
+        self.finished = finished or start_round >= self.rules.rounds
+        self.current = self._new_round(start_round)
+
+    def _new_round(self, number: int) -> Round:
+        rules = self.rules
+        aggregator = make_aggregator(
+            rules.aggregation, self.specs, self.global_weights, rules.robust_fraction, self.clip_bound
+        )
+        return Round(number, aggregator)
+
+    def clip_bound(self) -> float | None:
+        typical = self.typical_distance()
+        return None if typical is None else self.rules.clip_factor * typical
+
+    def typical_distance(self) -> float | None:
+        """The median distance of recent updates, once there are enough to trust it."""
+        if len(self.distances) < MIN_DISTANCES:
+            return None
+        return float(statistics.median(self.distances))
+
+    @property
+    def round_number(self) -> int:
+        return self.current.number if self.current is not None else 0
+
+    def _open_round(self) -> Round:
+        if self.current is None:
+            raise RuntimeError("the federation has no round yet: begin() first")
+        return self.current
+
+    # -- membership -------------------------------------------------------------------------------
+    def alive(self) -> list[S]:
+        return [seat for seat in self.seats.values() if seat.alive]
+
+    def participants(self) -> list[str]:
+        return sorted(seat.name for seat in self.alive())
+
+    def total(self) -> int:
+        """Participants, the chief included."""
+        return len(self.alive()) + 1
+
+    def enough_workers(self) -> bool:
+        return bool(self.rules.min_workers) and len(self.alive()) >= self.rules.min_workers
+
+    def admission_refusal(self, name: str, hello: Mapping[str, Any] | None = None) -> Refusal | None:
+        """Why a worker called name, saying hello, may not join now, or None."""
+        if self.started and not self.rules.allow_late_joiners and name not in self.task_indices:
+            return Refusal("late-joiner", "late joiners are not allowed in this federation")
+        if name == self.chief:
+            return Refusal("name-conflict", f"{name} is the chief's own name")
+        if self.is_alive(name):  # the same certificate twice: the live connection keeps its seat
+            return Refusal("duplicate-identity", f"{name} is already connected; one connection per node")
+        return hello_refusal(hello or {})
+
+    def task_index_for(self, name: str) -> int:
+        """A worker keeps its task index across reconnections."""
+        return self.task_indices.setdefault(name, len(self.task_indices) + 1)
+
+    def seat(self, seat: S) -> None:
+        """Register an admitted worker (admission_refusal said yes: no live seat has its name)."""
+        if self.is_alive(seat.name):
+            raise ValueError(f"{seat.name} already holds a live seat")
+        self.seats[seat.name] = seat
+
+    def leave(self, seat: S) -> bool:
+        """Mark seat gone; False if it already was."""
+        if not seat.alive:
+            return False
+        seat.alive = False
+        if self.seats.get(seat.name) is seat:
+            del self.seats[seat.name]
+        return True
+
+    def is_alive(self, name: str) -> bool:
+        seat = self.seats.get(name)
+        return seat is not None and seat.alive
+
+    def synced(self, seat: S, round_number: int) -> None:
+        seat.synced_round = max(seat.synced_round, round_number)
+
+    # -- uploads ----------------------------------------------------------------------------------
+    def header_refusal(self, round_number: int, specs: Sequence[TensorSpec], num_samples: int) -> Refusal | None:
+        """Why an upload must be refused from its tensor header alone (before its data is taken)."""
+        current = self.current.number if self.current is not None else -1
+        mismatch = spec_mismatch(self.specs, specs)
+        if round_number < current:
+            return Refusal("stale", f"stale update for round {round_number}; the chief is at round {current}")
+        if round_number > current:
+            return Refusal("future-round", f"update for round {round_number} is ahead of the chief's round {current}")
+        if mismatch:
+            return Refusal("shape-mismatch", f"update does not fit the model: {mismatch}")
+        if num_samples <= 0:
+            return Refusal("no-samples", "update carries no samples")
+        if num_samples > MAX_NUM_SAMPLES:
+            return Refusal("protocol-error", f"update claims {num_samples} samples (at most {MAX_NUM_SAMPLES})")
+        return None
+
+    @staticmethod
+    def content_refusal(tensors: Sequence[np.ndarray]) -> Refusal | None:
+        """Why an upload's received values must be refused (checked outside the lock: it reads them all)."""
+        bad = first_non_finite(tensors)
+        return None if bad is None else Refusal("non-finite", f"tensor {bad} contains NaN or Inf")
+
+    def fold(self, name: str, round_number: int, tensors: list[np.ndarray], num_samples: int,
+             wire_bytes: int, span: float | None = None) -> Refusal | None:
+        """Add a checked update to its round; or say why it is refused. span: the update's distance
+        from the global weights it was trained from (strategies.distance), for screening and clip."""
+        current = self.current
+        if current is None or current.number != round_number or not current.open:
+            return Refusal("stale", f"stale update for round {round_number}; the round has closed")
+        if name in current.submitted:
+            return Refusal("duplicate-update", f"a second update for round {round_number}")
+        if self.rules.buffered and len(current.submitted) >= self.rules.max_buffered_updates:
+            return Refusal("busy", f"round {round_number} already holds {self.rules.max_buffered_updates} "
+                           f"updates (federation.max_buffered_updates)")
+        outlier = self.screen(span)
+        if outlier is not None:
+            return outlier
+        if span is not None:
+            self.distances.append(span)
+        current.aggregator.add_scaled_in_place(tensors, num_samples, name)
+        current.submitted.add(name)
+        current.answered.add(name)
+        current.bytes_received += wire_bytes
+        return None
+
+    def screen(self, span: float | None) -> Refusal | None:
+        """An update farther from the global model than screen_factor x the typical distance is refused."""
+        typical = self.typical_distance()
+        factor = self.rules.screen_factor
+        if span is None or factor <= 0 or typical is None or span <= factor * typical:
+            return None
+        return Refusal("outlier", f"update is {span:.3g} from the global model, over {factor:g} x the "
+                       f"median distance of recent updates ({typical:.3g})")
+
+    def refused(self, name: str, round_number: int) -> None:
+        """A refused update still answers its round: the chief stops waiting for that worker."""
+        if self.current is not None and self.current.number == round_number:
+            self.current.answered.add(name)
+
+    # -- closing a round --------------------------------------------------------------------------
+    def own_weights_refusal(self, weights: Sequence[np.ndarray]) -> str | None:  # a programming error
+        mismatch = spec_mismatch(self.specs, specs_of(weights))
+        return None if mismatch is None else f"the chief's own weights do not fit the model: {mismatch}"
+
+    def contribute_own(self, weights: Sequence[np.ndarray], num_samples: int, span: float | None = None) -> None:
+        """The chief's own weights join the round it is closing (copied: the caller keeps them)."""
+        if span is not None:
+            self.distances.append(span)
+        self._open_round().aggregator.add(weights, num_samples, self.chief)
+
+    def expected(self) -> set[str]:
+        """The workers this round waits for: alive and holding this round's weights."""
+        number = self._open_round().number
+        return {seat.name for seat in self.alive() if seat.synced_round == number}
+
+    def missing(self, expected: set[str]) -> set[str]:
+        answered = self._open_round().answered
+        return {name for name in expected if name not in answered and self.is_alive(name)}
+
+    def close_round(self, final: bool | None) -> ClosedRound:
+        """Average the round, adopt it and open the next; final defaults to "this was the last round"."""
+        current = self._open_round()
+        current.open = False
+        average = current.aggregator.average()
+        bad = first_non_finite(average)
+        refusal = None
+        if bad is not None:  # never adopted, broadcast or checkpointed: the previous model stays
+            refusal = Refusal("non-finite-average", f"the average of round {current.number} holds NaN or Inf "
+                              f"in tensor {bad}; the previous global weights are kept")
+            average = self.global_weights
+        next_round = current.number + 1
+        is_final = final if final is not None else next_round >= self.rules.rounds
+        self.global_weights = freeze(average)
+        self.finished = is_final
+        self.current = self._new_round(next_round)
+        return ClosedRound(average, next_round, is_final, list(current.aggregator.contributors),
+                           current.bytes_received, refusal)

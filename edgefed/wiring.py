@@ -1,0 +1,82 @@
+"""The one place a node's configuration becomes a running federation session.
+
+    session = build_session(config)              # ChiefSession or WorkerSession, by node.role
+
+Builds what a session is handed — its credentials and the TLS transport holding them, its status
+file, its ledger hooks (every transfer signed into the node's outbox; on an embedded-ledger chief,
+the workers' LEDGER_PUSH deliveries taken on the federation port) — so that federation/ never reads
+a whole configuration and never imports the ledger. Used by `edgefed chief|worker` (node.py), the
+Keras callback and SessionRunHook (edgefed.tf) and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from edgefed.config import NodeConfig
+from edgefed.contracts.events import EventBus
+from edgefed.contracts.status import StatusFile
+from edgefed.federation.chief import ChiefSession, ExtraHandler
+from edgefed.federation.worker import WorkerSession
+from edgefed.ledger.hooks import NodeLedgerHooks
+from edgefed.pki import NodeCredentials
+from edgefed.transport import TlsTransport, Transport
+from edgefed.wire import MessageType
+
+
+def node_transport(config: NodeConfig) -> Transport:
+    """Mutual TLS with this node's certificate and the deployment CA."""
+    return TlsTransport(NodeCredentials.load(config.node.pki_dir, config.node.name))
+
+
+def _ledger_hooks(config: NodeConfig, bus: EventBus, ledger: bool) -> NodeLedgerHooks:
+    hooks = NodeLedgerHooks.for_config(config) if ledger else NodeLedgerHooks()  # no-op when disabled
+    for sink in hooks.sinks:
+        bus.subscribe(sink)
+    return hooks
+
+
+def build_chief(
+    config: NodeConfig,
+    events: EventBus | None = None,
+    *,
+    ledger: bool = True,
+    extra_handlers: dict[MessageType, ExtraHandler] | None = None,
+) -> ChiefSession:
+    """The chief of config, listening on nothing yet (listen() or start() opens its port).
+
+    ledger=False leaves the transfers unrecorded (benchmarks; tests that bring their own hooks and
+    pass extra_handlers); payload digests still follow config.ledger.enabled.
+    """
+    bus = events or EventBus()
+    transport = node_transport(config)  # first: a missing certificate fails before anything is opened
+    status = StatusFile(
+        config.node.state_dir, "chief", config.node.name, role="chief", task_index=0, round=0,
+        rounds_total=config.federation.rounds, participants=[],
+    )
+    hooks = _ledger_hooks(config, bus, ledger)
+    return ChiefSession(
+        config.federation, name=config.node.name, transport=transport, status=status,
+        state_dir=config.node.state_dir, events=bus, extra_handlers={**hooks.extra_handlers, **(extra_handlers or {})},
+        hash_payloads=config.ledger.enabled,
+        on_close=[hooks.close],  # first: it ends the ledger connections the chief's close() would wait for
+    )
+
+
+def build_worker(config: NodeConfig, events: EventBus | None = None, *, ledger: bool = True) -> WorkerSession:
+    """The worker of config, not connected until start()."""
+    bus = events or EventBus()
+    transport = node_transport(config)
+    status = StatusFile(config.node.state_dir, "worker", config.node.name, role="worker", round=0)
+    hooks = _ledger_hooks(config, bus, ledger)
+    return WorkerSession(
+        config.federation, name=config.node.name, transport=transport, status=status,
+        events=bus, hash_payloads=config.ledger.enabled, on_close=[hooks.close],
+    )
+
+
+def build_session(
+    config: NodeConfig, events: EventBus | None = None, *, ledger: bool = True
+) -> ChiefSession | WorkerSession:
+    """The session node.role asks for, wired as `edgefed chief|worker` runs it."""
+    if config.node.role == "chief":
+        return build_chief(config, events, ledger=ledger)
+    return build_worker(config, events, ledger=ledger)
