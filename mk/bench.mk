@@ -14,6 +14,7 @@ FLWR_VENV ?= .venv-flwr
 FLWR_PIN := flwr==1.41.0
 BENCH_FLOWER_ARGS ?=
 BENCH_SEED_ARGS ?=
+BENCH_POISONING_ARGS ?=
 
 $(FLWR_VENV)/.installed: mk/bench.mk
 	rm -rf $(FLWR_VENV)
@@ -24,8 +25,8 @@ $(FLWR_VENV)/.installed: mk/bench.mk
 	  from flwr.server import start_server; from flwr.client import start_client; print('flwr', flwr.__version__)"
 	touch $@
 
-.PHONY: bench bench-flower bench-seed-table bench-poisoning
-bench: bench-flower bench-seed-table bench-poisoning ## every benchmark; updates docs/benchmarks.md and docs/bench/*.png
+.PHONY: bench bench-flower bench-seed-table bench-poisoning bench-compression
+bench: bench-flower bench-seed-table bench-poisoning bench-compression ## every benchmark; updates docs/benchmarks.md and docs/bench/*.png
 	@if [ -f bench/bench_ledger.py ]; then $(MAKE) --no-print-directory bench-ledger; fi
 	@echo "docs/benchmarks.md and docs/bench/*.png updated"
 
@@ -35,5 +36,8 @@ bench-flower: setup $(FLWR_VENV)/.installed ## one FedAvg round: edgefed vs Flow
 bench-seed-table: setup ## the seed's table in network namespaces (needs root)
 	$(PY) bench/bench_seed_table.py $(BENCH_SEED_ARGS)
 
-bench-poisoning: setup
+bench-poisoning: setup ## k of 10 workers attacking, final accuracy and chief cost per aggregation strategy
 	$(PY) bench/bench_poisoning.py $(BENCH_POISONING_ARGS)
+
+bench-compression: setup ## compressed updates: bytes, throughput and accuracy per format (no sockets)
+	$(PY) bench/bench_compression.py
