@@ -19,6 +19,7 @@ from rich.text import Text
 
 from edgefed.p2p.errors import P2PError
 from edgefed.p2p.files import TransferCallback
+from edgefed.p2p.link import resolve_transport
 from edgefed.p2p.parse import Endpoint
 from edgefed.p2p.progress import ProgressFactory, RichProgress
 from edgefed.p2p.receiver import DEFAULT_MAX_FILE_SIZE, Receiver
@@ -93,7 +94,8 @@ def receive(
 
     with terminal.progress() as bars:
         receiver = Receiver(
-            listen.host, listen.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
+            listen.host, listen.port, transport=resolve_transport(credentials=credentials,
+                                                                  insecure_plaintext=insecure_plaintext),
             directory=directory, max_file_size=max_file_size, lifetime=lifetime,
             on_chat=lambda peer, text: terminal.say((peer, "bold cyan"), ": ", text),
             on_file_transfer=received, allowed_peers=allowed_peers, progress=bars,
@@ -131,7 +133,8 @@ def send(
     failures = 0
     with terminal.progress() as bars:
         sender = Sender(
-            peer.host, peer.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
+            peer.host, peer.port, transport=resolve_transport(credentials=credentials,
+                                                              insecure_plaintext=insecure_plaintext),
             expect_peer=expect_peer, on_file_transfer=on_file_transfer, progress=bars,
             retry_for=retry_for, max_rate=max_rate,
         )
@@ -172,13 +175,12 @@ def chat(
 
     Ends when the input ends, when the lifetime is over, or when the peer cannot be reached.
     """
+    transport = resolve_transport(credentials=credentials, insecure_plaintext=insecure_plaintext)
+    # The sender first: it holds nothing until started, the receiver's socket is bound at once.
+    sender = Sender(peer.host, peer.port, transport=transport, expect_peer=expect_peer, retry_for=retry_for)
     receiver = Receiver(
-        listen.host, listen.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
-        lifetime=lifetime, on_chat=lambda name, text: terminal.say((name, "bold cyan"), ": ", text),
-    )
-    sender = Sender(
-        peer.host, peer.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
-        expect_peer=expect_peer, retry_for=retry_for,
+        listen.host, listen.port, transport=transport, lifetime=lifetime,
+        on_chat=lambda name, text: terminal.say((name, "bold cyan"), ": ", text),
     )
     terminal.say(f"listening on {Endpoint(receiver.host, receiver.port)} as {receiver.own_name}; type to chat")
     input_done = threading.Event()
