@@ -90,10 +90,15 @@ class Receiver(threading.Thread):
         self._host = my_host
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
+        self._pending: set[PendingConnection] = set()  # accepted, handshake not over
         self._connections: set[Connection] = set()
         self._handlers: list[threading.Thread] = []
         self._busy_names: set[str] = set()
         self.end_reason = ""
+        # Set once run() has said goodbye to every peer and its handlers are gone. Wait on this, not on
+        # join(): in Python 3.11 a Ctrl-C landing in Thread.join() marks the thread stopped while it
+        # still runs (bpo-45274), so a later join() returns at once and the process exits mid-shutdown.
+        self.finished = threading.Event()
 
     @property
     def port(self) -> int:
@@ -136,7 +141,10 @@ class Receiver(threading.Thread):
             self.end_reason = f"cannot accept peers: {exc}"
             log.error("p2p receiver on port %d: %s", self.port, exc)
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                self.finished.set()
 
     # -- connections -----------------------------------------------------------------------------
     def _start_handler(self, pending: PendingConnection) -> None:
@@ -151,30 +159,41 @@ class Receiver(threading.Thread):
                 target=self._serve, args=(pending, address), name=f"p2p-peer-{address}", daemon=True
             )
             self._handlers.append(handler)
+            self._pending.add(pending)
         handler.start()
 
     def _shutdown(self) -> None:
-        self._stop_event.set()  # handlers still handshaking see it and hang up themselves
-        self._listener.close()
-        reason = self.end_reason or "session over"
+        # Under the lock, so every handler either is in the lists below or sees the event and hangs up.
         with self._lock:
+            self._stop_event.set()
+            pending = list(self._pending)
             connections = list(self._connections)
             handlers = list(self._handlers)
+        self._listener.close()
+        reason = self.end_reason or "session over"
+        for peer in pending:
+            peer.close()  # wakes a handshake in progress
         for connection in connections:
             with contextlib.suppress(TransportError, OSError):
                 connection.settimeout(2.0)
                 connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
-            connection.close()
+            connection.close()  # wakes the handler's recv
         for handler in handlers:
             handler.join(timeout=5.0)
+            if handler.is_alive():
+                log.warning("%s did not finish within 5s of the session's end", handler.name)
         log.info("p2p receiver %s closed: %s", self.own_name, reason)
 
     def _serve(self, pending: PendingConnection, address: str) -> None:
         try:
             connection = pending.authenticate()
         except TransportError as exc:
-            log.warning("refused peer %s: %s", address, exc)
+            if not self._stop_event.is_set():
+                log.warning("refused peer %s: %s", address, exc)
             return
+        finally:
+            with self._lock:
+                self._pending.discard(pending)
         peer = connection.peer
         if self._allowed is not None and peer not in self._allowed:
             log.warning("refused peer %s (%s): not in the allowed peers", peer, address)

@@ -103,6 +103,7 @@ class Sender(threading.Thread):
         self._ended = False
         self._connection: Connection | None = None
         self.connected = threading.Event()
+        self.finished = threading.Event()  # run() is over (see Receiver.finished for why not join())
         self.peer_name = ""
         self.error: BaseException | None = None
 
@@ -175,6 +176,7 @@ class Sender(threading.Thread):
                 self._ended = True
             self._fail_pending()
             self._hang_up("sender finished")
+            self.finished.set()
 
     def _fail_pending(self) -> None:
         while True:

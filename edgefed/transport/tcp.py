@@ -7,7 +7,6 @@ import socket
 import ssl
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import overload
 
 from edgefed.pki import NodeCredentials
@@ -165,7 +164,7 @@ class StreamListener:
             self._sock.settimeout(None if timeout is None else max(timeout, 0.0))
         try:
             raw, address = self._sock.accept()
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: timeout 0 and nobody waiting
             return None
         except OSError as exc:
             if self._closed:  # shutdown() woke us (EINVAL), or the socket was already gone
@@ -215,19 +214,58 @@ class StreamListener:
                 self._sock.close()
 
 
-@dataclass(frozen=True)
 class PendingSocket:
-    """An accepted TCP connection whose handshake has not run yet."""
+    """An accepted TCP connection whose handshake has not run yet (or is running on some thread)."""
 
-    listener: StreamListener
-    raw: socket.socket
-    address: tuple[str, int]
+    def __init__(self, listener: StreamListener, raw: socket.socket, address: tuple[str, int]) -> None:
+        self._listener = listener
+        self._raw = raw
+        self.address = address
+        self._lock = threading.Lock()
+        self._state = "waiting"  # -> "handshaking" -> "authenticated"; or "hung up"
+        # A second descriptor of the socket while the handshake runs: close() shuts the socket down
+        # through it, which wakes the handshake without touching the descriptor the handshake uses.
+        self._waker: socket.socket | None = None
 
     def authenticate(self, timeout: float = HANDSHAKE_TIMEOUT) -> SocketConnection:
-        return self.listener.handshake(self.raw, timeout)
+        who = f"peer {self.address[0]}:{self.address[1]}"
+        with self._lock:
+            if self._state != "waiting":
+                raise TransportError(f"{who}: {self._state}, no handshake")
+            self._state = "handshaking"
+            self._waker = self._raw.dup()
+        try:
+            connection = self._listener.handshake(self._raw, timeout)  # closes the socket if refused
+        except BaseException:
+            self._end_handshake("hung up")
+            raise
+        if not self._end_handshake("authenticated"):
+            connection.close()
+            raise TransportError(f"{who}: hung up during the handshake")
+        return connection
+
+    def _end_handshake(self, state: str) -> bool:
+        """Leave the handshake in state; False if close() hung up meanwhile."""
+        with self._lock:
+            completed = self._state == "handshaking"
+            self._state = state if completed else "hung up"
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.close()
+        return completed
 
     def close(self) -> None:
-        self.raw.close()
+        """Hang up on a peer not authenticated yet; wakes a handshake running on another thread."""
+        with self._lock:
+            state = self._state
+            if state in ("authenticated", "hung up"):
+                return  # the Connection owns the socket now, or nothing is left to close
+            self._state = "hung up"
+            if state == "waiting":
+                self._raw.close()
+            elif self._waker is not None:
+                with contextlib.suppress(OSError):
+                    self._waker.shutdown(socket.SHUT_RDWR)
 
 
 class TlsListener(StreamListener):
