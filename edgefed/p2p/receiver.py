@@ -125,21 +125,23 @@ class Receiver(threading.Thread):
         try:
             while not self._stop_event.is_set():
                 pending: PendingConnection | None
-                if deadline is None:
-                    pending = self._listener.accept_pending()
-                else:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self.end_reason = f"session lifetime of {self.lifetime:g}s is over"
-                        break
-                    pending = self._listener.accept_pending(left)
+                try:
+                    if deadline is None:
+                        pending = self._listener.accept_pending()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            self.end_reason = f"session lifetime of {self.lifetime:g}s is over"
+                            break
+                        pending = self._listener.accept_pending(left)
+                except ListenerClosed:
+                    break  # stop()
+                except TransportError as exc:  # a peer gone before accept, out of descriptors...
+                    log.warning("p2p receiver on port %d: %s", self.port, exc)
+                    self._stop_event.wait(0.1)
+                    continue
                 if pending is not None:
                     self._start_handler(pending)
-        except ListenerClosed:
-            pass  # stop()
-        except TransportError as exc:
-            self.end_reason = f"cannot accept peers: {exc}"
-            log.error("p2p receiver on port %d: %s", self.port, exc)
         finally:
             try:
                 self._shutdown()
