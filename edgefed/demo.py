@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any, TextIO
 from edgefed import pki
 from edgefed.config import dump_config
 from edgefed.errors import UsageError, user_error
+from edgefed.transport import free_port
 
 CHIEF = "chief"
 
@@ -36,12 +36,6 @@ class DemoFailed(RuntimeError):
 class DemoResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def worker_names(count: int) -> list[str]:

@@ -3,13 +3,13 @@
 Each accepted peer is authenticated (mutual TLS) and served in its own thread: chat lines are
 handed to on_chat with the peer's certificate name, files are received into one directory.
 The session ends by itself when its lifetime is over; peers still connected get a BYE.
+stop() closes the listener, which wakes the accepting thread at once (no polling).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,18 +18,17 @@ from typing import Any
 
 from edgefed.p2p.errors import P2PError, TransferFailed, TransferRefused
 from edgefed.p2p.files import DuplicateFile, FileOffer, IncomingFile, TransferCallback, notify_transfer, transfer_record
-from edgefed.p2p.link import LinkSecurity, P2PConnection, P2PListener
+from edgefed.p2p.link import P2P_LIMITS, resolve_transport
 from edgefed.p2p.names import MAX_CHAT_CHARS, printable
 from edgefed.p2p.parse import parse_port
 from edgefed.p2p.progress import ProgressFactory, ProgressTask
 from edgefed.pki import NodeCredentials
-from edgefed.transport import ConnectionClosed, TransportError
+from edgefed.transport import Connection, ConnectionClosed, ListenerClosed, PendingConnection, Transport, TransportError
 from edgefed.wire import Frame, MessageType, ProtocolError, encode_control_frame
 
 log = logging.getLogger("edgefed.p2p")
 
 DEFAULT_MAX_FILE_SIZE = 4 << 30
-ACCEPT_POLL_SECONDS = 0.2
 
 ChatHandler = Callable[[str, str], None]
 
@@ -44,6 +43,8 @@ class Receiver(threading.Thread):
     The socket is bound when the object is made (so an address in use fails at once, and
     port 0 picks a free port, see .port); start() begins accepting. stop() ends the session;
     so does the lifetime (seconds) when given. Files are accepted only when directory is set.
+    The link is mutual TLS from credentials (or pki_dir and name), plain TCP with
+    insecure_plaintext=True, or any edgefed.transport Transport given as transport.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class Receiver(threading.Thread):
         name: str | None = None,
         credentials: NodeCredentials | None = None,
         insecure_plaintext: bool = False,
+        transport: Transport | None = None,
         directory: str | Path | None = None,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         lifetime: float | None = None,
@@ -71,7 +73,7 @@ class Receiver(threading.Thread):
             raise P2PError(f"session lifetime must be positive, got {lifetime}")
         if max_file_size <= 0:
             raise P2PError(f"max_file_size must be positive, got {max_file_size}")
-        self._security = LinkSecurity.resolve(pki_dir, name, credentials, insecure_plaintext)
+        self._transport = resolve_transport(pki_dir, name, credentials, insecure_plaintext, transport)
         self.directory: Path | None = None
         if directory is not None:
             self.directory = Path(directory).resolve()
@@ -84,13 +86,19 @@ class Receiver(threading.Thread):
         self._progress = progress
         self._idle_timeout = idle_timeout
         self._max_peers = max_peers
-        self._listener = P2PListener(my_host, port, self._security)
+        self._listener = self._transport.listen(my_host, port, P2P_LIMITS)
+        self._host = my_host
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
-        self._connections: set[P2PConnection] = set()
+        self._pending: set[PendingConnection] = set()  # accepted, handshake not over
+        self._connections: set[Connection] = set()
         self._handlers: list[threading.Thread] = []
         self._busy_names: set[str] = set()
         self.end_reason = ""
+        # Set once run() has said goodbye to every peer and its handlers are gone. Wait on this, not on
+        # join(): in Python 3.11 a Ctrl-C landing in Thread.join() marks the thread stopped while it
+        # still runs (bpo-45274), so a later join() returns at once and the process exits mid-shutdown.
+        self.finished = threading.Event()
 
     @property
     def port(self) -> int:
@@ -98,72 +106,96 @@ class Receiver(threading.Thread):
 
     @property
     def host(self) -> str:
-        return self._listener.host
+        return self._host
 
     @property
     def own_name(self) -> str:
-        return self._security.own_name
+        return self._transport.local_name
 
     def stop(self) -> None:
         """End the session: stop accepting and close every peer's connection (returns at once)."""
         if not self.end_reason:
             self.end_reason = "stopped"
         self._stop_event.set()
+        self._listener.close()  # wakes run() out of accept_pending()
 
     def run(self) -> None:
         deadline = time.monotonic() + self.lifetime if self.lifetime is not None else None
         log.info("p2p receiver %s listening on %s:%d", self.own_name, self.host, self.port)
         try:
             while not self._stop_event.is_set():
-                wait = ACCEPT_POLL_SECONDS
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self.end_reason = f"session lifetime of {self.lifetime:g}s is over"
-                        break
-                    wait = min(wait, left)
-                accepted = self._listener.accept(wait)
-                if accepted is not None:
-                    self._start_handler(*accepted)
+                pending: PendingConnection | None
+                try:
+                    if deadline is None:
+                        pending = self._listener.accept_pending()
+                    else:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            self.end_reason = f"session lifetime of {self.lifetime:g}s is over"
+                            break
+                        pending = self._listener.accept_pending(left)
+                except ListenerClosed:
+                    break  # stop()
+                except TransportError as exc:  # a peer gone before accept, out of descriptors...
+                    log.warning("p2p receiver on port %d: %s", self.port, exc)
+                    self._stop_event.wait(0.1)
+                    continue
+                if pending is not None:
+                    self._start_handler(pending)
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                self.finished.set()
 
     # -- connections -----------------------------------------------------------------------------
-    def _start_handler(self, raw: socket.socket, address: str) -> None:
+    def _start_handler(self, pending: PendingConnection) -> None:
+        address = "{}:{}".format(*pending.address)
         with self._lock:
             self._handlers = [thread for thread in self._handlers if thread.is_alive()]
             if len(self._handlers) >= self._max_peers:
                 log.warning("refusing %s: already serving %d peers", address, self._max_peers)
-                raw.close()
+                pending.close()
                 return
             handler = threading.Thread(
-                target=self._serve, args=(raw, address), name=f"p2p-peer-{address}", daemon=True
+                target=self._serve, args=(pending, address), name=f"p2p-peer-{address}", daemon=True
             )
             self._handlers.append(handler)
+            self._pending.add(pending)
         handler.start()
 
     def _shutdown(self) -> None:
-        self._stop_event.set()  # handlers still handshaking see it and hang up themselves
-        self._listener.close()
-        reason = self.end_reason or "session over"
+        # Under the lock, so every handler either is in the lists below or sees the event and hangs up.
         with self._lock:
+            self._stop_event.set()
+            pending = list(self._pending)
             connections = list(self._connections)
             handlers = list(self._handlers)
+        self._listener.close()
+        reason = self.end_reason or "session over"
+        for peer in pending:
+            peer.close()  # wakes a handshake in progress
         for connection in connections:
             with contextlib.suppress(TransportError, OSError):
                 connection.settimeout(2.0)
                 connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
-            connection.close()
+            connection.close()  # wakes the handler's recv
         for handler in handlers:
             handler.join(timeout=5.0)
+            if handler.is_alive():
+                log.warning("%s did not finish within 5s of the session's end", handler.name)
         log.info("p2p receiver %s closed: %s", self.own_name, reason)
 
-    def _serve(self, raw: socket.socket, address: str) -> None:
+    def _serve(self, pending: PendingConnection, address: str) -> None:
         try:
-            connection = self._listener.handshake(raw)
+            connection = pending.authenticate()
         except TransportError as exc:
-            log.warning("refused peer %s: %s", address, exc)
+            if not self._stop_event.is_set():
+                log.warning("refused peer %s: %s", address, exc)
             return
+        finally:
+            with self._lock:
+                self._pending.discard(pending)
         peer = connection.peer
         if self._allowed is not None and peer not in self._allowed:
             log.warning("refused peer %s (%s): not in the allowed peers", peer, address)
@@ -192,7 +224,7 @@ class Receiver(threading.Thread):
             connection.close()
 
     @staticmethod
-    def _say_bye(connection: P2PConnection, reason: str) -> None:
+    def _say_bye(connection: Connection, reason: str) -> None:
         with contextlib.suppress(TransportError, OSError):
             connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
 
@@ -212,7 +244,7 @@ class Receiver(threading.Thread):
 class _PeerSession:
     """The conversation with one connected peer: chat lines, then at most one file at a time."""
 
-    def __init__(self, receiver: Receiver, connection: P2PConnection) -> None:
+    def __init__(self, receiver: Receiver, connection: Connection) -> None:
         self.receiver = receiver
         self.connection = connection
         self.peer = connection.peer

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import ssl
 import threading
 import time
 from concurrent.futures import Future
@@ -20,12 +19,12 @@ from typing import Any
 
 from edgefed.p2p.errors import P2PError, PeerUnreachable, TransferFailed, TransferRefused
 from edgefed.p2p.files import FileOffer, TransferCallback, file_sha256, notify_transfer, transfer_record
-from edgefed.p2p.link import CHUNK_BYTES, LinkSecurity, P2PConnection, connect
+from edgefed.p2p.link import CHUNK_BYTES, P2P_LIMITS, resolve_transport
 from edgefed.p2p.names import MAX_CHAT_CHARS, printable
 from edgefed.p2p.parse import parse_port
 from edgefed.p2p.progress import ProgressFactory, ProgressTask
 from edgefed.pki import NodeCredentials
-from edgefed.transport import TransportError
+from edgefed.transport import Connection, PeerRefused, PlainTransport, Transport, TransportError
 from edgefed.wire import Frame, MessageType, ProtocolError, encode_control_frame, encode_raw_frame
 
 log = logging.getLogger("edgefed.p2p")
@@ -61,6 +60,8 @@ class Sender(threading.Thread):
 
     retry_for bounds, in seconds, how long the sender keeps re-dialling after the first dial
     or a broken connection before the pending job fails. max_rate caps bytes per second.
+    Over TLS any node certificate of the deployment CA is accepted as the receiver unless
+    expect_peer names the one node it must be.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class Sender(threading.Thread):
         name: str | None = None,
         credentials: NodeCredentials | None = None,
         insecure_plaintext: bool = False,
+        transport: Transport | None = None,
         expect_peer: str | None = None,
         on_file_transfer: TransferCallback | None = None,
         progress: ProgressFactory | None = None,
@@ -86,7 +88,9 @@ class Sender(threading.Thread):
         if not 0 < chunk_size <= CHUNK_BYTES * 4:
             raise P2PError(f"chunk_size must be between 1 and {CHUNK_BYTES * 4} bytes, got {chunk_size}")
         self.host, self.port = my_friends_host, port
-        self._security = LinkSecurity.resolve(pki_dir, name, credentials, insecure_plaintext)
+        self._transport = resolve_transport(pki_dir, name, credentials, insecure_plaintext, transport)
+        if expect_peer is not None and isinstance(self._transport, PlainTransport):
+            raise P2PError(f"cannot require the peer to be {expect_peer} on a plain-text link: it has no identity")
         self._expect_peer = expect_peer
         self._on_file_transfer = on_file_transfer
         self._progress = progress
@@ -97,14 +101,15 @@ class Sender(threading.Thread):
         self._stop_event = threading.Event()
         self._queue_lock = threading.Lock()
         self._ended = False
-        self._connection: P2PConnection | None = None
+        self._connection: Connection | None = None
         self.connected = threading.Event()
+        self.finished = threading.Event()  # run() is over (see Receiver.finished for why not join())
         self.peer_name = ""
         self.error: BaseException | None = None
 
     @property
     def own_name(self) -> str:
-        return self._security.own_name
+        return self._transport.local_name
 
     # -- public API --------------------------------------------------------------------------------
     def send_message(self, text: str) -> Future[None]:
@@ -171,6 +176,7 @@ class Sender(threading.Thread):
                 self._ended = True
             self._fail_pending()
             self._hang_up("sender finished")
+            self.finished.set()
 
     def _fail_pending(self) -> None:
         while True:
@@ -189,15 +195,15 @@ class Sender(threading.Thread):
                 connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
             connection.close()
 
-    def _ensure_connected(self, deadline: float) -> P2PConnection:
+    def _ensure_connected(self, deadline: float) -> Connection:
         backoff = _FIRST_BACKOFF
         while self._connection is None:
             try:
-                self._connection = connect(self.host, self.port, self._security, self._expect_peer)
+                self._connection = self._transport.connect(self.host, self.port, P2P_LIMITS, self._expect_peer)
             except TransportError as exc:
                 if self._stop_event.is_set():
                     raise _Stopped(f"sender stopped before reaching {self.host}:{self.port}") from exc
-                if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+                if isinstance(exc, PeerRefused):
                     # Not a peer of our deployment: dialling again cannot help.
                     raise P2PError(f"{self.host}:{self.port} refused as a peer: {exc}") from exc
                 if time.monotonic() + backoff > deadline:
@@ -254,7 +260,7 @@ class Sender(threading.Thread):
             raise TransferFailed(f"{job.path} changed while it was being sent; send it again")
         return job.offer
 
-    def _transfer(self, connection: P2PConnection, job: _Job) -> dict[str, Any]:
+    def _transfer(self, connection: Connection, job: _Job) -> dict[str, Any]:
         assert job.path is not None
         offer = self._prepare(job)
         started = time.monotonic()
@@ -281,7 +287,7 @@ class Sender(threading.Thread):
         return self._finished(self._reply(connection), job, offset, "FILE_DONE", time.monotonic() - started)
 
     def _stream(
-        self, connection: P2PConnection, job: _Job, offset: int, size: int, task: ProgressTask | None
+        self, connection: Connection, job: _Job, offset: int, size: int, task: ProgressTask | None
     ) -> None:
         """Send bytes offset..size as FILE_CHUNK frames from one reused buffer."""
         assert job.path is not None
@@ -309,7 +315,7 @@ class Sender(threading.Thread):
                     if ahead > 0:
                         time.sleep(ahead)
 
-    def _reply(self, connection: P2PConnection) -> Frame:
+    def _reply(self, connection: Connection) -> Frame:
         frame = connection.recv()
         if frame.type is MessageType.BYE:
             reason = printable(str(frame.body.get("reason", "")))

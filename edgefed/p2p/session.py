@@ -7,6 +7,7 @@ the command module only parses arguments.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -19,6 +20,7 @@ from rich.text import Text
 
 from edgefed.p2p.errors import P2PError
 from edgefed.p2p.files import TransferCallback
+from edgefed.p2p.link import resolve_transport
 from edgefed.p2p.parse import Endpoint
 from edgefed.p2p.progress import ProgressFactory, RichProgress
 from edgefed.p2p.receiver import DEFAULT_MAX_FILE_SIZE, Receiver
@@ -27,7 +29,7 @@ from edgefed.pki import NodeCredentials
 from edgefed.transport import TransportError
 from edgefed.wire import ProtocolError
 
-_WAIT_SLICE = 0.2  # join in slices so Ctrl-C reaches the main thread
+_WAIT_SLICE = 0.2  # chat: how often the main thread looks at the receiver and the sender
 
 
 class Terminal:
@@ -56,6 +58,24 @@ class Terminal:
             yield bars
 
 
+@contextlib.contextmanager
+def _ctrl_c_ends_the_session() -> Iterator[None]:
+    """SIGINT (Ctrl-C, `kill -INT`) ends the session even in a process that inherited it ignored.
+
+    A shell without job control starts `cmd &` with SIGINT ignored (make or a script run in the
+    background), and Python keeps an inherited SIG_IGN: the session could then only be killed,
+    without its goodbyes to peers and without the final progress line.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -63,11 +83,6 @@ def _human(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
-
-
-def _wait(thread: threading.Thread, until: threading.Event | None = None) -> None:
-    while thread.is_alive() and not (until is not None and until.is_set()):
-        thread.join(_WAIT_SLICE)
 
 
 def receive(
@@ -91,9 +106,10 @@ def receive(
         if on_file_transfer is not None:
             on_file_transfer(record)
 
-    with terminal.progress() as bars:
+    with _ctrl_c_ends_the_session(), terminal.progress() as bars:
         receiver = Receiver(
-            listen.host, listen.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
+            listen.host, listen.port, transport=resolve_transport(credentials=credentials,
+                                                                  insecure_plaintext=insecure_plaintext),
             directory=directory, max_file_size=max_file_size, lifetime=lifetime,
             on_chat=lambda peer, text: terminal.say((peer, "bold cyan"), ": ", text),
             on_file_transfer=received, allowed_peers=allowed_peers, progress=bars,
@@ -105,9 +121,12 @@ def receive(
         )
         receiver.start()
         try:
-            _wait(receiver)
+            receiver.finished.wait()  # an Event, not join(): see Receiver.finished
         finally:
+            # On Ctrl-C too: the session ends only once every peer got its BYE and the handlers are
+            # gone; exiting with them still in TLS calls races the interpreter's shutdown.
             receiver.stop()
+            receiver.finished.wait()
             receiver.join()
     terminal.say(f"session over: {receiver.end_reason}")
     return 0
@@ -129,9 +148,10 @@ def send(
     if remote_name is not None and len(files) != 1:
         raise P2PError("--as names one file: give exactly one FILE with it")
     failures = 0
-    with terminal.progress() as bars:
+    with _ctrl_c_ends_the_session(), terminal.progress() as bars:
         sender = Sender(
-            peer.host, peer.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
+            peer.host, peer.port, transport=resolve_transport(credentials=credentials,
+                                                              insecure_plaintext=insecure_plaintext),
             expect_peer=expect_peer, on_file_transfer=on_file_transfer, progress=bars,
             retry_for=retry_for, max_rate=max_rate,
         )
@@ -172,13 +192,12 @@ def chat(
 
     Ends when the input ends, when the lifetime is over, or when the peer cannot be reached.
     """
+    transport = resolve_transport(credentials=credentials, insecure_plaintext=insecure_plaintext)
+    # The sender first: it holds nothing until started, the receiver's socket is bound at once.
+    sender = Sender(peer.host, peer.port, transport=transport, expect_peer=expect_peer, retry_for=retry_for)
     receiver = Receiver(
-        listen.host, listen.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
-        lifetime=lifetime, on_chat=lambda name, text: terminal.say((name, "bold cyan"), ": ", text),
-    )
-    sender = Sender(
-        peer.host, peer.port, credentials=credentials, insecure_plaintext=insecure_plaintext,
-        expect_peer=expect_peer, retry_for=retry_for,
+        listen.host, listen.port, transport=transport, lifetime=lifetime,
+        on_chat=lambda name, text: terminal.say((name, "bold cyan"), ": ", text),
     )
     terminal.say(f"listening on {Endpoint(receiver.host, receiver.port)} as {receiver.own_name}; type to chat")
     input_done = threading.Event()
@@ -203,19 +222,20 @@ def chat(
         if sender.connected.wait(retry_for + 5):
             terminal.say("connected to ", (sender.peer_name, "bold cyan"))
 
-    receiver.start()
-    sender.start()
-    threading.Thread(target=announce, daemon=True, name="p2p-chat-announce").start()
-    # Reading stdin blocks; a daemon thread lets the lifetime end the chat in the middle of a line.
-    threading.Thread(target=read_input, daemon=True, name="p2p-chat-input").start()
-    try:
-        while receiver.is_alive() and sender.is_alive() and not input_done.is_set():
-            input_done.wait(_WAIT_SLICE)
-    finally:
-        sender.stop()
-        sender.join(timeout=10)
-        receiver.stop()
-        receiver.join()
+    with _ctrl_c_ends_the_session():
+        receiver.start()
+        sender.start()
+        threading.Thread(target=announce, daemon=True, name="p2p-chat-announce").start()
+        # Reading stdin blocks; a daemon thread lets the lifetime end the chat in the middle of a line.
+        threading.Thread(target=read_input, daemon=True, name="p2p-chat-input").start()
+        try:
+            while not (receiver.finished.is_set() or sender.finished.is_set() or input_done.is_set()):
+                input_done.wait(_WAIT_SLICE)
+        finally:
+            sender.stop()
+            sender.join(timeout=10)
+            receiver.stop()
+            receiver.join()
     if sender.error is not None:
         terminal.complain(f"chat with {peer} ended: {sender.error}")
         return 2

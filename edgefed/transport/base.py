@@ -1,9 +1,9 @@
-"""The transport interface: what the federation needs from sockets, TLS or (later) MPI."""
+"""The transport interface: what the federation and p2p need from sockets, TLS or (later) MPI."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, overload
 
 from edgefed.errors import user_error
 from edgefed.wire import Frame, Limits
@@ -17,6 +17,14 @@ class TransportError(ConnectionError):
 
 class ConnectionClosed(TransportError):
     """The peer closed the connection."""
+
+
+class PeerRefused(TransportError):
+    """The peer is not one we may talk to (its certificate failed verification): dialling again cannot help."""
+
+
+class ListenerClosed(TransportError):
+    """accept_pending() on a listener that close() stopped (before or while it waited)."""
 
 
 class Connection(Protocol):
@@ -54,21 +62,44 @@ class PendingConnection(Protocol):
         raise TransportError if the peer is refused."""
         ...
 
+    def close(self) -> None:
+        """Hang up without a handshake (a peer that will not be served)."""
+        ...
+
 
 class Listener(Protocol):
     @property
-    def port(self) -> int: ...
-
-    def accept_pending(self) -> PendingConnection:
-        """Wait for the next peer to connect."""
+    def port(self) -> int:
+        """The bound port (still known after close())."""
         ...
 
-    def close(self) -> None: ...
+    @overload
+    def accept_pending(self, timeout: None = None) -> PendingConnection: ...
+
+    @overload
+    def accept_pending(self, timeout: float) -> PendingConnection | None: ...
+
+    def accept_pending(self, timeout: float | None = None) -> PendingConnection | None:
+        """Wait for the next peer to connect; None if nobody came within timeout (seconds).
+        ListenerClosed once close() was called, also for a caller already waiting."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening; wakes a thread waiting in accept_pending() (callable from any thread)."""
+        ...
 
 
 class Transport(Protocol):
-    """How sessions reach each other: TLS sockets today (TlsTransport), MPI later."""
+    """How nodes reach each other: mutual TLS (TlsTransport), plain TCP on request (PlainTransport), MPI later."""
+
+    @property
+    def local_name(self) -> str:
+        """Who this node is to its peers ("unauthenticated" on a transport without identities)."""
+        ...
 
     def listen(self, host: str, port: int, limits: Limits) -> Listener: ...
 
-    def connect(self, host: str, port: int, limits: Limits, server_name: str) -> Connection: ...
+    def connect(self, host: str, port: int, limits: Limits, server_name: str | None) -> Connection:
+        """Dial host:port. server_name: the name the peer must prove (TLS: a name in its certificate);
+        None accepts any peer the transport authenticates (TLS: any certificate of the deployment CA)."""
+        ...

@@ -1,4 +1,4 @@
-"""Frames over TCP sockets wrapped in TLS 1.3."""
+"""Frames over TCP sockets: the connection, a stoppable listener, dialling, and TLS 1.3 on top."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import socket
 import ssl
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import overload
 
 from edgefed.pki import NodeCredentials
-from edgefed.transport.base import ConnectionClosed, TransportError
+from edgefed.transport.base import ConnectionClosed, ListenerClosed, PeerRefused, TransportError
 from edgefed.transport.tls import client_context, peer_common_name, server_context
 from edgefed.wire import Frame, FrameReader, Limits
 from edgefed.wire.reader import Allocator, allocate_fresh
@@ -119,42 +119,168 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-class TlsListener:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now; another process may take it before it is used (demos, tests)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def dial(host: str, port: int, timeout: float = HANDSHAKE_TIMEOUT) -> socket.socket:
+    """A connected, tuned TCP socket still carrying the timeout (for the handshake that follows)."""
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {host}:{port}: {exc}") from exc
+    tune_socket(raw)
+    return raw
+
+
+class StreamListener:
+    """A listening TCP socket that close() stops from any thread, waking a waiting accept at once.
+
+    Subclasses authenticate accepted sockets in handshake(); accept_pending() leaves that to the
+    caller's thread, so a slow or hostile peer never blocks accepting the next one.
+    """
+
+    def __init__(self, host: str, port: int, backlog: int = 128) -> None:
+        self._sock = listening_socket(host, port, backlog)
+        self._port = int(self._sock.getsockname()[1])
+        self._lock = threading.Lock()
+        self._closed = False
+        self._accepting = 0  # threads inside accept: the last one out closes the descriptor
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def accept_raw(self, timeout: float | None = None) -> tuple[socket.socket, tuple[str, int]] | None:
+        """A TCP connection not yet authenticated and its address; None if nobody came within timeout."""
+        with self._lock:
+            if self._closed:
+                raise ListenerClosed("the listener is closed")
+            self._accepting += 1
+            # Only the socket's own wait: a closing listener is woken by shutdown(), not by this timeout.
+            self._sock.settimeout(None if timeout is None else max(timeout, 0.0))
+        try:
+            raw, address = self._sock.accept()
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: timeout 0 and nobody waiting
+            return None
+        except OSError as exc:
+            if self._closed:  # shutdown() woke us (EINVAL), or the socket was already gone
+                raise ListenerClosed("the listener is closed") from exc
+            raise TransportError(f"accept on port {self._port} failed: {exc}") from exc
+        finally:
+            self._leave_accept()
+        raw.settimeout(None)
+        return raw, (str(address[0]), int(address[1]))
+
+    def _leave_accept(self) -> None:
+        with self._lock:
+            self._accepting -= 1
+            if self._closed and self._accepting == 0:
+                self._sock.close()
+
+    @overload
+    def accept_pending(self, timeout: None = None) -> PendingSocket: ...
+
+    @overload
+    def accept_pending(self, timeout: float) -> PendingSocket | None: ...
+
+    def accept_pending(self, timeout: float | None = None) -> PendingSocket | None:
+        accepted = self.accept_raw(timeout)
+        if accepted is None:
+            return None
+        return PendingSocket(self, *accepted)
+
+    def handshake(self, raw: socket.socket, timeout: float = HANDSHAKE_TIMEOUT) -> SocketConnection:
+        raise NotImplementedError
+
+    def accept(self) -> SocketConnection:
+        """Accept and authenticate one peer on this thread (for tests and one-peer tools)."""
+        return self.accept_pending().authenticate()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            # shutdown() wakes a thread blocked in accept(); close() alone does not on Linux. The
+            # descriptor is closed by the last thread leaving accept, so its number is never reused
+            # under a waiting accept.
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            if self._accepting == 0:
+                self._sock.close()
+
+
+class PendingSocket:
+    """An accepted TCP connection whose handshake has not run yet (or is running on some thread)."""
+
+    def __init__(self, listener: StreamListener, raw: socket.socket, address: tuple[str, int]) -> None:
+        self._listener = listener
+        self._raw = raw
+        self.address = address
+        self._lock = threading.Lock()
+        self._state = "waiting"  # -> "handshaking" -> "authenticated"; or "hung up"
+        # A second descriptor of the socket while the handshake runs: close() shuts the socket down
+        # through it, which wakes the handshake without touching the descriptor the handshake uses.
+        self._waker: socket.socket | None = None
+
+    def authenticate(self, timeout: float = HANDSHAKE_TIMEOUT) -> SocketConnection:
+        who = f"peer {self.address[0]}:{self.address[1]}"
+        with self._lock:
+            if self._state != "waiting":
+                raise TransportError(f"{who}: {self._state}, no handshake")
+            self._state = "handshaking"
+            self._waker = self._raw.dup()
+        try:
+            connection = self._listener.handshake(self._raw, timeout)  # closes the socket if refused
+        except BaseException:
+            self._end_handshake("hung up")
+            raise
+        if not self._end_handshake("authenticated"):
+            connection.close()
+            raise TransportError(f"{who}: hung up during the handshake")
+        return connection
+
+    def _end_handshake(self, state: str) -> bool:
+        """Leave the handshake in state; False if close() hung up meanwhile."""
+        with self._lock:
+            completed = self._state == "handshaking"
+            self._state = state if completed else "hung up"
+            waker, self._waker = self._waker, None
+        if waker is not None:
+            waker.close()
+        return completed
+
+    def close(self) -> None:
+        """Hang up on a peer not authenticated yet; wakes a handshake running on another thread."""
+        with self._lock:
+            state = self._state
+            if state in ("authenticated", "hung up"):
+                return  # the Connection owns the socket now, or nothing is left to close
+            self._state = "hung up"
+            if state == "waiting":
+                self._raw.close()
+            elif self._waker is not None:
+                with contextlib.suppress(OSError):
+                    self._waker.shutdown(socket.SHUT_RDWR)
+
+
+class TlsListener(StreamListener):
     """A listening socket whose accepted peers must complete a mutual-TLS handshake."""
 
     def __init__(
         self, host: str, port: int, context: ssl.SSLContext, limits: Limits | None = None, backlog: int = 128
     ) -> None:
+        super().__init__(host, port, backlog)
         self._context = context
         self._limits = limits
-        self._sock = listening_socket(host, port, backlog)
-
-    @property
-    def port(self) -> int:
-        return int(self._sock.getsockname()[1])
-
-    def accept_raw(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept a TCP connection without handshaking (so a slow peer never blocks the accept loop)."""
-        sock, address = self._sock.accept()
-        return sock, address
 
     def handshake(self, raw: socket.socket, timeout: float = HANDSHAKE_TIMEOUT) -> TlsConnection:
         """Authenticate an accepted socket; the peer is refused unless its certificate is from our CA."""
         return server_handshake(raw, self._context, self._limits, timeout)
-
-    def accept(self) -> TlsConnection:
-        raw, _ = self.accept_raw()
-        return self.handshake(raw)
-
-    def accept_pending(self) -> PendingTls:
-        raw, address = self.accept_raw()
-        return PendingTls(self, raw, (str(address[0]), int(address[1])))
-
-    def close(self) -> None:
-        # shutdown() wakes a thread blocked in accept(); close() alone does not on Linux.
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
 
 
 def connect_tls(
@@ -165,40 +291,37 @@ def connect_tls(
     timeout: float = HANDSHAKE_TIMEOUT,
     server_hostname: str | None = None,
 ) -> TlsConnection:
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise TransportError(f"cannot connect to {host}:{port}: {exc}") from exc
-    tune_socket(raw)
+    raw = dial(host, port, timeout)
     try:
         tls = context.wrap_socket(raw, server_hostname=server_hostname or host)
         name = peer_common_name(tls)
     except (ssl.SSLError, OSError) as exc:
         raw.close()
-        raise TransportError(f"TLS handshake with {host}:{port} failed: {exc}") from exc
+        refused = PeerRefused if isinstance(exc, ssl.SSLCertVerificationError) else TransportError
+        raise refused(f"TLS handshake with {host}:{port} failed: {exc}") from exc
     tls.settimeout(None)
     return TlsConnection(tls, name, limits)
-
-
-@dataclass(frozen=True)
-class PendingTls:
-    listener: TlsListener
-    raw: socket.socket
-    address: tuple[str, int]
-
-    def authenticate(self) -> TlsConnection:
-        return self.listener.handshake(self.raw)
 
 
 class TlsTransport:
     """The Transport of a node holding NAME's credentials: mutual TLS 1.3 over TCP."""
 
     def __init__(self, creds: NodeCredentials) -> None:
+        self._name = creds.name
         self._server = server_context(creds)
         self._client = client_context(creds)
+        # Any node certificate of the deployment CA, for peers dialled by address without a name to
+        # check: node certificates name the node (SAN DNS:NAME), not necessarily the address.
+        self._client_any_node = client_context(creds, check_hostname=False)
+
+    @property
+    def local_name(self) -> str:
+        return self._name
 
     def listen(self, host: str, port: int, limits: Limits) -> TlsListener:
         return TlsListener(host, port, self._server, limits)
 
-    def connect(self, host: str, port: int, limits: Limits, server_name: str) -> TlsConnection:
+    def connect(self, host: str, port: int, limits: Limits, server_name: str | None) -> TlsConnection:
+        if server_name is None:
+            return connect_tls(host, port, self._client_any_node, limits)
         return connect_tls(host, port, self._client, limits, server_hostname=server_name)

@@ -43,12 +43,17 @@ def foreign_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Edgefed:
     """One `edgefed` process; its stdout and stderr go to files the test can read at any time."""
 
-    def __init__(self, workdir: Path, label: str, *args: str | Path, stdin: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, label: str, *args: str | Path, stdin: int | None = None, sigint_ignored: bool = False
+    ) -> None:
         self.out_path, self.err_path = workdir / f"{label}.out", workdir / f"{label}.err"
         self._out, self._err = self.out_path.open("w"), self.err_path.open("w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+        # sigint_ignored: started as `cmd &` by a shell without job control (make or a script in the background).
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
         self.process = subprocess.Popen(
-            [*CLI, *map(str, args)], stdin=stdin, stdout=self._out, stderr=self._err, env=env, text=True
+            [*CLI, *map(str, args)], stdin=stdin, stdout=self._out, stderr=self._err, env=env, text=True,
+            preexec_fn=ignore,
         )
 
     @property
@@ -308,3 +313,23 @@ def test_plain_text_needs_the_loud_option_and_warns(tmp_path: Path) -> None:
     assert "INSECURE PLAINTEXT" in rx.err()
     assert "INSECURE PLAINTEXT" in tx.err()
     assert "by unauthenticated" in tx.out()
+
+
+def test_sigint_ends_a_receiver_that_inherited_it_ignored(pki: Path, tmp_path: Path) -> None:
+    """Started in the background by a shell without job control, the receiver still stops on SIGINT,
+    closing its session with a peer connected, with exit status 130 (not left for a SIGKILL)."""
+    rx = Edgefed(tmp_path, "receiver", "-v", "p2p", "receive", "--listen", "127.0.0.1:0", "--dir", tmp_path / "inbox",
+                 "--pki", pki, "--name", "bob", "--for", "10m", sigint_ignored=True)
+    port = listening_port(rx)
+    chat = Edgefed(tmp_path, "alice", "p2p", "chat", "--listen", "127.0.0.1:0", "--peer", f"127.0.0.1:{port}",
+                   "--pki", pki, "--name", "alice", "--for", "10m", stdin=subprocess.PIPE)
+    try:
+        chat.stdin.write("are you there?\n")
+        chat.stdin.flush()
+        wait_for(lambda: "alice: are you there?" in rx.out(), 60, "the receiver to hear alice")
+        rx.process.send_signal(signal.SIGINT)
+        assert rx.wait(60) == 130, rx.err()
+    finally:
+        rx.stop()
+        chat.stop()
+    assert "p2p receiver bob closed: stopped" in rx.err()

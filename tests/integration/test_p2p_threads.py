@@ -7,17 +7,21 @@ import logging
 import os
 import queue
 import shutil
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
+from io import StringIO
 from pathlib import Path
 
 import pytest
 
-from edgefed.p2p import P2PError, PeerUnreachable, Receiver, Sender, TransferRefused
+from edgefed.p2p import P2PError, PeerUnreachable, Receiver, Sender, TransferRefused, session
 from edgefed.p2p.link import P2P_LIMITS
+from edgefed.p2p.parse import Endpoint
 from edgefed.pki import NodeCredentials, PKIError, init_ca, issue_node
-from edgefed.transport import TlsConnection, TransportError, client_context, connect_tls
+from edgefed.transport import PlainTransport, TlsConnection, TransportError, client_context, connect_tls
 from edgefed.wire import MessageType, encode_control_frame, encode_raw_frame
 
 LOCALHOST = "127.0.0.1"
@@ -361,4 +365,78 @@ def test_a_sender_pinned_to_a_peer_name_refuses_another_node(pki: Path) -> None:
     finally:
         sender.stop()
         receiver.stop()
+        receiver.join(10)
+
+
+def test_ctrl_c_ends_a_receiving_session_only_after_its_peers_got_their_goodbye(
+    pki: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C in `edgefed p2p receive`: the command returns only once the receiver has closed.
+
+    In Python 3.11 a KeyboardInterrupt landing in Thread.join() marks a running thread as stopped, so
+    a session that joined its receiver let the process exit in the middle of the receiver's shutdown.
+    """
+    out = StringIO()
+    terminal = session.Terminal(out=out, err=StringIO(), progress=False)
+    goodbyes: list[str] = []
+
+    def peer() -> None:
+        wait_for(lambda: "listening on" in out.getvalue(), 30, "the receiver to listen")
+        port = int(out.getvalue().split("listening on 127.0.0.1:")[1].split()[0].rstrip(";"))
+        connection = dial(pki, "alice", port)
+        try:
+            connection.send([encode_control_frame(MessageType.CHAT, 0, {"text": "still here"})])
+            wait_for(lambda: "alice: still here" in out.getvalue(), 30, "the chat line to arrive")
+            os.kill(os.getpid(), signal.SIGINT)  # the main thread is waiting in session.receive()
+            bye = connection.recv()
+            goodbyes.append(f"{bye.type.name} {bye.body['reason']}")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    credentials = NodeCredentials.load(pki, "bob")
+    with caplog.at_level(logging.INFO, logger="edgefed.p2p"), pytest.raises(KeyboardInterrupt):
+        session.receive(Endpoint(LOCALHOST, 0), tmp_path / "inbox", terminal, credentials, lifetime=120)
+    assert "p2p receiver bob closed: stopped" in caplog.text  # before receive() gave up the main thread
+    thread.join(timeout=30)
+    assert goodbyes == ["BYE stopped"]
+
+
+def test_stop_hangs_up_on_a_peer_still_in_its_handshake(pki: Path) -> None:
+    receiver = Receiver(LOCALHOST, 0, pki_dir=pki, name="bob")
+    receiver.start()
+    try:
+        with socket.create_connection((LOCALHOST, receiver.port), timeout=30) as silent:  # never says hello
+            handler = f"p2p-peer-127.0.0.1:{silent.getsockname()[1]}"
+            wait_for(lambda: handler in {t.name for t in threading.enumerate()}, 30, "its handler")
+            receiver.stop()
+            assert receiver.finished.wait(30)
+            # Hung up on (not left to the handshake's 15 s timeout), and its handler is gone.
+            assert silent.recv(1) == b""
+            assert handler not in {t.name for t in threading.enumerate()}
+    finally:
+        receiver.stop()
+        receiver.join(30)
+
+
+def test_a_given_transport_is_used_as_is(pki: Path) -> None:
+    with pytest.raises(P2PError, match="not both"):
+        Receiver(LOCALHOST, 0, pki_dir=pki, name="bob", transport=PlainTransport())
+    with pytest.raises(P2PError, match="plain-text link"):
+        Sender(LOCALHOST, 1, transport=PlainTransport(), expect_peer="bob")
+    heard: queue.Queue[tuple[str, str]] = queue.Queue()
+    receiver = Receiver(LOCALHOST, 0, transport=PlainTransport(), on_chat=lambda p, t: heard.put((p, t)))
+    sender = Sender(LOCALHOST, receiver.port, transport=PlainTransport())
+    receiver.start()
+    sender.start()
+    try:
+        sender.send_message("over a transport made by the caller").result(timeout=30)
+        peer, text = heard.get(timeout=30)
+        assert (peer.split("@")[0], text) == ("unauthenticated", "over a transport made by the caller")
+        assert receiver.own_name == sender.own_name == "unauthenticated"
+    finally:
+        sender.stop()
+        receiver.stop()
+        sender.join(10)
         receiver.join(10)
