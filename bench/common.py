@@ -14,7 +14,6 @@ import platform
 import resource
 import selectors
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from edgefed.transport import free_port as transport_free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
@@ -42,9 +43,7 @@ def peak_rss_mb() -> float:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    return transport_free_port(host)
 
 
 def machine() -> str:

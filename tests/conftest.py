@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,13 @@ import pytest
 
 from edgefed import pki
 from edgefed.config import NodeConfig, config_from_dict, dump_config
+from edgefed.transport import free_port as transport_free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return transport_free_port("127.0.0.1")
 
 
 @pytest.fixture

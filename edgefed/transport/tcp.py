@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import ssl
 import threading
@@ -119,11 +120,23 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+# Below Linux's default ephemeral range (32768-60999): a port handed out here is never taken meanwhile
+# as the local end of some outgoing connection, which binding to port 0 would risk.
+FREE_PORT_RANGE = (20000, 32767)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now; another process may take it before it is used (demos, tests)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port nobody listens on now (demos, tests). Another listener may still take it before it is
+    used, but no outgoing connection will: it comes from below the ephemeral range."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for port in random.sample(range(FREE_PORT_RANGE[0], FREE_PORT_RANGE[1] + 1), 200):
+        with socket.socket(family) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise TransportError(f"no free port on {host} in {FREE_PORT_RANGE[0]}-{FREE_PORT_RANGE[1]}")
 
 
 def dial(host: str, port: int, timeout: float = HANDSHAKE_TIMEOUT) -> socket.socket:

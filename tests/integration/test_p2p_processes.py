@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import IO
 import pytest
 
 from edgefed.pki import init_ca, issue_node
+from edgefed.transport import free_port as transport_free_port
 
 CLI = [sys.executable, "-c", "import sys; from edgefed.cli import main; sys.exit(main())"]
 MiB = 1 << 20
@@ -108,9 +108,7 @@ def listening_port(process: Edgefed) -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return transport_free_port("127.0.0.1")
 
 
 def receiver(tmp_path: Path, pki: Path, *extra: str, label: str = "receiver") -> tuple[Edgefed, int]:

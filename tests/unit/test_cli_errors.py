@@ -6,7 +6,6 @@ or systemd sees).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from edgefed import __version__, pki
 from edgefed.config import dump_config
+from edgefed.transport import free_port
 
 
 def edgefed(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -102,9 +102,7 @@ def test_version() -> None:
 
 def test_worker_that_gives_up_on_the_chief_exits_3(ca: Path, tmp_path: Path) -> None:
     pki.issue_node(ca, "lonely", [])
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     config = tmp_path / "worker.toml"
     config.write_text(dump_config({
         "node": {"name": "lonely", "role": "worker", "pki_dir": str(ca), "state_dir": str(tmp_path / "state")},
