@@ -1,6 +1,8 @@
 # The Ansible appliance (issue 6, docs/ansible.md): site.yml brings the chief and workers up,
 # teardown.yml closes what it opened.
-#   make ansible-check   ansible-lint (production profile) + --syntax-check of both playbooks
+#   make ansible-check   ansible-lint (production profile) + --syntax-check of both playbooks, and
+#                        every roles/*/README.md up to date with its meta/argument_specs.yml
+#   make role-readmes    regenerate the role READMEs from their argument specs (scripts/role_readme.py)
 #   make test-ansible    tests/ansible: the gates above, the pki play against edgefed.pki and its TLS,
 #                        the security-group role against moto on loopback, the validation play, the
 #                        rendered units (systemd-analyze security) and configuration (edgefed.config)
@@ -12,14 +14,18 @@
 INVENTORY ?= inventory/example
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
 ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example
-ANSIBLE_PYTHON := roles/pki/filter_plugins roles/edgefed_install/files
+ANSIBLE_PYTHON := roles/pki/filter_plugins roles/edgefed_install/files scripts/role_readme.py
 
-.PHONY: ansible-check test-ansible test-ansible-hosts site teardown
-ansible-check: setup ## ansible-lint (production profile) and --syntax-check of the playbooks
+.PHONY: ansible-check role-readmes test-ansible test-ansible-hosts site teardown
+ansible-check: setup ## ansible-lint (production profile), --syntax-check of the playbooks, role READMEs up to date
 	$(VENV)/bin/ansible-lint --offline --profile production $(ANSIBLE_LINTED)
 	$(ANSIBLE_PLAYBOOK) -i inventory/example --syntax-check site.yml teardown.yml
 	$(VENV)/bin/ruff check $(ANSIBLE_PYTHON)
 	$(VENV)/bin/mypy --strict --ignore-missing-imports $(ANSIBLE_PYTHON)
+	$(PY) scripts/role_readme.py --check
+
+role-readmes: setup ## regenerate roles/*/README.md from their argument specs
+	$(PY) scripts/role_readme.py
 
 test-ansible: setup ## tests/ansible: the playbooks' gates, pki, templates, validation (no hosts)
 	$(PY) -m pytest -m "not lab" tests/ansible
