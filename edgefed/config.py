@@ -34,14 +34,19 @@ class NodeSection:
     # Logging level of the services (edgefed.logs); -v/-q on the command line win over it.
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
+# The appliance's port defaults: public (what workers dial, DNAT'ed on the chief) and private (where the
+# chief listens). playbooks/vars/appliance.yml sets the same for Ansible; a test keeps the two equal.
+DEFAULT_PUBLIC_PORT = 7777
+DEFAULT_PRIVATE_PORT = 3389
+
 
 @dataclass(frozen=True)
 class FederationSection:
     # Seed names: the chief serves on private_ip:private_port, workers dial public_ip:public_port.
     private_ip: str = "0.0.0.0"
-    private_port: int = 3389
+    private_port: int = DEFAULT_PRIVATE_PORT
     public_ip: str = "127.0.0.1"
-    public_port: int = 7777
+    public_port: int = DEFAULT_PUBLIC_PORT
     server_name: str = ""  # name the chief's certificate is checked against; default public_ip
     chief_name: str = ""  # worker: the chief's node name (certificate CN); default: its first chief's, pinned
     wait_time: float = 30.0

@@ -30,15 +30,13 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 from ansible.vars.manager import VariableManager
 
-from edgefed.config import ConfigError
+from edgefed.config import DEFAULT_PRIVATE_PORT, DEFAULT_PUBLIC_PORT, ConfigError
 
 Role = Literal["chief", "worker"]
 
 ROLE_GROUPS: dict[str, Role] = {"chief": "chief", "workers": "worker"}
 DEFAULT_STATE_DIR = "/var/lib/edgefed"
 DEFAULT_PKI_DIR = "/etc/edgefed/pki"
-DEFAULT_PUBLIC_PORT = 7777
-DEFAULT_PRIVATE_PORT = 3389
 DEFAULT_SSH_PORT = 22
 DEFAULT_CONFIG_FILE = "/etc/edgefed/edgefed.toml"
 

@@ -23,10 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgefed.config import ConfigError, NodeConfig, config_from_dict
+from edgefed.config import DEFAULT_PRIVATE_PORT, DEFAULT_PUBLIC_PORT, ConfigError, NodeConfig, config_from_dict
 
-DEFAULT_PRIVATE_PORT = 3389
-DEFAULT_PUBLIC_PORT = 7777
 DEFAULT_PKI_DIR = "/etc/edgefed/pki"
 
 

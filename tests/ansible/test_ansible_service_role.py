@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ansible_helpers import run_playbook, write_inventory
+from ansible_helpers import REPO, run_playbook, write_inventory
+
+from edgefed.config import DEFAULT_PRIVATE_PORT, DEFAULT_PUBLIC_PORT
 
 
 def _units(tmp_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
@@ -61,3 +63,11 @@ def test_a_unit_setting_wins_over_the_shared_one(tmp_path: Path) -> None:
     assert units["ledger"]["ExecStart"][0].startswith("/opt/edgefed/venv/bin/edgefed ledger serve ")
     for unit in units.values():  # the group follows the shared user
         assert unit["User"] == unit["Group"] == ["fl"]
+
+
+def test_the_playbooks_port_defaults_are_the_nodes_defaults() -> None:
+    """Two systems set the ports (Ansible for the appliance, edgefed.config for a node run by hand):
+    the one default each has must be the same number."""
+    text = (REPO / "playbooks" / "vars" / "appliance.yml").read_text()
+    defaults = dict(re.findall(r"edgefed_(public|private)_port \| default\((\d+)\)", text))
+    assert defaults == {"public": str(DEFAULT_PUBLIC_PORT), "private": str(DEFAULT_PRIVATE_PORT)}
