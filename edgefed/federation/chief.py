@@ -251,6 +251,7 @@ class ChiefSession:
                 self._cond.notify_all()
         if refusal is not None:
             log.warning("refused %s: %s", conn.peer, refusal)
+            self.events.refused(refusal.code)
             self.status.error(f"refused {conn.peer}: {refusal}")
             with contextlib.suppress(TransportError):
                 conn.send([encode_control_frame(MessageType.BYE, 0, refusal.body())])
@@ -347,6 +348,7 @@ class ChiefSession:
                 self._book.refused(worker.name, frame.round)
                 self._cond.notify_all()
             log.warning("rejected update from %s: %s", worker.name, reason)
+            self.events.refused(reason.code)
             self.status.error(f"rejected update from {worker.name}: {reason}")
             self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, reason.body())])
 
