@@ -291,7 +291,7 @@ class ChiefSession:
                 finally:
                     self._release_staging(worker)
             elif frame.type is MessageType.BYE:
-                self._drop(worker, f"said goodbye: {frame.body.get('reason', '')}")
+                self._drop(worker, f"said goodbye: {frame.body.get('reason', '')}", orderly=True)
                 return
             else:
                 self._drop(worker, f"unexpected {frame.type.name} from a worker")
@@ -370,13 +370,16 @@ class ChiefSession:
         with self._counter_lock:
             self.bytes_sent, self.bytes_received = self.bytes_sent + sent, self.bytes_received + received
 
-    def _drop(self, worker: _Worker, reason: str) -> None:
+    def _drop(self, worker: _Worker, reason: str, orderly: bool = False) -> None:
         with self._cond:
             if not self._book.leave(worker):
                 return
             self._cond.notify_all()
         worker.conn.close()
-        if not self._closing:
+        if orderly:  # a BYE: the worker finished or was stopped; not an error
+            log.info("worker %s left: %s", worker.name, reason)
+        elif not self._closing:
             log.warning("worker %s left: %s", worker.name, reason)
             self.status.error(f"{worker.name} left: {reason}")
+        if not self._closing:
             self.status.update(participants=self.participants())

@@ -35,30 +35,47 @@ def _finite(value: float | None) -> float | None:
 
 @dataclass
 class _RoundTally:
-    """What the EventBus said since the last round ended."""
+    """What the EventBus said about one round number."""
 
     bytes_in: int = 0
     bytes_out: int = 0
     upload_max: float | None = None
     broadcast: float = 0.0
-    refused: int = 0
+
+
+MAX_TALLIED_ROUNDS = 8  # round numbers tallied at once: a hostile worker's stale/future rounds add none
 
 
 class HistoryWriter:
     """Subscribe transfer() and refused() to the chief's EventBus; call round() from the driver's
-    on_round callback."""
+    on_round callback.
+
+    Transfers are tallied by their round number, not by arrival: fast workers upload the next round's
+    update before the driver has reported the previous one. The line for round R counts the updates
+    sent for round R-1 (bytes_in) and the broadcast of the weights of round R (bytes_out).
+    """
 
     def __init__(self, state_dir: str | Path, node: str) -> None:
         self.path = history_path(state_dir)
         self.node = node
         self._lock = threading.Lock()
-        self._tally = _RoundTally()
+        self._tallies: dict[int, _RoundTally] = {}
+        self._refused = 0
+        self._reported = 0  # the last round written
+
+    def _tally(self, round_number: int) -> _RoundTally | None:
+        tally = self._tallies.get(round_number)
+        if tally is None and round_number >= self._reported and len(self._tallies) < MAX_TALLIED_ROUNDS:
+            tally = self._tallies[round_number] = _RoundTally()
+        return tally
 
     def transfer(self, event: TransferEvent) -> None:
         if event.observer != self.node:
             return
         with self._lock:
-            tally = self._tally
+            tally = self._tally(event.round)
+            if tally is None:
+                return
             if event.direction == "receive":
                 tally.bytes_in += event.bytes
                 tally.upload_max = max(tally.upload_max or 0.0, event.seconds)
@@ -68,31 +85,35 @@ class HistoryWriter:
 
     def refused(self, _code: str) -> None:
         with self._lock:
-            self._tally.refused += 1
+            self._refused += 1
 
     def round(self, round_number: int, participants: list[str], *, accuracy: float | None, loss: float | None,
               train_loss: float | None, seconds: float, samples: int | None = None) -> dict[str, Any]:
-        """Append the line for the round just averaged: its uploads (bytes_in) and the broadcast of
-        its average (bytes_out; the chief's average() returns after the broadcast)."""
+        """Append the line for the round just averaged (the chief's average() returns after its
+        broadcast, so both directions are tallied by now)."""
         with self._lock:
-            tally, self._tally = self._tally, _RoundTally()
+            uploads = self._tallies.get(round_number - 1) or _RoundTally()
+            broadcast = self._tallies.get(round_number) or _RoundTally()
+            refused, self._refused = self._refused, 0
+            self._reported = round_number
+            self._tallies = {r: t for r, t in self._tallies.items() if r >= round_number}
         record: dict[str, Any] = {
             "format": FORMAT,
             "at": round(time.time(), 3),
             "node": self.node,
             "round": round_number,
             "participants": participants[:MAX_PARTICIPANTS_KEPT],
-            "refused": tally.refused,
+            "refused": refused,
             "samples": samples,
             "accuracy": _finite(accuracy),
             "loss": _finite(loss),
             "train_loss": _finite(train_loss),
-            "bytes_in": tally.bytes_in,
-            "bytes_out": tally.bytes_out,
+            "bytes_in": uploads.bytes_in,
+            "bytes_out": broadcast.bytes_out,
             "seconds": {
                 "round": round(max(seconds, 0.0), 4),
-                "upload_max": None if tally.upload_max is None else round(tally.upload_max, 4),
-                "broadcast": round(tally.broadcast, 4) if tally.bytes_out else None,
+                "upload_max": None if uploads.upload_max is None else round(uploads.upload_max, 4),
+                "broadcast": round(broadcast.broadcast, 4) if broadcast.bytes_out else None,
             },
         }
         line = json.dumps(record, separators=(",", ":")) + "\n"

@@ -120,8 +120,9 @@ def test_a_real_run_is_scraped_while_training_and_its_history_plotted(
         validator.validate(line)
     assert [line["round"] for line in lines] == list(range(1, rounds + 1))
     assert sum(line["refused"] for line in lines) == 1
-    assert all(sorted(line["participants"]) == ["chief", "worker1", "worker2"] for line in lines)
-    assert all(line["bytes_in"] > 0 and line["bytes_out"] > 0 and line["accuracy"] is not None for line in lines)
+    for line in lines:
+        assert sorted(line["participants"]) == ["chief", "worker1", "worker2"], line
+        assert line["bytes_in"] > 0 and line["bytes_out"] > 0 and line["accuracy"] is not None, line
     assert lines[-1]["accuracy"] > lines[0]["accuracy"] - 0.2  # trained, not wrecked
 
     # the status files carry the last round's accuracy
