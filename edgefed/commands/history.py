@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         if not records:
             raise UsageError(f"{path}: no rounds to plot")
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'edgefed[observe]'")
         from edgefed.observe.plot import plot_history
 
         out = plot_history(records, args.plot)

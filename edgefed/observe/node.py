@@ -18,6 +18,7 @@ from typing import Any
 from edgefed.config import NodeConfig
 from edgefed.contracts.events import EventBus
 from edgefed.contracts.status import StatusFile
+from edgefed.errors import UsageError
 from edgefed.federation.driver import RoundReport
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,13 @@ log = logging.getLogger(__name__)
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _require(module: str, setting: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(f"{setting} needs the {module} package: pip install 'edgefed[observe]'")
 
 
 class NodeObserver:
@@ -45,6 +53,7 @@ class NodeObserver:
             bus.subscribe(history.transfer)
             bus.subscribe_refusals(history.refused)
         if config.metrics.enabled:
+            _require("prometheus_client", "metrics.enabled")
             from edgefed.observe.metrics import NodeMetrics
             from edgefed.pki import NodeCredentials
             from edgefed.transport.http_metrics import serve_metrics
