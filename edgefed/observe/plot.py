@@ -16,9 +16,10 @@ def plot_history(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
     matplotlib.use("Agg")  # no display on a chief or in CI
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rounds = [r["round"] for r in records]
-    panels = (
+    panels: tuple[tuple[str, list[Any]], ...] = (
         ("accuracy", [r.get("accuracy") for r in records]),
         ("loss", [r.get("loss") for r in records]),
         ("participants", [len(r["participants"]) for r in records]),
@@ -32,6 +33,9 @@ def plot_history(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
                 xs, ys = zip(*points, strict=True)
                 axis.plot(xs, ys, marker="o", markersize=3)
             axis.set_title(title)
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+            if title == "participants":
+                axis.yaxis.set_major_locator(MaxNLocator(integer=True))
             axis.grid(True, alpha=0.3)
         for axis in axes[1]:
             axis.set_xlabel("round")
