@@ -70,7 +70,7 @@ class WorkerSession:
         self.total = 0
         self.finished = False
         self.num_samples = 0
-        self._gave_up = False  # a permanent error or reconnect_timeout ended this worker
+        self._gave_up = False  # a permanent error ended this worker (state: error)
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -168,7 +168,6 @@ class WorkerSession:
             except (TransportError, ProtocolError) as exc:
                 self._disconnect()
                 if time.monotonic() + backoff.upcoming > deadline:
-                    self._give_up(exc)
                     raise TransportError(
                         f"gave up joining {self.federation.public_ip}:{self.federation.public_port} "
                         f"after {self.federation.reconnect_timeout:.0f}s: {exc}"
@@ -224,9 +223,9 @@ class WorkerSession:
                 raise ProtocolError(f"unexpected {frame.type.name} while joining")
 
     def _give_up(self, exc: Exception) -> None:
-        """The status file says state: error with the reason; close() keeps it (docs/status.md)."""
+        """The status file says state: error with the reason; close() keeps it (docs/status.md). The
+        caller raises: the command's last line (`edgefed: gave up: ...`) says it once."""
         self._gave_up = True
-        log.error("giving up: %s", exc)
         self.status.error(str(exc))
         self.status.update(state="error")
 
