@@ -58,7 +58,11 @@ def run_node(
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
     bus = events or EventBus()
     session = build_session(config, bus)
-    observer = NodeObserver.start(config, session.status, bus)  # history, status accuracy, metrics
+    try:
+        observer = NodeObserver.start(config, session.status, bus)  # history, status accuracy, metrics
+    except BaseException:
+        session.close()  # e.g. the metrics port is taken: nothing of this node stays open
+        raise
     trainer = make_trainer(config.trainer)
     if attack:  # a simulated hostile worker (demo, poisoning benchmark)
         from edgefed.attacks import AttackingTrainer

@@ -146,3 +146,21 @@ def test_a_real_run_is_scraped_while_training_and_its_history_plotted(
     pixels = image.imread(png)
     assert pixels.shape[:2] == (700, 1000)
     assert pixels[..., :3].std() > 0.05  # drawn on, not a blank canvas
+
+
+def test_a_taken_metrics_port_is_one_line_and_exit_2(pki_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:  # another program already listens on the metrics port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        settings = node_settings(pki_dir, tmp_path / "state", "chief", "chief", free_port())
+        settings["metrics"] = {"enabled": True, "port": taken}
+        result = subprocess.run(
+            [sys.executable, "-m", "edgefed", "chief", "--config", str(_write(tmp_path, settings, "chief"))],
+            capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+        )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"edgefed: error: metrics endpoint 127.0.0.1:{taken}: cannot listen"
+                                          " (Address already in use)"]
