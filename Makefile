@@ -18,7 +18,7 @@ help: ## this list: every target with its comment (Makefile and mk/*.mk)
 $(VENV)/.installed: pyproject.toml requirements/tools.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[tf,lite,ops,demo,dev]' -r requirements/tools.txt
+	$(PIP) install --quiet -e '.[tf,lite,ops,demo,observe,dev]' -r requirements/tools.txt
 	touch $@
 
 include $(wildcard mk/*.mk)

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "edgefed.commands.p2p",
     "edgefed.commands.status",
     "edgefed.commands.doctor",
+    "edgefed.commands.history",
 )
 
 EXIT_INTERNAL = 1

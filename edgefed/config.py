@@ -99,6 +99,7 @@ class NodeConfig:
     federation: FederationSection = field(default_factory=FederationSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
     ledger: LedgerSection = field(default_factory=LedgerSection)
+    metrics: MetricsSection = field(default_factory=lambda: MetricsSection())  # noqa: PLW0108 (defined below)
 
 
 _POSITIVE = {
@@ -229,3 +230,30 @@ def dump_config(raw: dict[str, dict[str, Any]]) -> str:
         lines.extend(f"{key} = {_toml_value(f'{section}.{key}', value)}" for key, value in values.items())
         lines.append("")
     return "\n".join(lines)
+
+
+DEFAULT_METRICS_PORT = 9477
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    """[metrics]: the node's Prometheus endpoint (edgefed.observe.metrics), off unless enabled."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"  # an IP address of this host; 0.0.0.0 only behind a firewall
+    port: int = DEFAULT_METRICS_PORT
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise ConfigError(
+                f"metrics.address: must be an IP address such as 127.0.0.1, got {self.address!r}"
+            ) from None
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ConfigError(f"metrics.port: must be a port number (1-65535), got {self.port!r}")
+
+
+_SECTIONS["metrics"] = MetricsSection

@@ -15,6 +15,7 @@ from edgefed.config import NodeConfig, TrainerSection
 from edgefed.contracts.events import EventBus
 from edgefed.errors import UsageError
 from edgefed.federation.driver import RoundReport, run_federated
+from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
 from edgefed.wiring import build_session
 
@@ -55,7 +56,13 @@ def run_node(
         _stop_on_sigterm(stop)
     # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
-    session = build_session(config, events or EventBus())
+    bus = events or EventBus()
+    session = build_session(config, bus)
+    try:
+        observer = NodeObserver.start(config, session.status, bus)  # history, status accuracy, metrics
+    except BaseException:
+        session.close()  # e.g. the metrics port is taken: nothing of this node stays open
+        raise
     trainer = make_trainer(config.trainer)
     if attack:  # a simulated hostile worker (demo, poisoning benchmark)
         from edgefed.attacks import AttackingTrainer
@@ -65,6 +72,7 @@ def run_node(
     def on_round(report: RoundReport) -> None:
         record = asdict(report)
         log.info("round %s", json.dumps(record))
+        observer.round(report)
         if progress is not None:
             progress(record)
 
@@ -84,6 +92,7 @@ def run_node(
         return reports
     finally:
         session.close()  # the ledger hooks close first, then the session
+        observer.close()
 
 
 def print_jsonl(record: dict[str, object]) -> None:

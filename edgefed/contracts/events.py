@@ -37,6 +37,7 @@ class TransferEvent:
 
 
 EventSink = Callable[[TransferEvent], None]
+RefusalSink = Callable[[str], None]  # called with the refusal's code (the codec's ReasonCode values)
 
 
 class EventBus:
@@ -44,9 +45,21 @@ class EventBus:
 
     def __init__(self, *sinks: EventSink) -> None:
         self._sinks: list[EventSink] = list(sinks)
+        self._refusal_sinks: list[RefusalSink] = []
 
     def subscribe(self, sink: EventSink) -> None:
         self._sinks.append(sink)
+
+    def subscribe_refusals(self, sink: RefusalSink) -> None:
+        self._refusal_sinks.append(sink)
+
+    def refused(self, code: str) -> None:
+        """The chief refused an admission or an update (history and metrics count them by code)."""
+        for sink in self._refusal_sinks:
+            try:
+                sink(code)
+            except Exception:
+                log.exception("refusal sink %r failed on %s", sink, code)
 
     def emit(self, event: TransferEvent) -> None:
         for sink in self._sinks:

@@ -251,6 +251,7 @@ class ChiefSession:
                 self._cond.notify_all()
         if refusal is not None:
             log.warning("refused %s: %s", conn.peer, refusal)
+            self.events.refused(refusal.code)
             self.status.error(f"refused {conn.peer}: {refusal}")
             with contextlib.suppress(TransportError):
                 conn.send([encode_control_frame(MessageType.BYE, 0, refusal.body())])
@@ -290,7 +291,7 @@ class ChiefSession:
                 finally:
                     self._release_staging(worker)
             elif frame.type is MessageType.BYE:
-                self._drop(worker, f"said goodbye: {frame.body.get('reason', '')}")
+                self._drop(worker, f"said goodbye: {frame.body.get('reason', '')}", orderly=True)
                 return
             else:
                 self._drop(worker, f"unexpected {frame.type.name} from a worker")
@@ -347,6 +348,7 @@ class ChiefSession:
                 self._book.refused(worker.name, frame.round)
                 self._cond.notify_all()
             log.warning("rejected update from %s: %s", worker.name, reason)
+            self.events.refused(reason.code)
             self.status.error(f"rejected update from {worker.name}: {reason}")
             self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, reason.body())])
 
@@ -368,13 +370,16 @@ class ChiefSession:
         with self._counter_lock:
             self.bytes_sent, self.bytes_received = self.bytes_sent + sent, self.bytes_received + received
 
-    def _drop(self, worker: _Worker, reason: str) -> None:
+    def _drop(self, worker: _Worker, reason: str, orderly: bool = False) -> None:
         with self._cond:
             if not self._book.leave(worker):
                 return
             self._cond.notify_all()
         worker.conn.close()
-        if not self._closing:
+        if orderly:  # a BYE: the worker finished or was stopped; not an error
+            log.info("worker %s left: %s", worker.name, reason)
+        elif not self._closing:
             log.warning("worker %s left: %s", worker.name, reason)
             self.status.error(f"{worker.name} left: {reason}")
+        if not self._closing:
             self.status.update(participants=self.participants())

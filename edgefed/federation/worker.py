@@ -19,7 +19,7 @@ from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.transport import Connection, Transport, TransportError
+from edgefed.transport import Connection, PeerRefused, Transport, TransportError
 from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class WorkerSession:
         self.total = 0
         self.finished = False
         self.num_samples = 0
+        self._gave_up = False  # a permanent error ended this worker (state: error)
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -109,7 +110,8 @@ class WorkerSession:
             with contextlib.suppress(TransportError):
                 self._conn.send([encode_control_frame(MessageType.BYE, self.round, {"reason": "leaving"})])
         self._disconnect()
-        self.status.update(state="finished" if self.finished else "stopped")
+        if not self._gave_up:
+            self.status.update(state="finished" if self.finished else "stopped")
 
     # -- internals --------------------------------------------------------------------------------
     def _exchange(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
@@ -160,7 +162,8 @@ class WorkerSession:
         while True:
             try:
                 return self._join_once()
-            except FederationRefused:
+            except (FederationRefused, PeerRefused) as exc:  # retrying cannot fix these: stop now
+                self._give_up(exc)
                 raise
             except (TransportError, ProtocolError) as exc:
                 self._disconnect()
@@ -218,6 +221,13 @@ class WorkerSession:
                 return frame.tensors
             elif frame.type is not MessageType.REJECT:
                 raise ProtocolError(f"unexpected {frame.type.name} while joining")
+
+    def _give_up(self, exc: Exception) -> None:
+        """The status file says state: error with the reason; close() keeps it (docs/status.md). The
+        caller raises: the command's last line (`edgefed: gave up: ...`) says it once."""
+        self._gave_up = True
+        self.status.error(str(exc))
+        self.status.update(state="error")
 
     def _require_conn(self) -> Connection:
         if self._conn is None:

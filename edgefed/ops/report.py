@@ -99,6 +99,7 @@ def _federation_json(status: HostStatus) -> dict[str, Any] | None:
     last_error = None
     if isinstance(errors, list) and errors and isinstance(errors[-1], dict):
         last_error = errors[-1].get("message")
+    measured: dict[str, Any] = {k: _number(doc.get(k)) for k in ("accuracy", "loss") if k in doc}  # newer nodes
     return {
         "state": _string(doc.get("state")),
         "round": _integer(doc.get("round")),
@@ -108,6 +109,7 @@ def _federation_json(status: HostStatus) -> dict[str, Any] | None:
         "age_seconds": status.age(doc.get("updated_at")),
         "last_transfer": last_transfer,
         "last_error": _string(last_error),
+        **measured,
     }
 
 
@@ -181,6 +183,8 @@ def _round_text(fed: dict[str, Any] | None) -> str:
     round_ = fed["round"] if fed["round"] is not None else "—"
     participants = ", ".join(fed["participants"])
     lines = [f"{round_}{total} {fed['state'] or ''}".strip()]
+    if fed.get("accuracy") is not None:
+        lines.append(f"accuracy {fed['accuracy']:.3f}")
     if participants:
         lines.append(participants)
     return "\n".join(lines)

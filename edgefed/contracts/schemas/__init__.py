@@ -1,4 +1,5 @@
-"""JSON Schemas (2020-12) shipped as data files: the status files and the `edgefed status --json` document."""
+"""JSON Schemas (2020-12) shipped as data files: the status files, the `edgefed status --json` document
+and the lines of the chief's training history."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 STATUS_FILE = "status-file.schema.json"
 STATUS_REPORT = "status-report.schema.json"
+HISTORY_LINE = "history-line.schema.json"
 
 
 @cache
