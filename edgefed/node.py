@@ -19,6 +19,7 @@ from edgefed.federation.driver import RoundReport, run_federated
 from edgefed.federation.worker import WorkerSession
 from edgefed.ledger.integration import NodeLedgerHooks
 from edgefed.trainers.base import Trainer
+from edgefed.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def run_node(
     exit_when_done: bool = False,
     progress: Callable[[dict[str, object]], None] | None = None,
     events: EventBus | None = None,
+    transport: Transport | None = None,
 ) -> list[RoundReport]:
     """Train as the configured role until the chief ends training; then, unless exit_when_done, keep
     serving (the chief answers late joiners and ledger deliveries) until SIGTERM."""
@@ -62,9 +64,9 @@ def run_node(
         bus.subscribe(sink)
     session: ChiefSession | WorkerSession
     if config.node.role == "chief":
-        session = ChiefSession(config, bus, extra_handlers=ledger.extra_handlers)
+        session = ChiefSession(config, bus, extra_handlers=ledger.extra_handlers, transport=transport)
     else:
-        session = WorkerSession(config, bus)
+        session = WorkerSession(config, bus, transport=transport)
     trainer = make_trainer(config.trainer)
     def on_round(report: RoundReport) -> None:
         record = asdict(report)
