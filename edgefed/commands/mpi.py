@@ -15,7 +15,7 @@ def register(subcommands: Any) -> None:
         "--config", required=True,
         help="node configuration; {rank} in the path is replaced by this rank's number (node{rank}.toml)",
     )
-    parser.add_argument("--progress-jsonl", action="store_true", help="print one JSON line per round on stdout")
+    parser.add_argument("--progress-jsonl", action="store_true", help="rank 0 prints one JSON line per round on stdout")
     parser.set_defaults(handler=_run_rank)
 
 
@@ -33,5 +33,6 @@ def _run_rank(args: argparse.Namespace) -> int:
 
     transport = MpiTransport(config.node.name)  # every rank at once: the ranks agree on their names
     # An MPI job ends with its training: nothing is left to serve once the ranks exit.
-    run_node(config, exit_when_done=True, progress=print_jsonl if args.progress_jsonl else None, transport=transport)
+    progress = print_jsonl if args.progress_jsonl and rank == CHIEF_RANK else None  # the chief's view only
+    run_node(config, exit_when_done=True, progress=progress, transport=transport)
     return 0

@@ -31,6 +31,8 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--state-dir", help="keep every node's state here (default: a temporary directory)")
     demo.add_argument("--json", action="store_true", help="end with one JSON line summarising the run")
     demo.add_argument("--no-ledger", action="store_true", help="run without the transfer ledger (for comparison)")
+    demo.add_argument("--transport", choices=("tls", "mpi"), default="tls",
+                      help="mutual TLS between processes, or one mpirun job (docs/mpi.md)")
     demo.set_defaults(handler=_demo)
 
 
@@ -59,9 +61,14 @@ def _run_node(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from edgefed.demo import run_demo
 
-    result = run_demo(
-        args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger
-    )
+    if args.transport == "mpi":
+        from edgefed.demo_mpi import run_mpi_demo
+
+        result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer)
+    else:
+        result = run_demo(
+            args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger
+        )
     if args.json:
         print(json.dumps(result.summary))
     else:

@@ -14,6 +14,7 @@ then talk on DATA_TAG_BASE + generation; an empty message on that tag closes it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -157,10 +158,8 @@ class MpiConnection:
             self._closed = True
             with _MPI_LOCK:
                 request = self._comm.Isend([bytearray(0), MPI.BYTE], dest=self._rank, tag=self._tag)
-        try:
+        with contextlib.suppress(TransportError):  # the peer is gone: nothing left to tell it
             _poll(request, _deadline(5.0), f"closing the link to {self._peer}")
-        except TransportError:
-            pass  # the peer is gone; nothing left to tell it
 
 
 class MpiPending:
