@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,8 @@ def test_mpi_demo_reaches_the_socket_average(tmp_path: Path) -> None:
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     # Each rank signed its transfers into its own ledger outbox, as over sockets.
     for name in [CHIEF, *worker_names(WORKERS)]:
-        assert (mpi_dir / name / "ledger-outbox.sqlite").stat().st_size > 0
+        with sqlite3.connect(mpi_dir / name / "ledger-outbox.sqlite") as outbox:
+            assert outbox.execute("SELECT count(*) FROM outbox").fetchone()[0] > 0
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:
