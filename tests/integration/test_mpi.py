@@ -3,6 +3,7 @@ worker rank killed in the middle of training."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ def test_mpi_demo_reaches_the_socket_average(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     mpi_summary = json.loads(done.stdout.strip().splitlines()[-1])
-    tls_summary = run_demo(WORKERS, ROUNDS, str(tls_dir), ledger=False, out=open(os.devnull, "w")).summary
+    tls_summary = run_demo(WORKERS, ROUNDS, str(tls_dir), ledger=False, out=io.StringIO()).summary
 
     assert mpi_summary["transport"] == "mpi"
     assert mpi_summary["rounds"] == tls_summary["rounds"] == ROUNDS
