@@ -66,17 +66,30 @@ def _rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
-def test_a_killed_worker_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> None:
-    names = [CHIEF, *worker_names(WORKERS)]
-    prepare_pki(tmp_path / "pki", names)
-    for rank, name in enumerate(names):
-        config = write_node_config(tmp_path, name, "chief" if rank == 0 else "worker", UNUSED_PORT,
-                                   rounds=10_000, workers=WORKERS, interval_steps=5, trainer="numpy")
-        (tmp_path / f"node{rank}.toml").write_text(config.read_text())
-    hostfile = tmp_path / "hostfile"
+def _job(root: Path, roles: list[str], rounds: int) -> list[str]:
+    """Configs node{rank}.toml with these roles, a hostfile, and the mpirun command running them."""
+    names = [CHIEF if role == "chief" else f"worker{rank}" for rank, role in enumerate(roles)]
+    prepare_pki(root / "pki", names)
+    for rank, (name, role) in enumerate(zip(names, roles, strict=True)):
+        config = write_node_config(root, name, role, UNUSED_PORT, rounds=rounds, workers=len(names) - 1,
+                                   interval_steps=5, trainer="numpy")
+        (root / f"node{rank}.toml").write_text(config.read_text())
+    hostfile = root / "hostfile"
     hostfile.write_text(f"localhost slots={len(names)}\n")
-    command = [*mpirun_command(len(names), hostfile), sys.executable, "-m", "edgefed", "mpi",
-               "--config", str(tmp_path / "node{rank}.toml"), "--progress-jsonl"]
+    return [*mpirun_command(len(names), hostfile), sys.executable, "-m", "edgefed", "mpi",
+            "--config", str(root / "node{rank}.toml"), "--progress-jsonl"]
+
+
+def test_rank_zero_must_be_the_chief(tmp_path: Path) -> None:
+    done = subprocess.run(_job(tmp_path, ["worker", "chief"], rounds=1), capture_output=True, text=True,
+                          env=ENV, timeout=120)
+    assert done.returncode != 0
+    assert "rank 0 runs the chief, but node.role is 'worker'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_killed_worker_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    command = _job(tmp_path, ["chief", *["worker"] * WORKERS], rounds=10_000)
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     try:
         assert job.stdout is not None
