@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "edgefed.commands.pki",
     "edgefed.commands.ledger",
     "edgefed.commands.run",
+    "edgefed.commands.mpi",
     "edgefed.commands.predict",
     "edgefed.commands.p2p",
     "edgefed.commands.status",

@@ -17,6 +17,7 @@ from edgefed.errors import UsageError
 from edgefed.federation.driver import RoundReport, run_federated
 from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
+from edgefed.transport import Transport
 from edgefed.wiring import build_session
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def run_node(
     progress: Callable[[dict[str, object]], None] | None = None,
     events: EventBus | None = None,
     attack: str | None = None,
+    transport: Transport | None = None,
 ) -> list[RoundReport]:
     """Train as the configured role until the chief ends training; then, unless exit_when_done, keep
     serving (the chief answers late joiners and ledger deliveries) until SIGTERM."""
@@ -57,7 +59,7 @@ def run_node(
     # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
     bus = events or EventBus()
-    session = build_session(config, bus)
+    session = build_session(config, bus, transport=transport)
     try:
         observer = NodeObserver.start(config, session.status, bus)  # history, status accuracy, metrics
     except BaseException:

@@ -40,6 +40,7 @@ def build_chief(
     *,
     ledger: bool = True,
     extra_handlers: dict[MessageType, ExtraHandler] | None = None,
+    transport: Transport | None = None,
 ) -> ChiefSession:
     """The chief of config, listening on nothing yet (listen() or start() opens its port).
 
@@ -47,7 +48,8 @@ def build_chief(
     pass extra_handlers); payload digests still follow config.ledger.enabled.
     """
     bus = events or EventBus()
-    transport = node_transport(config)  # first: a missing certificate fails before anything is opened
+    # first: a missing certificate fails before anything is opened; an MPI job hands its own transport
+    transport = transport or node_transport(config)
     status = StatusFile(
         config.node.state_dir, "chief", config.node.name, role="chief", task_index=0, round=0,
         rounds_total=config.federation.rounds, participants=[],
@@ -61,10 +63,12 @@ def build_chief(
     )
 
 
-def build_worker(config: NodeConfig, events: EventBus | None = None, *, ledger: bool = True) -> WorkerSession:
+def build_worker(
+    config: NodeConfig, events: EventBus | None = None, *, ledger: bool = True, transport: Transport | None = None
+) -> WorkerSession:
     """The worker of config, not connected until start()."""
     bus = events or EventBus()
-    transport = node_transport(config)
+    transport = transport or node_transport(config)
     status = StatusFile(config.node.state_dir, "worker", config.node.name, role="worker", round=0)
     hooks = _ledger_hooks(config, bus, ledger)
     return WorkerSession(
@@ -74,9 +78,9 @@ def build_worker(config: NodeConfig, events: EventBus | None = None, *, ledger: 
 
 
 def build_session(
-    config: NodeConfig, events: EventBus | None = None, *, ledger: bool = True
+    config: NodeConfig, events: EventBus | None = None, *, ledger: bool = True, transport: Transport | None = None
 ) -> ChiefSession | WorkerSession:
-    """The session node.role asks for, wired as `edgefed chief|worker` runs it."""
+    """The session node.role asks for, wired as `edgefed chief|worker` runs it (transport: MPI's, or TLS)."""
     if config.node.role == "chief":
-        return build_chief(config, events, ledger=ledger)
-    return build_worker(config, events, ledger=ledger)
+        return build_chief(config, events, ledger=ledger, transport=transport)
+    return build_worker(config, events, ledger=ledger, transport=transport)

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgefed.attacks import ATTACKS
 from edgefed.config import AGGREGATIONS, NodeConfig, load_config
+from edgefed.errors import UsageError
 
 
 def register(subcommands: Any) -> None:
@@ -40,6 +41,8 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--attack", choices=ATTACKS, default="scale", help="what the attackers send (default: scale)")
     demo.add_argument("--aggregation", choices=AGGREGATIONS, default="fedavg",
                       help="how the chief combines updates (federation.aggregation)")
+    demo.add_argument("--transport", choices=("tls", "mpi"), default="tls",
+                      help="mutual TLS between processes, or one mpirun job (docs/mpi.md)")
     demo.set_defaults(handler=_demo)
 
 
@@ -51,7 +54,6 @@ def _with_overrides(config: NodeConfig, args: argparse.Namespace) -> NodeConfig:
         if value is not None
     }
     if node.role != args.role:
-        from edgefed.errors import UsageError
 
         raise UsageError(f"node.role is {node.role!r} in {args.config}, but `edgefed {args.role}` was run")
     return dataclasses.replace(config, node=dataclasses.replace(node, **changes))
@@ -69,11 +71,19 @@ def _run_node(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from edgefed.demo import run_demo
 
-    result = run_demo(
-        args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
-        out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
-        attackers=args.attackers, attack=args.attack, aggregation=args.aggregation,
-    )
+    if args.transport == "mpi":
+        if args.attackers or args.aggregation != "fedavg" or args.no_ledger:
+            raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation or --no-ledger")
+        from edgefed.demo_mpi import run_mpi_demo
+
+        result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer,
+                              out=sys.stderr if args.json else None)
+    else:
+        result = run_demo(
+            args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
+            out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
+            attackers=args.attackers, attack=args.attack, aggregation=args.aggregation,
+        )
     if args.json:
         print(json.dumps(result.summary))
     else:
