@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
+from edgefed import wire
 from edgefed.p2p.errors import P2PError, TransferFailed, TransferRefused
 from edgefed.p2p.files import DuplicateFile, FileOffer, IncomingFile, TransferCallback, notify_transfer, transfer_record
 from edgefed.p2p.link import P2P_LIMITS, resolve_transport
@@ -306,7 +306,7 @@ class _PeerSession:
         except DuplicateFile as duplicate:
             self.receiver._release(offer.name)
             log.info("%s offered %s, which is already here", self.peer, duplicate.path)
-            self._result(True, "already received", offer=offer)
+            self._result(True, "already received", offer=offer, duplicate=True)
             return
         except (TransferRefused, TransferFailed) as exc:
             self.receiver._release(offer.name)
@@ -364,8 +364,8 @@ class _PeerSession:
             self.receiver._release(self.incoming.offer.name)
             self.incoming = None
 
-    def _result(self, ok: bool, message: str, retryable: bool = False, offer: FileOffer | None = None) -> None:
-        body: dict[str, Any] = {"ok": ok, "message": message, "retryable": retryable}
-        if offer is not None:
-            body.update(offer.to_body())
-        self.connection.send([encode_control_frame(MessageType.FILE_RESULT, 0, body)])
+    def _result(
+        self, ok: bool, message: str, retryable: bool = False, offer: FileOffer | None = None, duplicate: bool = False
+    ) -> None:
+        named = wire.FileOffer(offer.name, offer.size, offer.sha256) if offer is not None else None
+        self.connection.send([wire.encode_message(wire.FileResult(ok, message, retryable, named, duplicate))])

@@ -25,7 +25,7 @@ from edgefed.p2p.parse import parse_port
 from edgefed.p2p.progress import ProgressFactory, ProgressTask
 from edgefed.pki import NodeCredentials
 from edgefed.transport import Connection, PeerRefused, PlainTransport, Transport, TransportError
-from edgefed.wire import Frame, MessageType, ProtocolError, encode_control_frame, encode_raw_frame
+from edgefed.wire import FileResult, Frame, MessageType, ProtocolError, encode_control_frame, encode_raw_frame, expect
 
 log = logging.getLogger("edgefed.p2p")
 
@@ -327,15 +327,16 @@ class Sender(threading.Thread):
         assert offer is not None
         if reply.type is not MessageType.FILE_RESULT:
             raise ProtocolError(f"expected FILE_RESULT after {after}, got {reply.type.name}")
-        message = printable(str(reply.body.get("message", "")))
-        if not reply.body.get("ok"):
-            if reply.body.get("retryable"):
+        result = expect(reply, FileResult)
+        message = printable(result.message)
+        if not result.ok:
+            if result.retryable:
                 raise _Retry(f"{self.peer_name} is busy: {message}")
             error = TransferRefused if after == "offer" else TransferFailed
             raise error(f"{self.peer_name} did not take {printable(offer.name)!r}: {message}")
-        if reply.body.get("sha256") != offer.sha256 or reply.body.get("size") != offer.size:
+        if result.offer is None or (result.offer.sha256, result.offer.size) != (offer.sha256, offer.size):
             raise ProtocolError(f"FILE_RESULT from {self.peer_name} confirms another file than {offer.name!r}")
-        if message == "already received" and job.done_sent:
+        if result.duplicate and job.done_sent:
             # An earlier attempt delivered it and the link broke before its FILE_RESULT arrived.
             message = "received"
         record = transfer_record(self.own_name, self.peer_name, offer, "send", offset, seconds)
