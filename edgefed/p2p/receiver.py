@@ -178,7 +178,7 @@ class Receiver(threading.Thread):
         for connection in connections:
             with contextlib.suppress(TransportError, OSError):
                 connection.settimeout(2.0)
-                connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
+                connection.send([wire.encode_message(wire.Bye(wire.ReasonCode.SHUTDOWN, reason))])
             connection.close()  # wakes the handler's recv
         for handler in handlers:
             handler.join(timeout=5.0)
@@ -199,7 +199,7 @@ class Receiver(threading.Thread):
         peer = connection.peer
         if self._allowed is not None and peer not in self._allowed:
             log.warning("refused peer %s (%s): not in the allowed peers", peer, address)
-            self._say_bye(connection, f"{peer} is not allowed on this session")
+            self._say_bye(connection, f"{peer} is not allowed on this session", wire.ReasonCode.NOT_ALLOWED)
             connection.close()
             return
         with self._lock:
@@ -224,9 +224,9 @@ class Receiver(threading.Thread):
             connection.close()
 
     @staticmethod
-    def _say_bye(connection: Connection, reason: str) -> None:
+    def _say_bye(connection: Connection, reason: str, code: wire.ReasonCode = wire.ReasonCode.OTHER) -> None:
         with contextlib.suppress(TransportError, OSError):
-            connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
+            connection.send([wire.encode_message(wire.Bye(code, reason))])
 
     # -- used by _PeerSession ----------------------------------------------------------------------
     def _claim(self, name: str) -> bool:
@@ -266,7 +266,7 @@ class _PeerSession:
             elif frame.type is MessageType.FILE_DONE:
                 self._done()
             elif frame.type is MessageType.BYE:
-                log.info("peer %s said goodbye: %s", self.peer, printable(str(frame.body.get("reason", ""))))
+                log.info("peer %s said goodbye: %s", self.peer, printable(wire.expect(frame, wire.Bye).reason))
                 return
             else:
                 raise ProtocolError(f"{frame.type.name} is not part of the p2p protocol")
