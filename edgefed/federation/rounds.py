@@ -20,7 +20,7 @@ import numpy as np
 from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
 from edgefed.federation.strategies import Aggregator, make_aggregator
-from edgefed.wire import Frame, Hello, MessageError, ReasonCode, TensorSpec, expect, specs_of
+from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, TensorSpec, specs_of
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,16 @@ class Refusal:
 
 
 def read_hello(frame: Frame) -> Hello | Refusal:
-    """The HELLO of a first frame, or the refusal a bad one earns (bad-hello, unsupported-protocol)."""
+    """The HELLO of a first frame, or the refusal a bad one earns (bad-hello, unsupported-protocol).
+    The chief's rules come first, as before the typed messages: the protocol is checked before the
+    sample count, and a HELLO without one counts 0 samples."""
+    if frame.type is not MessageType.HELLO:
+        return Refusal(ReasonCode.BAD_HELLO, f"expected HELLO, got {frame.type.name}")
+    refusal = hello_refusal(frame.body)
+    if refusal is not None:
+        return refusal
     try:
-        return expect(frame, Hello)
+        return Hello.from_body({"num_samples": 0, **frame.body})
     except MessageError as exc:
         return Refusal(exc.code, str(exc))
 
