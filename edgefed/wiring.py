@@ -31,6 +31,8 @@ def _ledger_hooks(config: NodeConfig, bus: EventBus, ledger: bool) -> NodeLedger
     hooks = NodeLedgerHooks.for_config(config) if ledger else NodeLedgerHooks()  # no-op when disabled
     for sink in hooks.sinks:
         bus.subscribe(sink)
+    for refusal_sink in hooks.refusal_sinks:
+        bus.subscribe_refusals(refusal_sink)
     return hooks
 
 

@@ -55,10 +55,11 @@ def register(subcommands: Any) -> None:
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.set_defaults(handler=_verify)
 
-    show = actions.add_parser("show", help="list the ledger's transfer records")
+    show = actions.add_parser("show", help="list the ledger's transfer and refusal records")
     show.add_argument("path", metavar="PATH", help="a ledger database or a state directory holding ledger.sqlite")
     show.add_argument("--round", type=int, help="only this round")
-    show.add_argument("--kind", choices=("weights", "update", "file"), help="only this kind (file: p2p transfers)")
+    show.add_argument("--kind", choices=("weights", "update", "file", "refusal"),
+                      help="only this kind (file: p2p transfers; refusal: updates the chief refused)")
     show.add_argument("--node", help="only records where this node is sender or receiver")
     show.add_argument("--json", action="store_true", help="one JSON object per record")
     show.set_defaults(handler=_show)
@@ -192,17 +193,19 @@ def _print_table(rows: list[tuple[int, Any]]) -> None:
 
     table = Table(title=f"{len(rows)} transfer records")
     files = any(record.name is not None for _, record in rows)  # the file column only when p2p files are listed
+    refusals = any(record.code is not None for _, record in rows)  # the reason column only with refusals
     columns = ("height", "round", "kind", *(("file",) if files else ()), "sender", "receiver", "side", "bytes",
-               "sha256", "time (UTC)")
+               "sha256", *(("reason",) if refusals else ()), "time (UTC)")
     for column in columns:
         table.add_column(column, justify="right" if column in ("height", "round", "bytes") else "left")
     for height, record in rows:
         when = dt.datetime.fromtimestamp(record.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         name = (Text(record.name or ""),) if files else ()  # Text: a file name is never read as rich markup
+        why = (Text(f"{record.code}: {record.reason}" if record.code else ""),) if refusals else ()
+        side = f"refused by {record.observer}" if record.code else f"{record.direction} ({record.observer})"
         table.add_row(
             str(height), "-" if record.name is not None else str(record.round), record.kind, *name,
-            record.sender, record.receiver, f"{record.direction} ({record.observer})", f"{record.bytes:,}",
-            record.sha256[:16], when,
+            record.sender, record.receiver, side, f"{record.bytes:,}", record.sha256[:16], *why, when,
         )
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns

@@ -1,4 +1,5 @@
-"""Transfer events: one per weight send or receive, for the ledger, the status file and any other sink.
+"""Transfer events: one per weight send or receive, for the ledger, the status file and any other sink;
+refusal events: one per admission or update the chief refused.
 
 A contract shared by federation (which emits them), ledger (which records them) and ops.
 """
@@ -14,6 +15,7 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 Direction = Literal["send", "receive"]
+Stage = Literal["admission", "update"]  # what the chief refused: a HELLO, or an update
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,24 @@ class TransferEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class RefusalEvent:
+    """The chief refused a worker's admission (HELLO) or one of its updates."""
+
+    worker: str  # the refused peer's certificate name
+    round: int  # the update's round; for an admission, the chief's round at the time
+    code: str  # a ReasonCode value of the codec (stale, non-finite, outlier, late-joiner...)
+    message: str  # the sentence sent with the REJECT or BYE
+    observer: str  # the node that refused: the chief
+    stage: Stage
+    timestamp: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 EventSink = Callable[[TransferEvent], None]
-RefusalSink = Callable[[str], None]  # called with the refusal's code (the codec's ReasonCode values)
+RefusalSink = Callable[[RefusalEvent], None]
 
 
 class EventBus:
@@ -53,13 +71,14 @@ class EventBus:
     def subscribe_refusals(self, sink: RefusalSink) -> None:
         self._refusal_sinks.append(sink)
 
-    def refused(self, code: str) -> None:
-        """The chief refused an admission or an update (history and metrics count them by code)."""
+    def refused(self, event: RefusalEvent) -> None:
+        """The chief refused an admission or an update: history and metrics count it, the status
+        file lists it, the ledger signs a record of a refused update."""
         for sink in self._refusal_sinks:
             try:
-                sink(code)
+                sink(event)
             except Exception:
-                log.exception("refusal sink %r failed on %s", sink, code)
+                log.exception("refusal sink %r failed on %s", sink, event)
 
     def emit(self, event: TransferEvent) -> None:
         for sink in self._sinks:

@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgefed.contracts.events import TransferEvent
+from edgefed.contracts.events import RefusalEvent, TransferEvent
 from edgefed.fsutil import atomic_write_json
 
 MAX_ERRORS = 10
+MAX_REFUSED = 10  # the most recent refusals kept in the file; refused_total counts them all
+MAX_REFUSAL_MESSAGE_CHARS = 300
 TRANSFER_WRITE_INTERVAL = 0.5  # seconds: transfers alone rewrite the file at most this often
 
 
@@ -51,6 +53,18 @@ class StatusFile:
             errors = self._doc["errors"]
             errors.append({"at": time.time(), "message": message})
             del errors[:-MAX_ERRORS]
+            self._write()
+
+    def refused(self, event: RefusalEvent) -> None:
+        """Record a refusal by the chief (an EventBus refusal sink): the last MAX_REFUSED, and a count."""
+        message = event.message if len(event.message) <= MAX_REFUSAL_MESSAGE_CHARS else (
+            event.message[: MAX_REFUSAL_MESSAGE_CHARS - 3] + "...")
+        with self._lock:
+            refused = self._doc.setdefault("refused", [])
+            refused.append({"at": event.timestamp, "worker": event.worker, "round": event.round,
+                            "stage": event.stage, "code": event.code, "message": message})
+            del refused[:-MAX_REFUSED]
+            self._doc["refused_total"] = self._doc.get("refused_total", 0) + 1
             self._write()
 
     def transfer(self, event: TransferEvent) -> None:

@@ -18,23 +18,29 @@ from pathlib import Path
 import numpy as np
 
 from edgefed.config import FederationSection
-from edgefed.contracts.events import EventBus, TransferEvent
+from edgefed.contracts.events import EventBus, RefusalEvent, Stage, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.aggregation import UploadSlots
 from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake, described
-from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, Seat
+from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, Seat, read_hello
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.strategies import distance
 from edgefed.transport import Connection, Listener, Transport, TransportError
 from edgefed.wire import (
+    Bye,
     Frame,
     FrameHeader,
+    Hello,
     MessageType,
+    ReasonCode,
+    Reject,
     TensorSpec,
-    encode_control_frame,
+    Welcome,
+    encode_message,
+    expect,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +88,7 @@ class ChiefSession:
         self._hash_payloads = hash_payloads  # payload digests exist for the ledger's records
         self._on_close = list(on_close)  # run first in close(): e.g. the ledger ends its push connections
         self.events.subscribe(self.status.transfer)
+        self.events.subscribe_refusals(self.status.refused)
         self._cond = threading.Condition()  # guards _book and every seat
         self._book: RoundBook[_Worker] = RoundBook(RoundRules.from_section(federation), name)
         self._closing = False
@@ -218,7 +225,7 @@ class ChiefSession:
             self._cond.notify_all()
         for worker in workers:
             with contextlib.suppress(TransportError):
-                worker.conn.send([encode_control_frame(MessageType.BYE, 0, {"reason": "chief shutting down"})])
+                worker.conn.send([encode_message(Bye(ReasonCode.SHUTDOWN, "chief shutting down"))])
             worker.conn.close()
         if self._intake is not None:
             self._intake.close()
@@ -236,28 +243,29 @@ class ChiefSession:
     def _welcome(self, worker: _Worker, total: int) -> None:
         with self._cond:
             round_number = self._book.round_number
-        body = {"task_index": worker.task_index, "total": total, "round": round_number, "chief": self.name}
-        self._send(worker, [encode_control_frame(MessageType.WELCOME, round_number, body)])
+        welcome = Welcome(task_index=worker.task_index, total=total, round=round_number, chief=self.name)
+        self._send(worker, [encode_message(welcome, round_number)])
 
     def _register(self, conn: Connection, hello: Frame) -> _Worker | None:
         book = self._book
+        greeting = read_hello(hello)
         with self._cond:
-            refusal = book.admission_refusal(conn.peer, hello.body)
+            refusal = greeting if isinstance(greeting, Refusal) else book.admission_refusal(conn.peer)
             if refusal is None:
                 worker = _Worker(conn.peer, book.task_index_for(conn.peer), conn=conn)
                 book.seat(worker)
                 started = book.started
                 total = book.total()
                 self._cond.notify_all()
+            round_number = book.round_number
         if refusal is not None:
-            log.warning("refused %s: %s", conn.peer, refusal)
-            self.events.refused(refusal.code)
-            self.status.error(f"refused {conn.peer}: {refusal}")
+            self._refused(conn.peer, round_number, refusal, "admission", f"refused {conn.peer}")
             with contextlib.suppress(TransportError):
-                conn.send([encode_control_frame(MessageType.BYE, 0, refusal.body())])
+                conn.send([encode_message(Bye(refusal.wire_code, refusal.reason))])
             conn.close()
             return None
-        log.info("%s joined (task index %d, samples %s)", conn.peer, worker.task_index, hello.body.get("num_samples"))
+        assert isinstance(greeting, Hello)  # read_hello gave a Refusal otherwise
+        log.info("%s joined (task index %d, samples %d)", conn.peer, worker.task_index, greeting.num_samples)
         if started:  # a late joiner or a rejoin: current global weights right away
             self._welcome(worker, total)
             with self._cond:
@@ -281,6 +289,7 @@ class ChiefSession:
                     allocator=lambda h, n, s: self._allocate_upload(worker, h, n, s),
                     hash_payload=self._hash_payloads,
                 )
+                bye = expect(frame, Bye) if frame.type is MessageType.BYE else None
             except Exception as exc:  # whatever the decoder raised: this worker leaves, the rounds go on
                 self._release_staging(worker)
                 self._drop(worker, described(exc))
@@ -290,11 +299,9 @@ class ChiefSession:
                     self._accept_update(worker, frame, time.monotonic() - started)
                 finally:
                     self._release_staging(worker)
-            elif frame.type is MessageType.BYE:
-                self._drop(worker, f"said goodbye: {frame.body.get('reason', '')}", orderly=True)
-                return
-            else:
-                self._drop(worker, f"unexpected {frame.type.name} from a worker")
+            else:  # a BYE (the worker finished or was stopped) or a frame a worker never sends
+                why = f"said goodbye: {bye.reason}" if bye else f"unexpected {frame.type.name} from a worker"
+                self._drop(worker, why, orderly=bye is not None)
                 return
 
     def _release_staging(self, worker: _Worker) -> None:
@@ -309,7 +316,8 @@ class ChiefSession:
         """Decide from the tensor header alone whether to take the upload; reserve a staging slot."""
         worker.reject_reason = None
         if header.type is not MessageType.UPDATE:
-            worker.reject_reason = Refusal("protocol-error", f"{header.type.name} cannot carry tensors from a worker")
+            worker.reject_reason = Refusal(ReasonCode.PROTOCOL_ERROR,
+                                           f"{header.type.name} cannot carry tensors from a worker")
             return None
         with self._cond:
             worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)
@@ -347,10 +355,16 @@ class ChiefSession:
             with self._cond:
                 self._book.refused(worker.name, frame.round)
                 self._cond.notify_all()
-            log.warning("rejected update from %s: %s", worker.name, reason)
-            self.events.refused(reason.code)
-            self.status.error(f"rejected update from {worker.name}: {reason}")
-            self._send(worker, [encode_control_frame(MessageType.REJECT, frame.round, reason.body())])
+            self._refused(worker.name, frame.round, reason, "update", f"rejected update from {worker.name}")
+            self._send(worker, [encode_message(Reject(reason.wire_code, reason.reason), frame.round)])
+
+    def _refused(self, worker: str, round_number: int, refusal: Refusal, stage: Stage, what: str) -> None:
+        """Every refusal is logged and reaches the EventBus: status file, history, metrics, the ledger."""
+        log.warning("%s: %s", what, refusal)
+        self.status.error(f"{what}: {refusal}")
+        self.events.refused(
+            RefusalEvent(worker, round_number, refusal.wire_code.value, refusal.reason, self.name, stage)
+        )
 
     def _synced(self, worker: _Worker, round_number: int) -> None:
         with self._cond:

@@ -20,7 +20,7 @@ import numpy as np
 from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
 from edgefed.federation.strategies import Aggregator, make_aggregator
-from edgefed.wire import TensorSpec, specs_of
+from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, TensorSpec, specs_of
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ MAX_NUM_SAMPLES = 10**12  # a sample count beyond this is a lie, not a data set 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why the chief refuses something: a stable code for programs (the values of the codec's
-    ReasonCode), a sentence for people."""
+    """Why the chief refuses something: a stable code for programs (a ReasonCode of the codec, or
+    a chief-only code such as non-finite-average that never travels), a sentence for people."""
 
     code: str
     reason: str
@@ -101,19 +101,40 @@ class Refusal:
     def __str__(self) -> str:
         return self.reason
 
-    def body(self) -> dict[str, str]:
-        """What goes into the REJECT or BYE frame."""
-        return {"reason": self.reason, "code": self.code}
+    @property
+    def wire_code(self) -> ReasonCode:
+        """The code a REJECT or BYE carries (a chief-only code travels as `other`)."""
+        try:
+            return ReasonCode(self.code)
+        except ValueError:
+            return ReasonCode.OTHER
+
+
+def read_hello(frame: Frame) -> Hello | Refusal:
+    """The HELLO of a first frame, or the refusal a bad one earns (bad-hello, unsupported-protocol).
+    The chief's rules come first, as before the typed messages: the protocol is checked before the
+    sample count, and a HELLO without one counts 0 samples."""
+    if frame.type is not MessageType.HELLO:
+        return Refusal(ReasonCode.BAD_HELLO, f"expected HELLO, got {frame.type.name}")
+    refusal = hello_refusal(frame.body)
+    if refusal is not None:
+        return refusal
+    try:
+        return Hello.from_body({"num_samples": 0, **frame.body})
+    except MessageError as exc:
+        return Refusal(exc.code, str(exc))
 
 
 def hello_refusal(hello: Mapping[str, Any]) -> Refusal | None:
     """A HELLO body's fields, checked: protocol (absent means 1) and a non-negative sample count."""
     protocol = hello.get("protocol", PROTOCOL)
     if isinstance(protocol, bool) or protocol != PROTOCOL:
-        return Refusal("unsupported-protocol", f"HELLO speaks protocol {protocol!r}; this chief speaks {PROTOCOL}")
+        return Refusal(ReasonCode.UNSUPPORTED_PROTOCOL,
+                       f"HELLO speaks protocol {protocol!r}; this chief speaks {PROTOCOL}")
     samples = hello.get("num_samples", 0)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 0 <= samples <= MAX_NUM_SAMPLES:
-        return Refusal("bad-hello", f"HELLO.num_samples must be an integer in 0..{MAX_NUM_SAMPLES}, got {samples!r}")
+        return Refusal(ReasonCode.BAD_HELLO,
+                       f"HELLO.num_samples must be an integer in 0..{MAX_NUM_SAMPLES}, got {samples!r}")
     return None
 
 
@@ -191,11 +212,11 @@ class RoundBook(Generic[S]):
     def admission_refusal(self, name: str, hello: Mapping[str, Any] | None = None) -> Refusal | None:
         """Why a worker called name, saying hello, may not join now, or None."""
         if self.started and not self.rules.allow_late_joiners and name not in self.task_indices:
-            return Refusal("late-joiner", "late joiners are not allowed in this federation")
+            return Refusal(ReasonCode.LATE_JOINER, "late joiners are not allowed in this federation")
         if name == self.chief:
-            return Refusal("name-conflict", f"{name} is the chief's own name")
+            return Refusal(ReasonCode.NAME_CONFLICT, f"{name} is the chief's own name")
         if self.is_alive(name):  # the same certificate twice: the live connection keeps its seat
-            return Refusal("duplicate-identity", f"{name} is already connected; one connection per node")
+            return Refusal(ReasonCode.DUPLICATE_IDENTITY, f"{name} is already connected; one connection per node")
         return hello_refusal(hello or {})
 
     def task_index_for(self, name: str) -> int:
@@ -230,22 +251,24 @@ class RoundBook(Generic[S]):
         current = self.current.number if self.current is not None else -1
         mismatch = spec_mismatch(self.specs, specs)
         if round_number < current:
-            return Refusal("stale", f"stale update for round {round_number}; the chief is at round {current}")
+            return Refusal(ReasonCode.STALE, f"stale update for round {round_number}; the chief is at round {current}")
         if round_number > current:
-            return Refusal("future-round", f"update for round {round_number} is ahead of the chief's round {current}")
+            return Refusal(ReasonCode.FUTURE_ROUND,
+                           f"update for round {round_number} is ahead of the chief's round {current}")
         if mismatch:
-            return Refusal("shape-mismatch", f"update does not fit the model: {mismatch}")
+            return Refusal(ReasonCode.SHAPE_MISMATCH, f"update does not fit the model: {mismatch}")
         if num_samples <= 0:
-            return Refusal("no-samples", "update carries no samples")
+            return Refusal(ReasonCode.NO_SAMPLES, "update carries no samples")
         if num_samples > MAX_NUM_SAMPLES:
-            return Refusal("protocol-error", f"update claims {num_samples} samples (at most {MAX_NUM_SAMPLES})")
+            return Refusal(ReasonCode.PROTOCOL_ERROR,
+                           f"update claims {num_samples} samples (at most {MAX_NUM_SAMPLES})")
         return None
 
     @staticmethod
     def content_refusal(tensors: Sequence[np.ndarray]) -> Refusal | None:
         """Why an upload's received values must be refused (checked outside the lock: it reads them all)."""
         bad = first_non_finite(tensors)
-        return None if bad is None else Refusal("non-finite", f"tensor {bad} contains NaN or Inf")
+        return None if bad is None else Refusal(ReasonCode.NON_FINITE, f"tensor {bad} contains NaN or Inf")
 
     def fold(self, name: str, round_number: int, tensors: list[np.ndarray], num_samples: int,
              wire_bytes: int, span: float | None = None) -> Refusal | None:
@@ -253,11 +276,11 @@ class RoundBook(Generic[S]):
         from the global weights it was trained from (strategies.distance), for screening and clip."""
         current = self.current
         if current is None or current.number != round_number or not current.open:
-            return Refusal("stale", f"stale update for round {round_number}; the round has closed")
+            return Refusal(ReasonCode.STALE, f"stale update for round {round_number}; the round has closed")
         if name in current.submitted:
-            return Refusal("duplicate-update", f"a second update for round {round_number}")
+            return Refusal(ReasonCode.DUPLICATE_UPDATE, f"a second update for round {round_number}")
         if self.rules.buffered and len(current.submitted) >= self.rules.max_buffered_updates:
-            return Refusal("busy", f"round {round_number} already holds {self.rules.max_buffered_updates} "
+            return Refusal(ReasonCode.BUSY, f"round {round_number} already holds {self.rules.max_buffered_updates} "
                            f"updates (federation.max_buffered_updates)")
         outlier = self.screen(span)
         if outlier is not None:
@@ -276,7 +299,7 @@ class RoundBook(Generic[S]):
         factor = self.rules.screen_factor
         if span is None or factor <= 0 or typical is None or span <= factor * typical:
             return None
-        return Refusal("outlier", f"update is {span:.3g} from the global model, over {factor:g} x the "
+        return Refusal(ReasonCode.OUTLIER, f"update is {span:.3g} from the global model, over {factor:g} x the "
                        f"median distance of recent updates ({typical:.3g})")
 
     def refused(self, name: str, round_number: int) -> None:

@@ -20,15 +20,23 @@ from edgefed.contracts.status import StatusFile
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.transport import Connection, PeerRefused, Transport, TransportError
-from edgefed.wire import Flags, Frame, MessageType, ProtocolError, encode_control_frame, encode_tensor_frame
+from edgefed.wire import (
+    PROTOCOL_VERSION,
+    Bye,
+    Flags,
+    Frame,
+    Hello,
+    MessageType,
+    ProtocolError,
+    ReasonCode,
+    Reject,
+    Welcome,
+    encode_message,
+    encode_tensor_frame,
+    expect,
+)
 
 log = logging.getLogger(__name__)
-
-PROTOCOL = 1
-
-
-# BYE codes that retrying cannot change: the worker stops instead of reconnecting
-PERMANENT_REFUSALS = frozenset({"late-joiner", "bad-hello", "unsupported-protocol", "name-conflict", "not-allowed"})
 
 
 class FederationRefused(TransportError):
@@ -108,7 +116,7 @@ class WorkerSession:
     def _leave(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(TransportError):
-                self._conn.send([encode_control_frame(MessageType.BYE, self.round, {"reason": "leaving"})])
+                self._conn.send([encode_message(Bye(ReasonCode.LEAVING, "leaving"), self.round)])
         self._disconnect()
         if not self._gave_up:
             self.status.update(state="finished" if self.finished else "stopped")
@@ -146,11 +154,11 @@ class WorkerSession:
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)
         elif frame.type is MessageType.REJECT:
-            reason = frame.body.get("reason", "no reason given")
-            log.warning("chief rejected the update for round %d: %s", frame.round, reason)
-            self.status.error(f"update for round {frame.round} rejected: {reason}")
+            reject = expect(frame, Reject)
+            log.warning("chief rejected the update for round %d (%s): %s", frame.round, reject.code, reject.reason)
+            self.status.error(f"update for round {frame.round} rejected ({reject.code}): {reject.reason}")
         elif frame.type is MessageType.BYE:
-            raise TransportError(f"chief said goodbye: {frame.body.get('reason', '')}")
+            raise TransportError(f"chief said goodbye: {expect(frame, Bye).reason}")
         elif frame.type is not MessageType.WELCOME:
             raise ProtocolError(f"unexpected {frame.type.name} from the chief")
         return frame
@@ -190,19 +198,19 @@ class WorkerSession:
             raise TransportError(f"the node at {federation.public_ip}:{federation.public_port} is {conn.peer!r}, "
                                  f"not the chief {expected!r}")
         self.chief = conn.peer
-        conn.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": self.num_samples, "protocol": PROTOCOL})])
+        conn.send([encode_message(Hello(num_samples=self.num_samples, protocol=PROTOCOL_VERSION))])
         while True:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
-                reason = str(frame.body.get("reason", "no reason given"))
-                # refusals that retrying cannot change end the worker; "duplicate" waits for the chief
-                # to notice this node's previous connection is gone
-                if frame.body.get("code") in PERMANENT_REFUSALS or "late joiners" in reason:
-                    raise FederationRefused(f"the chief refused {self.name}: {reason}")
-                raise TransportError(f"chief said goodbye while joining: {reason}")
+                bye = expect(frame, Bye)
+                # refusals that retrying cannot change end the worker; duplicate-identity waits for the
+                # chief to notice this node's previous connection is gone
+                if bye.code.permanent:
+                    raise FederationRefused(f"the chief refused {self.name} ({bye.code}): {bye.reason}")
+                raise TransportError(f"chief said goodbye while joining ({bye.code}): {bye.reason}")
             if frame.type is MessageType.WELCOME:
-                self.task_index = _int_field(frame, "task_index")
-                self.total = _int_field(frame, "total")
+                welcome = expect(frame, Welcome)
+                self.task_index, self.total = welcome.task_index, welcome.total
                 log.info("joined %s as task %d of %d", self.chief, self.task_index, self.total)
                 self._pinned_chief = self.chief
             elif frame.type is MessageType.WEIGHTS:
@@ -219,7 +227,9 @@ class WorkerSession:
                     task_index=self.task_index, participants=[self.chief],
                 )
                 return frame.tensors
-            elif frame.type is not MessageType.REJECT:
+            elif frame.type is MessageType.REJECT:
+                expect(frame, Reject)  # a late answer to an update of the previous connection
+            else:
                 raise ProtocolError(f"unexpected {frame.type.name} while joining")
 
     def _give_up(self, exc: Exception) -> None:
@@ -239,9 +249,3 @@ class WorkerSession:
             self._conn.close()
             self._conn = None
 
-
-def _int_field(frame: Frame, key: str) -> int:
-    value = frame.body.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"{frame.type.name}.{key} must be an integer, got {value!r}")
-    return value

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edgefed.contracts.events import TransferEvent
+from edgefed.contracts.events import RefusalEvent, TransferEvent
 from edgefed.ledger.background import lower_thread_priority
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.records import TransferRecord
@@ -152,7 +152,8 @@ class Outbox:
 
 
 class OutboxSink:
-    """An EventBus sink: turns each TransferEvent this node observed into a signed record in the outbox.
+    """An EventBus sink: turns each TransferEvent this node observed into a signed record in the outbox,
+    and (refused(), a refusal sink) each update this chief refused into a signed refusal record.
 
     The training thread only checks the event and queues it (microseconds); a writer thread signs the
     queued events and stores them in one transaction per batch, so an fsync never sits on the training
@@ -165,13 +166,21 @@ class OutboxSink:
         self.node = node
         self._key = signing_key
         self.process = process
-        self._queue: queue.SimpleQueue[TransferEvent | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[TransferEvent | RefusalEvent | None] = queue.SimpleQueue()
         self._unwritten = 0  # events queued and not yet stored
         self._written = threading.Condition()
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-outbox-{node}", daemon=True)
         self._writer.start()
 
     def __call__(self, event: TransferEvent) -> None:
+        self._enqueue(event)
+
+    def refused(self, event: RefusalEvent) -> None:
+        """Refused updates are recorded; refused admissions (HELLOs) are not: no update reached the chief."""
+        if event.stage == "update":
+            self._enqueue(event)
+
+    def _enqueue(self, event: TransferEvent | RefusalEvent) -> None:
         if event.observer != self.node:
             # Only a node's own observations are signed with its key; anything else is a wiring mistake.
             raise LedgerError(f"event observed by {event.observer!r} reached the outbox of {self.node!r}")
@@ -188,7 +197,7 @@ class OutboxSink:
                 batch.append(self._queue.get())
             events = [event for event in batch if event is not None]
             if events:
-                records = [TransferRecord.from_event(event, self.process).signed(self._key) for event in events]
+                records = [self._record(event).signed(self._key) for event in events]
                 try:
                     self.outbox.put_many(records)
                 except Exception:
@@ -198,6 +207,11 @@ class OutboxSink:
                 self._written.notify_all()
             if None in batch:
                 return
+
+    def _record(self, event: TransferEvent | RefusalEvent) -> TransferRecord:
+        if isinstance(event, RefusalEvent):
+            return TransferRecord.from_refusal(event, self.process)
+        return TransferRecord.from_event(event, self.process)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is in the outbox; False if that took over timeout."""

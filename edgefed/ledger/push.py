@@ -18,7 +18,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 from edgefed.ledger.backends import Delivery
 from edgefed.ledger.background import lower_thread_priority
@@ -26,11 +25,23 @@ from edgefed.ledger.chain import EmbeddedLedger
 from edgefed.ledger.errors import BackendUnavailable, LedgerError
 from edgefed.ledger.records import TransferRecord
 from edgefed.transport import Connection, Transport, TransportError
-from edgefed.wire import Frame, Limits, MessageType, ProtocolError, encode_control_frame
+from edgefed.wire import (
+    Bye,
+    Frame,
+    LedgerAck,
+    LedgerPush,
+    Limits,
+    MessageType,
+    ProtocolError,
+    ReasonCode,
+    encode_message,
+    expect,
+)
+from edgefed.wire.messages import MAX_LEDGER_RECORDS, MAX_RECORD_ID_CHARS
 
 log = logging.getLogger(__name__)
 
-MAX_RECORDS_PER_PUSH = 1000
+MAX_RECORDS_PER_PUSH = MAX_LEDGER_RECORDS
 ACK_TIMEOUT_S = 60.0  # how long a worker waits for the chief's LEDGER_ACK
 # A worker's ledger service keeps its connection open between batches; one idle for this long is closed
 # (the service reconnects on its next batch) so dead peers never pin a thread.
@@ -38,38 +49,33 @@ PUSH_IDLE_TIMEOUT_S = 300.0
 
 
 # -- the messages --------------------------------------------------------------------------------
-def push_body(records: Sequence[TransferRecord]) -> dict[str, Any]:
-    return {"records": [record.to_dict() for record in records]}
+def push_message(records: Sequence[TransferRecord]) -> LedgerPush:
+    return LedgerPush(tuple(record.to_dict() for record in records))
 
 
-def parse_push(body: dict[str, Any]) -> tuple[list[TransferRecord], list[tuple[str, str]]]:
-    """The records of a LEDGER_PUSH body, and a refusal for each one that does not parse."""
-    items = body.get("records")
-    if not isinstance(items, list):
-        raise ProtocolError("LEDGER_PUSH needs a 'records' list")
-    if len(items) > MAX_RECORDS_PER_PUSH:
-        raise ProtocolError(f"LEDGER_PUSH carries {len(items)} records, over the limit of {MAX_RECORDS_PER_PUSH}")
+def parse_push(push: LedgerPush) -> tuple[list[TransferRecord], list[tuple[str, str]]]:
+    """The records of a LEDGER_PUSH (its shape checked by the codec), and a refusal for each one
+    that does not parse as a record."""
     records: list[TransferRecord] = []
     refused: list[tuple[str, str]] = []
-    for item in items:
+    for item in push.records:
         try:
             records.append(TransferRecord.from_dict(item))
         except LedgerError as exc:
-            claimed = item.get("id") if isinstance(item, dict) else None
-            refused.append((str(claimed or "?"), str(exc)))
+            claimed = item.get("id")
+            usable = isinstance(claimed, str) and 0 < len(claimed) <= MAX_RECORD_ID_CHARS
+            refused.append((str(claimed) if usable else "?", str(exc)))
     return records, refused
 
 
-def parse_ack(body: dict[str, Any], sent: Sequence[TransferRecord]) -> Delivery:
-    """What the chief's LEDGER_ACK says about the records SENT; ProtocolError if it is malformed."""
-    if "error" in body:
-        raise ProtocolError(f"the chief refused the whole delivery: {body['error']}")
-    try:
-        acknowledged = [str(rid) for rid in body["accepted"]] + [str(rid) for rid in body["duplicates"]]
-        refused = [(str(item["id"]), str(item["reason"])) for item in body["refused"]]
-        height = int(body["height"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"LEDGER_ACK is malformed ({exc!r}): {body}") from None
+def parse_ack(ack: LedgerAck, sent: Sequence[TransferRecord]) -> Delivery:
+    """What the chief's LEDGER_ACK says about the records SENT; ProtocolError if it refused them all
+    or names records that were not sent."""
+    if ack.error is not None:
+        raise ProtocolError(f"the chief refused the whole delivery: {ack.error}")
+    acknowledged = [*ack.accepted, *ack.duplicates]
+    refused = list(ack.refused)
+    height = ack.height
     sent_ids = {record.id for record in sent}
     unexpected = (set(acknowledged) | {rid for rid, _ in refused}) - sent_ids
     if unexpected:
@@ -124,16 +130,13 @@ class RemoteChainBackend:
     def _exchange(self, records: Sequence[TransferRecord]) -> Delivery:
         conn = self._connection()
         try:
-            conn.send([encode_control_frame(MessageType.LEDGER_PUSH, 0, push_body(records))])
+            conn.send([encode_message(push_message(records))])
             reply = conn.recv()
         except (TransportError, ProtocolError) as exc:
             self._drop()
             raise BackendUnavailable(f"delivery to the chief failed: {exc}") from exc
-        if reply.header.type is not MessageType.LEDGER_ACK:
-            self._drop()
-            raise BackendUnavailable(f"the chief answered {reply.header.type.name} instead of LEDGER_ACK: {reply.body}")
         try:
-            return parse_ack(reply.body, records)
+            return parse_ack(expect(reply, LedgerAck), records)
         except ProtocolError as exc:
             self._drop()
             raise BackendUnavailable(str(exc)) from exc
@@ -146,7 +149,7 @@ class RemoteChainBackend:
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(TransportError):
-                self._conn.send([encode_control_frame(MessageType.BYE, 0, {"reason": "ledger service stopping"})])
+                self._conn.send([encode_message(Bye(ReasonCode.SHUTDOWN, "ledger service stopping"))])
         self._drop()
 
 
@@ -175,7 +178,7 @@ class LedgerPushHandler:
                 if frame.header.type is not MessageType.LEDGER_PUSH:
                     log.warning("ledger: %s sent %s on a ledger connection", conn.peer, frame.header.type.name)
                     return
-                conn.send([encode_control_frame(MessageType.LEDGER_ACK, 0, self.answer(conn.peer, frame.body))])
+                conn.send([encode_message(self.answer(conn.peer, frame))])
                 frame = conn.recv()
         except (TransportError, ProtocolError) as exc:
             with self._lock:
@@ -186,27 +189,22 @@ class LedgerPushHandler:
             with self._lock:
                 self._connections.discard(conn)
 
-    def answer(self, peer: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Append what checks out, refuse the rest with reasons; the LEDGER_ACK body."""
+    def answer(self, peer: str, frame: Frame) -> LedgerAck:
+        """Append what checks out, refuse the rest with reasons: the LEDGER_ACK to send back."""
         try:
-            records, refused = parse_push(body)
+            records, refused = parse_push(expect(frame, LedgerPush))
         except ProtocolError as exc:
             log.warning("ledger: malformed push from %s: %s", peer, exc)
-            return {"error": str(exc)}
+            return LedgerAck(error=str(exc))
         try:
             result = self.ledger.append(records, pushed_by=peer)
         except sqlite3.Error as exc:  # disk full, chief shutting down: the worker keeps them and retries
             log.error("ledger: cannot append records from %s: %s", peer, exc)
-            return {"error": f"the chief's ledger cannot take records now: {exc}"}
+            return LedgerAck(error=f"the chief's ledger cannot take records now: {exc}")
         refused.extend(result.refused)
         if result.accepted:
             log.info("ledger: appended %d records from %s (height %d)", len(result.accepted), peer, result.height)
-        return {
-            "accepted": result.accepted,
-            "duplicates": result.duplicates,
-            "refused": [{"id": rid, "reason": reason} for rid, reason in refused],
-            "height": result.height,
-        }
+        return LedgerAck(tuple(result.accepted), tuple(result.duplicates), tuple(refused), result.height)
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,12 @@ Kind ``file`` records a p2p file transfer (edgefed.p2p): the file's name travels
 ``name``, round is 0 (files are outside training rounds) and participants is 2. ``name`` exists only
 on file records and is left out of the canonical form when unset, so weight records keep exactly the
 canonical bytes, ids and signatures they had before file records existed (older ledgers verify).
+
+Kind ``refusal`` records an update the chief refused: the chief's signed verdict, not a transfer. The
+sender is the worker, receiver and observer the chief (direction ``receive``), round the update's; the
+signed fields ``code`` (the wire's ReasonCode value) and ``reason`` (the text of the REJECT), which
+only refusal records carry, say why; bytes, participants and seconds are 0 and sha256 is empty. A
+refusal pairs with nothing: the refused upload's own receive record pairs with the worker's send.
 """
 
 from __future__ import annotations
@@ -32,22 +38,25 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edgefed.contracts.events import TransferEvent
+from edgefed.contracts.events import RefusalEvent, TransferEvent
 from edgefed.ledger.errors import LedgerError
 
 RECORD_VERSION = 1
 SIGNING_CONTEXT = b"edgefed-ledger-record-v1\n"
 ID_HEX_CHARS = 32  # 128 bits of a SHA-256: unique enough, and short enough for an Iroha detail key
 _HEX = re.compile(r"^[0-9a-f]+$")
+_CODE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")  # the shape of a wire ReasonCode value, newer ones included
 
-KINDS = ("weights", "update", "file")
+KINDS = ("weights", "update", "file", "refusal")
 FILE_KIND = "file"
+REFUSAL_KIND = "refusal"
+MAX_REASON_CHARS = 1024  # a refusal's text, clipped when the record is made
 MAX_NAME_BYTES = 255  # p2p accepts at most 200; the ledger only needs a bound (Iroha detail values are small)
 
 # The fields both sides of one transfer must agree on (name is None on both sides of weight transfers).
 AGREEMENT_FIELDS = ("process", "round", "sender", "receiver", "kind", "name", "bytes", "sha256")
 # Fields added after version 1 records existed: left out of the canonical form when unset.
-OPTIONAL_FIELDS = ("name",)
+OPTIONAL_FIELDS = ("name", "code", "reason")
 
 
 def canonical_json(document: Mapping[str, Any]) -> bytes:
@@ -73,6 +82,8 @@ class TransferRecord:
     signature: str = ""
     v: int = RECORD_VERSION
     name: str | None = None  # kind "file" only: the file's name, as the receiver stored it
+    code: str | None = None  # kind "refusal" only: why, as a code (a wire ReasonCode value)
+    reason: str | None = None  # kind "refusal" only: why, for people
 
     def body(self) -> dict[str, Any]:
         """The signed fields (everything except the signature)."""
@@ -140,6 +151,20 @@ class TransferRecord:
         )
 
     @classmethod
+    def from_refusal(cls, event: RefusalEvent, process: str) -> TransferRecord:
+        """The chief's (unsigned) record of an update it refused; control characters in the text
+        become '?' and it is clipped to MAX_REASON_CHARS."""
+        text = "".join("?" if unicodedata.category(char).startswith("C") else char for char in event.message)
+        text = text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+        record = cls(
+            process=process, round=event.round, sender=event.worker, receiver=event.observer,
+            observer=event.observer, direction="receive", kind=REFUSAL_KIND, participants=0, bytes=0,
+            sha256="", seconds=0.0, time=float(event.timestamp), code=event.code, reason=text or "-",
+        )
+        record.check_fields()
+        return record
+
+    @classmethod
     def for_file(
         cls,
         *,
@@ -193,7 +218,7 @@ class TransferRecord:
             "signature": str,
             "v": int,
         }
-        optional = {"name": str}
+        optional = {"name": str, "code": str, "reason": str}
         label = document.get("id", "?")
         unknown = sorted(set(document) - set(expected) - set(optional) - {"id"})
         if unknown:
@@ -232,6 +257,11 @@ class TransferRecord:
             _check_file_name(label, self.name)
         elif self.name is not None:
             raise LedgerError(f"{label}: only file records carry a name ({self.kind} records do not)")
+        if self.kind == REFUSAL_KIND:
+            _check_refusal(label, self)
+            return
+        if self.code is not None or self.reason is not None:
+            raise LedgerError(f"{label}: only refusal records carry a code and a reason")
         expected_observer = self.sender if self.direction == "send" else self.receiver
         if self.observer != expected_observer:
             raise LedgerError(
@@ -254,6 +284,22 @@ def _check_file_name(label: str, name: str | None) -> None:
     # Names are shown by `edgefed ledger show`: no character that could drive a terminal.
     if any(unicodedata.category(char).startswith("C") for char in name):
         raise LedgerError(f"{label}: file name {name!r} contains a control or format character")
+
+
+def _check_refusal(label: str, record: TransferRecord) -> None:
+    if record.direction != "receive" or record.observer != record.receiver:
+        raise LedgerError(f"{label}: a refusal is recorded by the chief that refused it (direction 'receive')")
+    if record.code is None or not _CODE.match(record.code):
+        raise LedgerError(f"{label}: a refusal needs a code of lowercase letters, digits and '-', got {record.code!r}")
+    if not record.reason or len(record.reason) > MAX_REASON_CHARS:
+        raise LedgerError(f"{label}: a refusal needs a reason of 1 to {MAX_REASON_CHARS} characters")
+    # Reasons are shown by `edgefed ledger show`: no character that could drive a terminal.
+    if any(unicodedata.category(char).startswith("C") for char in record.reason):
+        raise LedgerError(f"{label}: refusal reason contains a control or format character")
+    if record.bytes or record.participants or record.sha256 or record.seconds:
+        raise LedgerError(f"{label}: a refusal carries no bytes, participants, sha256 or seconds")
+    if record.round < 0:
+        raise LedgerError(f"{label}: round must be >= 0")
 
 
 def disagreement(send: TransferRecord, receive: TransferRecord) -> str | None:

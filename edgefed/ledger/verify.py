@@ -1,5 +1,6 @@
 """`edgefed ledger verify`: chain integrity, every signature, and sender/receiver agreement per transfer
-(weight transfers and p2p file transfers alike)."""
+(weight transfers and p2p file transfers alike). Refusal records are checked and signature-verified
+like the others but pair with nothing: a refusal is the chief's verdict alone."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed.ledger.chain import GENESIS_PREV, ChainReader, Entry, check_entry_signature, entry_hash
 from edgefed.ledger.errors import LedgerError
-from edgefed.ledger.records import AGREEMENT_FIELDS, TransferRecord, disagreement
+from edgefed.ledger.records import AGREEMENT_FIELDS, REFUSAL_KIND, TransferRecord, disagreement
 from edgefed.pki import ledger_public_keys, public_key_hex
 
 MAX_PROBLEMS = 1000
@@ -187,6 +188,8 @@ def check_transfers(records: Iterable[tuple[str, TransferRecord]]) -> tuple[int,
     sends: dict[tuple[Any, ...], list[tuple[str, TransferRecord]]] = defaultdict(list)
     receives: dict[tuple[Any, ...], list[tuple[str, TransferRecord]]] = defaultdict(list)
     for where, record in records:
+        if record.kind == REFUSAL_KIND:
+            continue
         key = tuple(getattr(record, name) for name in AGREEMENT_FIELDS)
         (sends if record.direction == "send" else receives)[key].append((where, record))
     proven = 0

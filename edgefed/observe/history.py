@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgefed.contracts.events import TransferEvent
+from edgefed.contracts.events import RefusalEvent, TransferEvent
 
 FORMAT = "edgefed-history/1"
 HISTORY_FILE = "history.jsonl"
@@ -83,7 +83,7 @@ class HistoryWriter:
                 tally.bytes_out += event.bytes
                 tally.broadcast += event.seconds
 
-    def refused(self, _code: str) -> None:
+    def refused(self, _event: RefusalEvent) -> None:
         with self._lock:
             self._refused += 1
 

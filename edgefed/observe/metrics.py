@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edgefed.contracts.events import TransferEvent
+from edgefed.contracts.events import RefusalEvent, TransferEvent
 from edgefed.contracts.status import status_path
 
 UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -100,7 +100,8 @@ class NodeMetrics:
         if event.kind == "update":  # the worker's send and the chief's receive of one upload
             self.upload_seconds.observe(max(event.seconds, 0.0))
 
-    def refused(self, code: str) -> None:
+    def refused(self, event: RefusalEvent) -> None:
+        code = event.code
         if code not in self._reasons and len(self._reasons) >= MAX_REASON_LABELS:
             code = "other"
         self._reasons.add(code)

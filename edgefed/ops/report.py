@@ -100,6 +100,9 @@ def _federation_json(status: HostStatus) -> dict[str, Any] | None:
     if isinstance(errors, list) and errors and isinstance(errors[-1], dict):
         last_error = errors[-1].get("message")
     measured: dict[str, Any] = {k: _number(doc.get(k)) for k in ("accuracy", "loss") if k in doc}  # newer nodes
+    if "refused_total" in doc:  # a chief that records refusals
+        measured["refused_total"] = _integer(doc.get("refused_total"))
+        measured["last_refusal"] = _refusal_json(doc.get("refused"))
     return {
         "state": _string(doc.get("state")),
         "round": _integer(doc.get("round")),
@@ -110,6 +113,20 @@ def _federation_json(status: HostStatus) -> dict[str, Any] | None:
         "last_transfer": last_transfer,
         "last_error": _string(last_error),
         **measured,
+    }
+
+
+def _refusal_json(refused: Any) -> dict[str, Any] | None:
+    if not isinstance(refused, list) or not refused or not isinstance(refused[-1], dict):
+        return None
+    last = refused[-1]
+    return {
+        "worker": _string(last.get("worker")),
+        "round": _integer(last.get("round")),
+        "stage": _string(last.get("stage")),
+        "code": _string(last.get("code")),
+        "message": _string(last.get("message")),
+        "at": _number(last.get("at")),
     }
 
 
@@ -187,6 +204,9 @@ def _round_text(fed: dict[str, Any] | None) -> str:
         lines.append(f"accuracy {fed['accuracy']:.3f}")
     if participants:
         lines.append(participants)
+    if fed.get("refused_total"):
+        last = fed.get("last_refusal") or {}
+        lines.append(f"refused {fed['refused_total']} (last: {last.get('worker') or '?'} {last.get('code') or '?'})")
     return "\n".join(lines)
 
 

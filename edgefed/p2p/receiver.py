@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
+from edgefed import wire
 from edgefed.p2p.errors import P2PError, TransferFailed, TransferRefused
 from edgefed.p2p.files import DuplicateFile, FileOffer, IncomingFile, TransferCallback, notify_transfer, transfer_record
 from edgefed.p2p.link import P2P_LIMITS, resolve_transport
@@ -178,7 +178,7 @@ class Receiver(threading.Thread):
         for connection in connections:
             with contextlib.suppress(TransportError, OSError):
                 connection.settimeout(2.0)
-                connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
+                connection.send([wire.encode_message(wire.Bye(wire.ReasonCode.SHUTDOWN, reason))])
             connection.close()  # wakes the handler's recv
         for handler in handlers:
             handler.join(timeout=5.0)
@@ -199,7 +199,7 @@ class Receiver(threading.Thread):
         peer = connection.peer
         if self._allowed is not None and peer not in self._allowed:
             log.warning("refused peer %s (%s): not in the allowed peers", peer, address)
-            self._say_bye(connection, f"{peer} is not allowed on this session")
+            self._say_bye(connection, f"{peer} is not allowed on this session", wire.ReasonCode.NOT_ALLOWED)
             connection.close()
             return
         with self._lock:
@@ -224,9 +224,9 @@ class Receiver(threading.Thread):
             connection.close()
 
     @staticmethod
-    def _say_bye(connection: Connection, reason: str) -> None:
+    def _say_bye(connection: Connection, reason: str, code: wire.ReasonCode = wire.ReasonCode.OTHER) -> None:
         with contextlib.suppress(TransportError, OSError):
-            connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
+            connection.send([wire.encode_message(wire.Bye(code, reason))])
 
     # -- used by _PeerSession ----------------------------------------------------------------------
     def _claim(self, name: str) -> bool:
@@ -266,7 +266,7 @@ class _PeerSession:
             elif frame.type is MessageType.FILE_DONE:
                 self._done()
             elif frame.type is MessageType.BYE:
-                log.info("peer %s said goodbye: %s", self.peer, printable(str(frame.body.get("reason", ""))))
+                log.info("peer %s said goodbye: %s", self.peer, printable(wire.expect(frame, wire.Bye).reason))
                 return
             else:
                 raise ProtocolError(f"{frame.type.name} is not part of the p2p protocol")
@@ -306,7 +306,7 @@ class _PeerSession:
         except DuplicateFile as duplicate:
             self.receiver._release(offer.name)
             log.info("%s offered %s, which is already here", self.peer, duplicate.path)
-            self._result(True, "already received", offer=offer)
+            self._result(True, "already received", offer=offer, duplicate=True)
             return
         except (TransferRefused, TransferFailed) as exc:
             self.receiver._release(offer.name)
@@ -364,8 +364,8 @@ class _PeerSession:
             self.receiver._release(self.incoming.offer.name)
             self.incoming = None
 
-    def _result(self, ok: bool, message: str, retryable: bool = False, offer: FileOffer | None = None) -> None:
-        body: dict[str, Any] = {"ok": ok, "message": message, "retryable": retryable}
-        if offer is not None:
-            body.update(offer.to_body())
-        self.connection.send([encode_control_frame(MessageType.FILE_RESULT, 0, body)])
+    def _result(
+        self, ok: bool, message: str, retryable: bool = False, offer: FileOffer | None = None, duplicate: bool = False
+    ) -> None:
+        named = wire.FileOffer(offer.name, offer.size, offer.sha256) if offer is not None else None
+        self.connection.send([wire.encode_message(wire.FileResult(ok, message, retryable, named, duplicate))])

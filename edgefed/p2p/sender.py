@@ -25,7 +25,18 @@ from edgefed.p2p.parse import parse_port
 from edgefed.p2p.progress import ProgressFactory, ProgressTask
 from edgefed.pki import NodeCredentials
 from edgefed.transport import Connection, PeerRefused, PlainTransport, Transport, TransportError
-from edgefed.wire import Frame, MessageType, ProtocolError, encode_control_frame, encode_raw_frame
+from edgefed.wire import (
+    Bye,
+    FileResult,
+    Frame,
+    MessageType,
+    ProtocolError,
+    ReasonCode,
+    encode_control_frame,
+    encode_message,
+    encode_raw_frame,
+    expect,
+)
 
 log = logging.getLogger("edgefed.p2p")
 
@@ -192,7 +203,7 @@ class Sender(threading.Thread):
         self.connected.clear()
         if connection is not None:
             with contextlib.suppress(TransportError, OSError):
-                connection.send([encode_control_frame(MessageType.BYE, 0, {"reason": reason})])
+                connection.send([encode_message(Bye(ReasonCode.LEAVING, reason))])
             connection.close()
 
     def _ensure_connected(self, deadline: float) -> Connection:
@@ -318,7 +329,7 @@ class Sender(threading.Thread):
     def _reply(self, connection: Connection) -> Frame:
         frame = connection.recv()
         if frame.type is MessageType.BYE:
-            reason = printable(str(frame.body.get("reason", "")))
+            reason = printable(expect(frame, Bye).reason)
             raise TransportError(f"{connection.peer} closed the session: {reason}")
         return frame
 
@@ -327,19 +338,20 @@ class Sender(threading.Thread):
         assert offer is not None
         if reply.type is not MessageType.FILE_RESULT:
             raise ProtocolError(f"expected FILE_RESULT after {after}, got {reply.type.name}")
-        message = printable(str(reply.body.get("message", "")))
-        if not reply.body.get("ok"):
-            if reply.body.get("retryable"):
+        result = expect(reply, FileResult)
+        message = printable(result.message)
+        if not result.ok:
+            if result.retryable:
                 raise _Retry(f"{self.peer_name} is busy: {message}")
             error = TransferRefused if after == "offer" else TransferFailed
             raise error(f"{self.peer_name} did not take {printable(offer.name)!r}: {message}")
-        if reply.body.get("sha256") != offer.sha256 or reply.body.get("size") != offer.size:
+        if result.offer is None or (result.offer.sha256, result.offer.size) != (offer.sha256, offer.size):
             raise ProtocolError(f"FILE_RESULT from {self.peer_name} confirms another file than {offer.name!r}")
-        if message == "already received" and job.done_sent:
-            # An earlier attempt delivered it and the link broke before its FILE_RESULT arrived.
-            message = "received"
+        # A duplicate after our FILE_DONE: an earlier attempt delivered it and the link broke before
+        # its FILE_RESULT arrived. A duplicate before it: the peer had the file already, nothing was sent.
+        delivered = not result.duplicate or job.done_sent
         record = transfer_record(self.own_name, self.peer_name, offer, "send", offset, seconds)
-        record["outcome"] = message
-        if message == "received":
+        record["outcome"] = "received" if delivered and result.duplicate else message
+        if delivered:
             notify_transfer(self._on_file_transfer, record)
         return record

@@ -61,17 +61,21 @@ class FileDone(ControlMessage):
 
 @dataclass(frozen=True)
 class FileResult(ControlMessage):
-    """receiver -> sender: the outcome; a success names the file it confirms (the offer's fields)."""
+    """receiver -> sender: the outcome; a success names the file it confirms (the offer's fields).
+    duplicate: the receiver already held this file, so nothing was sent (a program branches on it,
+    never on the message)."""
 
     TYPE = MessageType.FILE_RESULT
     ok: bool
     message: str = ""
     retryable: bool = False
     offer: FileOffer | None = None
+    duplicate: bool = False
 
     def __post_init__(self) -> None:
         self._bool("ok")
         self._bool("retryable")
+        self._bool("duplicate")
         self._clipped_text("message")
         if self.offer is not None and not isinstance(self.offer, FileOffer):
             raise self._fail(f"offer must be a FileOffer, got {shown(self.offer)}")
@@ -85,10 +89,13 @@ class FileResult(ControlMessage):
             offer = FileOffer.from_body(body) if named else None
         except MessageError as exc:
             raise MessageError(f"FILE_RESULT names its file badly: {exc}") from None
-        return cls(body["ok"], body.get("message", ""), body.get("retryable", False), offer)
+        return cls(body["ok"], body.get("message", ""), body.get("retryable", False), offer,
+                   body.get("duplicate", False))
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": self.ok, "message": self.message, "retryable": self.retryable}
         if self.offer is not None:
             body.update(self.offer.to_body())
+        if self.duplicate:  # absent when false: bodies stay as they were
+            body["duplicate"] = True
         return body
