@@ -21,8 +21,16 @@ from edgefed.ledger.iroha import (
     account_id,
     account_name,
     iroha_public_key,
-    nacl_key,
+    iroha_signing_key,
 )
+
+# What a node's account may do: let others write its details, read the details of its domain.
+NODE_PERMISSIONS = (
+    primitive_pb2.can_grant_can_set_my_account_detail,
+    primitive_pb2.can_get_domain_acc_detail,
+    primitive_pb2.can_get_my_acc_detail,
+)
+ALREADY_EXISTS = 3  # Iroha 1's error code for CreateRole/CreateDomain/CreateAccount of an existing name
 
 
 @dataclass(frozen=True)
@@ -63,22 +71,20 @@ def bootstrap(
             raise LedgerError(f"bootstrap step '{description}' failed: {outcome.reason}")
         steps.append(BootstrapStep(description, outcome.status))
 
-    roles = admin.query("GetRoles").roles_response.roles
-    if NODE_ROLE in roles:
-        steps.append(BootstrapStep(f"role {NODE_ROLE} and domain {domain}", "already there"))
+    create_domain = Iroha.command("CreateDomain", domain_id=domain, default_role=NODE_ROLE)
+    if NODE_ROLE not in admin.query("GetRoles").roles_response.roles:
+        create_role = Iroha.command("CreateRole", role_name=NODE_ROLE, permissions=NODE_PERMISSIONS)
+        run(f"create role {NODE_ROLE} and domain {domain}", [create_role, create_domain])
     else:
-        permissions = [
-            primitive_pb2.can_grant_can_set_my_account_detail,
-            primitive_pb2.can_get_domain_acc_detail,
-            primitive_pb2.can_get_my_acc_detail,
-        ]
-        run(
-            f"create role {NODE_ROLE} and domain {domain}",
-            [
-                Iroha.command("CreateRole", role_name=NODE_ROLE, permissions=permissions),
-                Iroha.command("CreateDomain", domain_id=domain, default_role=NODE_ROLE),
-            ],
-        )
+        # Iroha 1 has no query for a domain: create it, and an "already exists" refusal means it is
+        # there (one peer may hold several deployments' domains, all with the one node role).
+        outcome = admin.submit([create_domain])
+        if outcome.committed:
+            steps.append(BootstrapStep(f"create domain {domain} (role {NODE_ROLE} was there)", outcome.status))
+        elif outcome.error_code == ALREADY_EXISTS:
+            steps.append(BootstrapStep(f"role {NODE_ROLE} and domain {domain}", "already there"))
+        else:
+            raise LedgerError(f"bootstrap step 'create domain {domain}' failed: {outcome.reason}")
     for node, key in sorted(node_keys.items()):
         account = account_id(node, domain)
         if _account_exists(admin, account):
@@ -100,7 +106,7 @@ def bootstrap(
         if node == chief:
             continue
         worker_account = account_id(node, domain)
-        worker = IrohaClient(torii, worker_account, nacl_key(key), commit_timeout)
+        worker = IrohaClient(torii, worker_account, iroha_signing_key(key), commit_timeout)
         peers = [other for other in sorted(node_keys) if other not in (node, chief)] if p2p else []
         grantees = [chief_account, *(account_id(other, domain) for other in peers)]
         run(
@@ -115,7 +121,7 @@ def bootstrap(
             ],
             worker,
         )
-    chief_client = IrohaClient(torii, chief_account, nacl_key(node_keys[chief]), commit_timeout)
+    chief_client = IrohaClient(torii, chief_account, iroha_signing_key(node_keys[chief]), commit_timeout)
     grants = [
         Iroha.command(
             "GrantPermission",

@@ -72,11 +72,12 @@ def normalise_key(public_key: str) -> str:
     return public_key.lower()
 
 
-def signature_valid(message: Any, signature: primitive_pb2.Signature) -> bool:
-    """IrohaCrypto's own checks: ed0120 multihash keys are ed25519/SHA-512, bare 64-hex keys ed25519/SHA-3."""
+def signature_valid(message: Any, signature: primitive_pb2.Signature, multihash_keys: bool = True) -> bool:
+    """IrohaCrypto's own checks: ed0120 multihash keys are ed25519/SHA-512, bare 64-hex keys ed25519/SHA-3.
+    A stock irohad (built without Hyperledger Ursa) has no verifier for ed0120: multihash_keys=False."""
     public_key = signature.public_key.lower()
     try:
-        if public_key.startswith("ed0120") and len(public_key) == 70:
+        if multihash_keys and public_key.startswith("ed0120") and len(public_key) == 70:
             return bool(IrohaCrypto.is_sha2_signature_valid(message, signature))
         if len(public_key) == 64:
             return bool(IrohaCrypto.is_signature_valid(message, signature))
