@@ -125,6 +125,7 @@ def _stop_ledger(
 def run_demo(
     workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
+    ledger_settings: dict[str, Any] | None = None,
 ) -> DemoResult:
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
@@ -137,7 +138,9 @@ def run_demo(
         names = worker_names(workers)
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
-        extra = None if ledger else {"ledger": {"enabled": False}}
+        extra: dict[str, dict[str, Any]] | None = {"ledger": {"enabled": False}}
+        if ledger:
+            extra = {"ledger": ledger_settings} if ledger_settings else None
         configs = {
             CHIEF: write_node_config(root, CHIEF, "chief", port, rounds, workers, interval_steps, trainer, extra)
         }
