@@ -51,6 +51,8 @@ NODE_ROLE = "edgefed_node"
 MAX_COMMANDS_PER_TX = 50
 FINAL_OK = {"COMMITTED"}
 FINAL_FAILED = {"STATELESS_VALIDATION_FAILED", "STATEFUL_VALIDATION_FAILED", "REJECTED", "MST_EXPIRED"}
+# GetAccountDetail of an unknown account: irohad 1.6 answers NO_ACCOUNT_DETAIL (RocksDB world state).
+NO_SUCH_ACCOUNT = {"NO_ACCOUNT", "NO_ACCOUNT_DETAIL"}
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -296,7 +298,7 @@ class IrohaBackend:
             try:
                 stored = self.client.account_details(account)
             except IrohaQueryError as exc:
-                if exc.reason != "NO_ACCOUNT":
+                if exc.reason not in NO_SUCH_ACCOUNT:
                     raise
                 continue  # a node of the PKI that was never bootstrapped on Iroha has no records
             for writer, details in stored.items():

@@ -115,6 +115,9 @@ def account_detail(
     response: qry_responses_pb2.QueryResponse,
 ) -> qry_responses_pb2.QueryResponse:
     target = request.account_id or creator
+    account = world.accounts.get(target)
+    if account is None:  # checked before permissions; irohad 1.6 (RocksDB) answers NO_ACCOUNT_DETAIL, code 3
+        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT_DETAIL, f"no account {target}", 3)
     if not _may_read(
         creator, target, permissions, "can_get_all_acc_detail", "can_get_domain_acc_detail", "can_get_my_acc_detail"
     ):
@@ -124,9 +127,6 @@ def account_detail(
             f"{creator} may not read the details of {target}",
             2,
         )
-    account = world.accounts.get(target)
-    if account is None:
-        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT, f"no account {target}")
     selected: dict[str, dict[str, str]] = {}
     for writer, details in account.details.items():
         if request.writer and writer != request.writer:
@@ -189,8 +189,8 @@ def execute(world: World, creator: str, command: Any, index: int) -> None:
     elif kind == "create_domain":
         body = command.create_domain
         _require(world, creator, "can_create_domain", index)
-        if body.domain_id in world.domains:
-            raise Refused(f"domain {body.domain_id} already exists", index, 3)
+        if body.domain_id in world.domains:  # code 4 on irohad 1.6 with RocksDB (3 with Postgres)
+            raise Refused(f"domain {body.domain_id} already exists", index, 4)
         if body.default_role not in world.roles:
             raise Refused(f"no role {body.default_role}", index, 4)
         world.domains[body.domain_id] = body.default_role
