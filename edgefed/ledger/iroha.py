@@ -212,11 +212,42 @@ class IrohaClient:
         if writer:
             fields["writer"] = writer
         response = self.query("GetAccountDetail", **fields)
-        detail = response.account_detail_response.detail or "{}"
-        document = json.loads(detail)
-        if not isinstance(document, dict):
-            raise LedgerError(f"GetAccountDetail for {account} did not return a JSON object")
+        return parse_detail_document(account, response.account_detail_response.detail or "{}")
+
+
+# irohad 1.6 (RocksDB) writes the detail document without escaping the values: {"WRITER": {"KEY":
+# "VALUE", ...}, ...} with each VALUE verbatim, quotes included. A value ends at the quote followed by
+# the next key, the next writer or the end. A value that itself contains such a sequence is cut
+# there: the pieces are not valid records, so verify reports them (it fails closed, never proves).
+_DETAIL_ENTRY = re.compile(
+    r'(?:\{"|\}, ")(?P<writer>[^"]+)": \{"|(?:, ")?(?P<key>[A-Za-z0-9_]{1,64})": "(?P<value>.*?)"'
+    r'(?=, "[A-Za-z0-9_]{1,64}": "|\}, "[^"]+": \{"|\}\}$)',
+    re.DOTALL,
+)
+
+
+def parse_detail_document(account: str, text: str) -> dict[str, dict[str, str]]:
+    """GetAccountDetail's document as {writer: {key: value}}: proper JSON, or irohad's unescaped form."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if isinstance(document, dict) and all(isinstance(v, dict) for v in document.values()):
         return document
+    found: dict[str, dict[str, str]] = {}
+    writer, position = "", 0
+    for match in _DETAIL_ENTRY.finditer(text):
+        if match.start() != position:
+            break
+        position = match.end()
+        if match.group("writer"):
+            writer = match.group("writer")
+            found.setdefault(writer, {})
+        elif writer:
+            found[writer][match.group("key")] = match.group("value")
+    if text[position:] != "}}" and not (text == "{}" and position == 0):
+        raise LedgerError(f"GetAccountDetail for {account}: cannot read the detail document at {position}")
+    return found
 
 
 class IrohaBackend:

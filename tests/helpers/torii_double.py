@@ -52,10 +52,10 @@ from tests.helpers.torii_world import (
     signature_valid,
 )
 
+# Where irohad 1.6 ends a status stream: a stateful failure is followed by REJECTED (error code 0).
 FINAL_STATUSES = {
     endpoint_pb2.COMMITTED,
     endpoint_pb2.STATELESS_VALIDATION_FAILED,
-    endpoint_pb2.STATEFUL_VALIDATION_FAILED,
     endpoint_pb2.REJECTED,
 }
 
@@ -134,7 +134,7 @@ class ToriiDouble:
             try:
                 self._stateless_check(tx)
             except Refused as refused:
-                self._status(tx_hash, endpoint_pb2.STATELESS_VALIDATION_FAILED, str(refused), 0, refused.error_code)
+                self._status(tx_hash, endpoint_pb2.STATELESS_VALIDATION_FAILED, str(refused), 0, 0)  # irohad: code 0
                 return
             self._status(tx_hash, endpoint_pb2.STATELESS_VALIDATION_SUCCESS)
             self._status(tx_hash, endpoint_pb2.ENOUGH_SIGNATURES_COLLECTED)
@@ -189,7 +189,7 @@ class ToriiDouble:
             self._status(
                 tx_hash, endpoint_pb2.STATEFUL_VALIDATION_FAILED, name, refused.command_index, refused.error_code
             )
-            self._status(tx_hash, endpoint_pb2.REJECTED, name, refused.command_index, refused.error_code)
+            self._status(tx_hash, endpoint_pb2.REJECTED, name, refused.command_index, 0)
             return
         self._world = staged
         self._status(tx_hash, endpoint_pb2.STATEFUL_VALIDATION_SUCCESS)

@@ -7,7 +7,6 @@ A TEST DOUBLE, not Iroha: see torii_double.py for what it models and what it doe
 from __future__ import annotations
 
 import binascii
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +85,16 @@ def signature_valid(message: Any, signature: primitive_pb2.Signature, multihash_
     return False
 
 
+def detail_document(details: dict[str, dict[str, str]]) -> str:
+    """The detail document as irohad 1.6 (RocksDB) writes it: writers and keys in order, values verbatim
+    (NOT escaped: a value holding quotes makes it invalid JSON), '}, ' between writers, ', ' between keys."""
+    writers = [
+        f'"{writer}": {{' + ", ".join(f'"{key}": "{value}"' for key, value in sorted(details[writer].items())) + "}"
+        for writer in sorted(details)
+    ]
+    return "{" + ", ".join(writers) + "}" if writers else "{}"
+
+
 def query_error(
     response: qry_responses_pb2.QueryResponse, reason: int, message: str, code: int = 0
 ) -> qry_responses_pb2.QueryResponse:
@@ -134,7 +143,7 @@ def account_detail(
         chosen = {k: v for k, v in details.items() if not request.key or k == request.key}
         if chosen:
             selected[writer] = chosen
-    response.account_detail_response.detail = json.dumps(selected)
+    response.account_detail_response.detail = detail_document(selected)
     response.account_detail_response.total_number = sum(len(d) for d in selected.values())
     return response
 
@@ -150,11 +159,11 @@ def get_account(
         )
     account = world.accounts.get(target)
     if account is None:
-        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT, f"no account {target}")
+        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT, f"no account {target}", 3)
     response.account_response.account.account_id = target
     response.account_response.account.domain_id = _domain(target)
     response.account_response.account.quorum = account.quorum
-    response.account_response.account.json_data = json.dumps(account.details)
+    response.account_response.account.json_data = detail_document(account.details)
     response.account_response.account_roles.extend(sorted(account.roles))
     return response
 
@@ -165,7 +174,7 @@ def check_signatories(world: World, creator: str, signatures: Any) -> None:
         raise Refused(f"creator account {creator} does not exist", 0, 3)
     keys = {normalise_key(signature.public_key) for signature in signatures}
     if not keys <= account.signatories:
-        raise Refused(f"signatures by keys that are not signatories of {creator}", 0, 2)
+        raise Refused(f"signatures by keys that are not signatories of {creator}", 0, 1)  # irohad 1.6: code 1
     if len(keys) < account.quorum:
         raise Refused(f"{len(keys)} signatures, the quorum of {creator} is {account.quorum}", 0, 2)
 
@@ -212,6 +221,8 @@ def execute(world: World, creator: str, command: Any, index: int) -> None:
         _require(world, creator, f"can_grant_{permission}", index)
         if body.account_id not in world.accounts:
             raise Refused(f"no account {body.account_id}", index, 3)
+        if (creator, body.account_id, permission) in world.grants:  # irohad 1.6 (RocksDB) refuses a repeat
+            raise Refused(f"{creator} already granted {permission} to {body.account_id}", index, 1007)
         world.grants.add((creator, body.account_id, permission))
     elif kind == "set_account_detail":
         body = command.set_account_detail

@@ -16,12 +16,20 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from iroha import Iroha, IrohaGrpc, qry_responses_pb2
 
 from edgefed.contracts.events import TransferEvent
-from edgefed.ledger.iroha import IrohaClient, IrohaKey, detail_key, iroha_signing_key, nacl_key
+from edgefed.ledger.iroha import (
+    IrohaClient,
+    IrohaKey,
+    detail_key,
+    iroha_signing_key,
+    nacl_key,
+    parse_detail_document,
+)
 from edgefed.ledger.iroha_bootstrap import bootstrap
 from edgefed.ledger.records import TransferRecord
 from edgefed.pki import NodeCredentials
 
 NODES = ("chief", "worker1", "worker2")
+PASSING = {"NOT_RECEIVED", "STATELESS_VALIDATION_SUCCESS", "ENOUGH_SIGNATURES_COLLECTED"}
 TIMEOUT = 60.0
 # Values a detail must keep byte for byte: JSON quoting, backslashes, non-ASCII, a newline.
 AWKWARD_VALUES = ('{"a": "b"}', 'back\\slash "quoted"', "grüße, 字, ✓", "two\nlines")
@@ -72,6 +80,8 @@ class Script:
         self.grpc.send_tx(tx, timeout=TIMEOUT)
         stream: list[str] = []
         for status, _, code in self.grpc.tx_status_stream(tx, timeout=TIMEOUT):
+            if status in PASSING:
+                continue  # a real peer may be past these before the stream starts: timing, not behaviour
             entry = f"{status}:{code}" if status.endswith("FAILED") or status == "REJECTED" else status
             if not stream or stream[-1] != entry:
                 stream.append(entry)
@@ -92,11 +102,11 @@ class Script:
             self.seen.queries[label] = ["error", qry_responses_pb2.ErrorResponse.Reason.Name(error.reason),
                                         error.error_code]
         elif kind == "account_detail_response":
-            self.seen.queries[label] = json.loads(response.account_detail_response.detail or "null")
+            self.seen.queries[label] = [response.account_detail_response.detail]
         elif kind == "account_response":
             account = response.account_response
             self.seen.queries[label] = [account.account.account_id, account.account.domain_id,
-                                        account.account.quorum, json.loads(account.account.json_data or "null"),
+                                        account.account.quorum, account.account.json_data,
                                         sorted(account.account_roles)]
         else:
             self.seen.queries[label] = [kind]
@@ -167,6 +177,7 @@ def check_what_any_peer_must_do(seen: Observation) -> None:
     assert any(s.startswith("STATEFUL_VALIDATION_FAILED") for s in tx["a key that is not chief's signatory"])
     assert tx["chief's key as an ed0120 multihash"][-1].startswith("STATELESS_VALIDATION_FAILED")
     assert tx["a detail key Iroha does not allow"][-1].startswith("STATELESS_VALIDATION_FAILED")
-    awkward = seen.queries["details of worker2, read by the admin"]
+    [document] = seen.queries["details of worker2, read by the admin"]
+    awkward = parse_detail_document("worker2", document)
     assert [awkward[next(w for w in awkward if w.startswith("worker2@"))][f"awkward{i}"]
             for i in range(len(AWKWARD_VALUES))] == list(AWKWARD_VALUES)
