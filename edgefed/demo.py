@@ -121,6 +121,7 @@ def run_demo(
     workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
     attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
+    ledger_settings: dict[str, Any] | None = None,
 ) -> DemoResult:
     """attackers: how many of the workers (the last ones) poison their updates with attack
     (edgefed.attacks); aggregation: the chief's federation.aggregation."""
@@ -140,6 +141,8 @@ def run_demo(
         extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation}}
         if not ledger:
             extra["ledger"] = {"enabled": False}
+        elif ledger_settings:
+            extra["ledger"] = dict(ledger_settings)
         hostile = set(names[len(names) - attackers:]) if attackers else set()
         configs = {
             CHIEF: write_node_config(root, CHIEF, "chief", port, rounds, workers, interval_steps, trainer, extra)

@@ -2,8 +2,8 @@
 
 Mapping (as BSMD does it, plus the receiver's side and a payload digest):
 
-- every node has an account ``NAME@DOMAIN`` whose signatory is its ledger key (ed25519, written as
-  Iroha's multihash ``ed0120`` + 64 hex characters);
+- every node has an account ``NAME@DOMAIN`` whose signatory is its ledger key's seed as Iroha's own
+  ed25519/SHA-3 key (64 hex characters; edgefed.ledger.iroha_keys says why not the ``ed0120`` form);
 - a record becomes ``SetAccountDetail`` on the *receiver's* account, written by the record's observer:
   the sender writes its send record there (allowed after the receiver granted it
   ``can_set_my_account_detail``); the receiver writes its receive record on its own account. The key
@@ -33,8 +33,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from iroha import Iroha, IrohaCrypto, IrohaGrpc, qry_responses_pb2
 
 from edgefed.config import NodeConfig
+from edgefed.ledger import iroha_keys
 from edgefed.ledger.backends import Delivery
 from edgefed.ledger.errors import BackendUnavailable, LedgerError
+from edgefed.ledger.iroha_keys import Sha3Ed25519Key
 from edgefed.ledger.records import TransferRecord
 from edgefed.ledger.verify import Problem, VerifyReport, check_transfers
 from edgefed.pki import NodeCredentials, public_key_hex
@@ -49,13 +51,17 @@ NODE_ROLE = "edgefed_node"
 MAX_COMMANDS_PER_TX = 50
 FINAL_OK = {"COMMITTED"}
 FINAL_FAILED = {"STATELESS_VALIDATION_FAILED", "STATEFUL_VALIDATION_FAILED", "REJECTED", "MST_EXPIRED"}
+# GetAccountDetail of an unknown account: irohad 1.6 answers NO_ACCOUNT_DETAIL (RocksDB world state).
+NO_SUCH_ACCOUNT = {"NO_ACCOUNT", "NO_ACCOUNT_DETAIL"}
 _TRANSIENT_GRPC = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
-IrohaKey = nacl.signing.SigningKey | bytes  # bytes: a legacy ed25519/SHA-3 private key in hex
+# Sha3Ed25519Key: Iroha's default scheme (node accounts, classic .priv admin keys); a nacl key signs as
+# an ed0120 multihash key, which only peers built with Hyperledger Ursa verify.
+IrohaKey = nacl.signing.SigningKey | Sha3Ed25519Key
 
 
 def account_name(node: str) -> str:
@@ -83,18 +89,33 @@ def detail_value(record: TransferRecord) -> str:
     return value
 
 
-def iroha_public_key(key: ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey) -> str:
+def _seed(key: ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+
+
+def iroha_signing_key(key: ed25519.Ed25519PrivateKey) -> Sha3Ed25519Key:
+    """The key a node's Iroha account signs with: Iroha's ed25519/SHA-3 key from the ledger key's seed."""
+    return Sha3Ed25519Key(_seed(key))
+
+
+def iroha_public_key(key: ed25519.Ed25519PrivateKey) -> str:
+    """The signatory of a node's Iroha account (64 hex characters, Iroha's default key form)."""
+    return iroha_signing_key(key).public_key_hex()
+
+
+def multihash_public_key(key: ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey) -> str:
+    """The same ed25519 key as Iroha's ed0120 multihash (verified only by peers built with Ursa)."""
     return MULTIHASH_ED25519 + public_key_hex(key)
 
 
 def nacl_key(key: ed25519.Ed25519PrivateKey) -> nacl.signing.SigningKey:
     """The same ed25519 key in the form IrohaCrypto signs with (it produces ed0120 signatures)."""
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    return nacl.signing.SigningKey(seed)
+    return nacl.signing.SigningKey(_seed(key))
 
 
 def load_admin_key(path: str | Path) -> IrohaKey:
-    """An Iroha admin key: 64 hex characters (Iroha's classic ed25519/SHA-3 .priv file) or an ed25519 PEM."""
+    """An Iroha admin key: 64 hex characters (Iroha's classic ed25519/SHA-3 .priv file) or an ed25519 PEM
+    (which signs as an ed0120 multihash key: for peers built with Ursa)."""
     file = Path(path)
     try:
         data = file.read_bytes()
@@ -108,7 +129,7 @@ def load_admin_key(path: str | Path) -> IrohaKey:
     text = data.strip()
     if not re.fullmatch(rb"[0-9a-fA-F]{64}", text):
         raise LedgerError(f"{file}: expected 64 hex characters (an Iroha .priv file) or an ed25519 PEM key")
-    return text.lower()
+    return Sha3Ed25519Key(bytes.fromhex(text.decode()))
 
 
 class IrohaQueryError(LedgerError):
@@ -124,6 +145,7 @@ class TxOutcome:
     committed: bool
     status: str
     reason: str
+    error_code: int = 0  # the failed command's error code (Iroha's per-command codes, e.g. 3: exists)
 
 
 class IrohaClient:
@@ -138,10 +160,22 @@ class IrohaClient:
         self._iroha = Iroha(account)
         self._query_counter = 0
 
+    def sign_transaction(self, tx: Any) -> None:
+        if isinstance(self._key, Sha3Ed25519Key):
+            iroha_keys.sign_transaction(tx, self._key)
+        else:
+            IrohaCrypto.sign_transaction(tx, self._key)
+
+    def sign_query(self, query: Any) -> None:
+        if isinstance(self._key, Sha3Ed25519Key):
+            iroha_keys.sign_query(query, self._key)
+        else:
+            IrohaCrypto.sign_query(query, self._key)
+
     def submit(self, commands: Sequence[Any]) -> TxOutcome:
         """Send one transaction and follow its status stream to a final status (or raise on timeout)."""
         tx = self._iroha.transaction(list(commands))
-        IrohaCrypto.sign_transaction(tx, self._key)
+        self.sign_transaction(tx)
         try:
             self._grpc.send_tx(tx, timeout=self.commit_timeout)
             last, reason = "NOT_RECEIVED", ""
@@ -151,7 +185,7 @@ class IrohaClient:
                     return TxOutcome(True, status, "")
                 if status in FINAL_FAILED:
                     reason = f"{status} (error code {error_code})"
-                    return TxOutcome(False, status, reason)
+                    return TxOutcome(False, status, reason, error_code)
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             detail = exc.details() if hasattr(exc, "details") else str(exc)
@@ -163,7 +197,7 @@ class IrohaClient:
     def query(self, name: str, **fields: Any) -> Any:
         self._query_counter += 1
         query = self._iroha.query(name, counter=self._query_counter, **fields)
-        IrohaCrypto.sign_query(query, self._key)
+        self.sign_query(query)
         try:
             response = self._grpc.send_query(query, timeout=self.commit_timeout)
         except grpc.RpcError as exc:
@@ -178,11 +212,42 @@ class IrohaClient:
         if writer:
             fields["writer"] = writer
         response = self.query("GetAccountDetail", **fields)
-        detail = response.account_detail_response.detail or "{}"
-        document = json.loads(detail)
-        if not isinstance(document, dict):
-            raise LedgerError(f"GetAccountDetail for {account} did not return a JSON object")
+        return parse_detail_document(account, response.account_detail_response.detail or "{}")
+
+
+# irohad 1.6 (RocksDB) writes the detail document without escaping the values: {"WRITER": {"KEY":
+# "VALUE", ...}, ...} with each VALUE verbatim, quotes included. A value ends at the quote followed by
+# the next key, the next writer or the end. A value that itself contains such a sequence is cut
+# there: the pieces are not valid records, so verify reports them (it fails closed, never proves).
+_DETAIL_ENTRY = re.compile(
+    r'(?:\{"|\}, ")(?P<writer>[^"]+)": \{"|(?:, ")?(?P<key>[A-Za-z0-9_]{1,64})": "(?P<value>.*?)"'
+    r'(?=, "[A-Za-z0-9_]{1,64}": "|\}, "[^"]+": \{"|\}\}$)',
+    re.DOTALL,
+)
+
+
+def parse_detail_document(account: str, text: str) -> dict[str, dict[str, str]]:
+    """GetAccountDetail's document as {writer: {key: value}}: proper JSON, or irohad's unescaped form."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        document = None
+    if isinstance(document, dict) and all(isinstance(v, dict) for v in document.values()):
         return document
+    found: dict[str, dict[str, str]] = {}
+    writer, position = "", 0
+    for match in _DETAIL_ENTRY.finditer(text):
+        if match.start() != position:
+            break
+        position = match.end()
+        if match.group("writer"):
+            writer = match.group("writer")
+            found.setdefault(writer, {})
+        elif writer:
+            found[writer][match.group("key")] = match.group("value")
+    if text[position:] != "}}" and not (text == "{}" and position == 0):
+        raise LedgerError(f"GetAccountDetail for {account}: cannot read the detail document at {position}")
+    return found
 
 
 class IrohaBackend:
@@ -201,7 +266,7 @@ class IrohaBackend:
         self.domain = domain
         self.node = node
         self.account = account_id(node, domain)
-        self.client = IrohaClient(torii, self.account, nacl_key(signing_key), commit_timeout)
+        self.client = IrohaClient(torii, self.account, iroha_signing_key(signing_key), commit_timeout)
 
     @classmethod
     def for_config(cls, config: NodeConfig) -> IrohaBackend:
@@ -264,7 +329,7 @@ class IrohaBackend:
             try:
                 stored = self.client.account_details(account)
             except IrohaQueryError as exc:
-                if exc.reason != "NO_ACCOUNT":
+                if exc.reason not in NO_SUCH_ACCOUNT:
                     raise
                 continue  # a node of the PKI that was never bootstrapped on Iroha has no records
             for writer, details in stored.items():

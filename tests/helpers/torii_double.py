@@ -5,8 +5,9 @@ against this server instead. It speaks the real wire protocol (the `iroha` packa
 protobuf and gRPC modules: CommandService_v1 and QueryService_v1) and models the parts of Iroha's
 behaviour the backend depends on:
 
-- stateless validation: every signature is checked with IrohaCrypto (ed25519/SHA-512 ``ed0120`` keys
-  and classic ed25519/SHA-3 keys), detail keys must match ``[A-Za-z0-9_]{1,64}``, values <= 4096;
+- stateless validation: every signature is checked with IrohaCrypto (classic ed25519/SHA-3 keys, and
+  ed25519/SHA-512 ``ed0120`` keys unless ``multihash_keys=False``: a stock irohad 1.6, built without
+  Hyperledger Ursa, refuses those), detail keys must match ``[A-Za-z0-9_]{1,64}``, values <= 4096;
 - stateful validation: the signing keys must be signatories of the creator account (quorum 1), and
   each command is checked against role permissions and grantable permissions (SetAccountDetail on
   another account needs ``can_set_detail`` or that account's ``can_set_my_account_detail`` grant;
@@ -51,10 +52,10 @@ from tests.helpers.torii_world import (
     signature_valid,
 )
 
+# Where irohad 1.6 ends a status stream: a stateful failure is followed by REJECTED (error code 0).
 FINAL_STATUSES = {
     endpoint_pb2.COMMITTED,
     endpoint_pb2.STATELESS_VALIDATION_FAILED,
-    endpoint_pb2.STATEFUL_VALIDATION_FAILED,
     endpoint_pb2.REJECTED,
 }
 
@@ -66,7 +67,9 @@ def _tx_hash(tx: transaction_pb2.Transaction) -> str:
 class ToriiDouble:
     """An in-process gRPC server standing in for one Iroha peer's Torii (tests only)."""
 
-    def __init__(self, admin_account: str, admin_public_key: str, block_time: float = 0.05) -> None:
+    def __init__(
+        self, admin_account: str, admin_public_key: str, block_time: float = 0.05, multihash_keys: bool = True
+    ) -> None:
         domain = admin_account.split("@", 1)[1]
         self._world = World(
             domains={domain: "user"},
@@ -74,6 +77,7 @@ class ToriiDouble:
             accounts={admin_account: Account(admin_account, {normalise_key(admin_public_key)}, {"admin"})},
         )
         self.block_time = block_time
+        self.multihash_keys = multihash_keys
         self.height = 1
         self._lock = threading.Lock()
         self._statuses: dict[str, list[endpoint_pb2.ToriiResponse]] = {}
@@ -130,7 +134,7 @@ class ToriiDouble:
             try:
                 self._stateless_check(tx)
             except Refused as refused:
-                self._status(tx_hash, endpoint_pb2.STATELESS_VALIDATION_FAILED, str(refused), 0, refused.error_code)
+                self._status(tx_hash, endpoint_pb2.STATELESS_VALIDATION_FAILED, str(refused), 0, 0)  # irohad: code 0
                 return
             self._status(tx_hash, endpoint_pb2.STATELESS_VALIDATION_SUCCESS)
             self._status(tx_hash, endpoint_pb2.ENOUGH_SIGNATURES_COLLECTED)
@@ -142,7 +146,7 @@ class ToriiDouble:
         if not tx.signatures:
             raise Refused("transaction has no signatures")
         for signature in tx.signatures:
-            if not signature_valid(tx, signature):
+            if not signature_valid(tx, signature, self.multihash_keys):
                 raise Refused(f"bad signature for public key {signature.public_key}")
         if not ACCOUNT_ID.match(reduced.creator_account_id):
             raise Refused(f"bad creator account id {reduced.creator_account_id!r}")
@@ -185,7 +189,7 @@ class ToriiDouble:
             self._status(
                 tx_hash, endpoint_pb2.STATEFUL_VALIDATION_FAILED, name, refused.command_index, refused.error_code
             )
-            self._status(tx_hash, endpoint_pb2.REJECTED, name, refused.command_index, refused.error_code)
+            self._status(tx_hash, endpoint_pb2.REJECTED, name, refused.command_index, 0)
             return
         self._world = staged
         self._status(tx_hash, endpoint_pb2.STATEFUL_VALIDATION_SUCCESS)
@@ -224,7 +228,7 @@ class ToriiDouble:
         query_hash = hashlib.sha3_256(query.payload.SerializeToString()).hexdigest()
         response = qry_responses_pb2.QueryResponse(query_hash=query_hash)
         creator = query.payload.meta.creator_account_id
-        if not signature_valid(query, query.signature):
+        if not signature_valid(query, query.signature, self.multihash_keys):
             return query_error(response, qry_responses_pb2.ErrorResponse.STATELESS_INVALID, "bad query signature")
         with self._lock:
             world = self._world

@@ -7,7 +7,6 @@ A TEST DOUBLE, not Iroha: see torii_double.py for what it models and what it doe
 from __future__ import annotations
 
 import binascii
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,17 +71,28 @@ def normalise_key(public_key: str) -> str:
     return public_key.lower()
 
 
-def signature_valid(message: Any, signature: primitive_pb2.Signature) -> bool:
-    """IrohaCrypto's own checks: ed0120 multihash keys are ed25519/SHA-512, bare 64-hex keys ed25519/SHA-3."""
+def signature_valid(message: Any, signature: primitive_pb2.Signature, multihash_keys: bool = True) -> bool:
+    """IrohaCrypto's own checks: ed0120 multihash keys are ed25519/SHA-512, bare 64-hex keys ed25519/SHA-3.
+    A stock irohad (built without Hyperledger Ursa) has no verifier for ed0120: multihash_keys=False."""
     public_key = signature.public_key.lower()
     try:
-        if public_key.startswith("ed0120") and len(public_key) == 70:
+        if multihash_keys and public_key.startswith("ed0120") and len(public_key) == 70:
             return bool(IrohaCrypto.is_sha2_signature_valid(message, signature))
         if len(public_key) == 64:
             return bool(IrohaCrypto.is_signature_valid(message, signature))
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError, binascii.Error):
         return False
     return False
+
+
+def detail_document(details: dict[str, dict[str, str]]) -> str:
+    """The detail document as irohad 1.6 (RocksDB) writes it: writers and keys in order, values verbatim
+    (NOT escaped: a value holding quotes makes it invalid JSON), '}, ' between writers, ', ' between keys."""
+    writers = [
+        f'"{writer}": {{' + ", ".join(f'"{key}": "{value}"' for key, value in sorted(details[writer].items())) + "}"
+        for writer in sorted(details)
+    ]
+    return "{" + ", ".join(writers) + "}" if writers else "{}"
 
 
 def query_error(
@@ -114,6 +124,9 @@ def account_detail(
     response: qry_responses_pb2.QueryResponse,
 ) -> qry_responses_pb2.QueryResponse:
     target = request.account_id or creator
+    account = world.accounts.get(target)
+    if account is None:  # checked before permissions; irohad 1.6 (RocksDB) answers NO_ACCOUNT_DETAIL, code 3
+        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT_DETAIL, f"no account {target}", 3)
     if not _may_read(
         creator, target, permissions, "can_get_all_acc_detail", "can_get_domain_acc_detail", "can_get_my_acc_detail"
     ):
@@ -123,9 +136,6 @@ def account_detail(
             f"{creator} may not read the details of {target}",
             2,
         )
-    account = world.accounts.get(target)
-    if account is None:
-        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT, f"no account {target}")
     selected: dict[str, dict[str, str]] = {}
     for writer, details in account.details.items():
         if request.writer and writer != request.writer:
@@ -133,7 +143,7 @@ def account_detail(
         chosen = {k: v for k, v in details.items() if not request.key or k == request.key}
         if chosen:
             selected[writer] = chosen
-    response.account_detail_response.detail = json.dumps(selected)
+    response.account_detail_response.detail = detail_document(selected)
     response.account_detail_response.total_number = sum(len(d) for d in selected.values())
     return response
 
@@ -149,11 +159,11 @@ def get_account(
         )
     account = world.accounts.get(target)
     if account is None:
-        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT, f"no account {target}")
+        return query_error(response, qry_responses_pb2.ErrorResponse.NO_ACCOUNT, f"no account {target}", 3)
     response.account_response.account.account_id = target
     response.account_response.account.domain_id = _domain(target)
     response.account_response.account.quorum = account.quorum
-    response.account_response.account.json_data = json.dumps(account.details)
+    response.account_response.account.json_data = detail_document(account.details)
     response.account_response.account_roles.extend(sorted(account.roles))
     return response
 
@@ -164,7 +174,7 @@ def check_signatories(world: World, creator: str, signatures: Any) -> None:
         raise Refused(f"creator account {creator} does not exist", 0, 3)
     keys = {normalise_key(signature.public_key) for signature in signatures}
     if not keys <= account.signatories:
-        raise Refused(f"signatures by keys that are not signatories of {creator}", 0, 2)
+        raise Refused(f"signatures by keys that are not signatories of {creator}", 0, 1)  # irohad 1.6: code 1
     if len(keys) < account.quorum:
         raise Refused(f"{len(keys)} signatures, the quorum of {creator} is {account.quorum}", 0, 2)
 
@@ -188,8 +198,8 @@ def execute(world: World, creator: str, command: Any, index: int) -> None:
     elif kind == "create_domain":
         body = command.create_domain
         _require(world, creator, "can_create_domain", index)
-        if body.domain_id in world.domains:
-            raise Refused(f"domain {body.domain_id} already exists", index, 3)
+        if body.domain_id in world.domains:  # code 4 on irohad 1.6 with RocksDB (3 with Postgres)
+            raise Refused(f"domain {body.domain_id} already exists", index, 4)
         if body.default_role not in world.roles:
             raise Refused(f"no role {body.default_role}", index, 4)
         world.domains[body.domain_id] = body.default_role
@@ -211,6 +221,8 @@ def execute(world: World, creator: str, command: Any, index: int) -> None:
         _require(world, creator, f"can_grant_{permission}", index)
         if body.account_id not in world.accounts:
             raise Refused(f"no account {body.account_id}", index, 3)
+        if (creator, body.account_id, permission) in world.grants:  # irohad 1.6 (RocksDB) refuses a repeat
+            raise Refused(f"{creator} already granted {permission} to {body.account_id}", index, 1007)
         world.grants.add((creator, body.account_id, permission))
     elif kind == "set_account_detail":
         body = command.set_account_detail
