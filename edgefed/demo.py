@@ -211,20 +211,29 @@ def run_demo(
                 f"{name} exited {code}: {_tail(root / name / 'node.log')}" for name, code in failures.items()
             )
             raise DemoFailed(f"demo failed: {details}")
-        last = result.rounds[-1] if result.rounds else {}
-        result.summary = {
-            "rounds": len(result.rounds),
-            "workers": workers,
-            "attackers": attackers,
-            "attack": attack if attackers else None,
-            "aggregation": aggregation,
-            "accuracy": last.get("accuracy"),
-            "loss": last.get("loss"),
-            "bytes_sent": int(summary.get("bytes_sent", 0)) + int(summary.get("bytes_received", 0)),
-            "seconds": round(time.monotonic() - started, 3),
-            "state_dir": str(root) if state_dir else None,
-        }
+        result.summary = demo_summary(
+            result, workers, summary, started, root if state_dir else None,
+            attackers=attackers, attack=attack if attackers else None, aggregation=aggregation,
+        )
     return result
+
+
+def demo_summary(
+    result: DemoResult, workers: int, chief_done: dict[str, Any], started: float, state_dir: Path | None,
+    **details: Any,
+) -> dict[str, Any]:
+    """The one-line outcome `--json` prints: the last round's accuracy, the chief's bytes, the time."""
+    last = result.rounds[-1] if result.rounds else {}
+    return {
+        **details,
+        "rounds": len(result.rounds),
+        "workers": workers,
+        "accuracy": last.get("accuracy"),
+        "loss": last.get("loss"),
+        "bytes_sent": int(chief_done.get("bytes_sent", 0)) + int(chief_done.get("bytes_received", 0)),
+        "seconds": round(time.monotonic() - started, 3),
+        "state_dir": str(state_dir) if state_dir else None,
+    }
 
 
 def _announce_joins(chief_status: Path, workers: int, first_round: threading.Event) -> None:

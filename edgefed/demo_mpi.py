@@ -20,6 +20,7 @@ from edgefed.demo import (
     _print_row,
     _state_directory,
     _tail,
+    demo_summary,
     prepare_pki,
     worker_names,
     write_node_config,
@@ -85,15 +86,6 @@ def run_mpi_demo(
         if job.returncode != 0 or not summary:
             raise DemoFailed(f"mpi demo failed: mpirun exited {job.returncode}: {_tail(log_path)}")
         del code
-        last = result.rounds[-1] if result.rounds else {}
-        result.summary = {
-            "transport": "mpi",
-            "rounds": len(result.rounds),
-            "workers": workers,
-            "accuracy": last.get("accuracy"),
-            "loss": last.get("loss"),
-            "bytes_sent": int(summary.get("bytes_sent", 0)) + int(summary.get("bytes_received", 0)),
-            "seconds": round(time.monotonic() - started, 3),
-            "state_dir": str(root) if state_dir else None,
-        }
+        result.summary = demo_summary(result, workers, summary, started, root if state_dir else None,
+                                      transport="mpi")
     return result
