@@ -15,11 +15,11 @@ IROHA_JOBS ?= 2
 IROHA_TESTS := tests/iroha tests/integration/test_ledger_iroha.py::test_against_a_real_iroha_peer
 
 .PHONY: iroha-peer test-iroha bench-iroha
-iroha-peer:
+iroha-peer: ## build irohad 1.6 from ../shared/third_party once per machine (cached outside the repo)
 	IROHA_CACHE=$(IROHA_CACHE) IROHA_JOBS=$(IROHA_JOBS) scripts/iroha/build-peer.sh
 
-test-iroha: setup iroha-peer
+test-iroha: setup iroha-peer ## the ledger against a real single-peer irohad (not part of make test)
 	IROHA_CACHE=$(IROHA_CACHE) scripts/iroha/test-iroha.sh $(PY) -m pytest -p no:cacheprovider $(IROHA_TESTS)
 
-bench-iroha: setup iroha-peer
+bench-iroha: setup iroha-peer ## records/s and commit latency of the real peer beside the embedded chain
 	IROHA_CACHE=$(IROHA_CACHE) $(PY) bench/bench_iroha.py
