@@ -375,6 +375,7 @@ def verify_iroha(backend: IrohaBackend, public_keys: dict[str, ed25519.Ed25519Pu
         checked.append((where, record))
     report.records = len(checked)
     report.proven_transfers, problems = check_transfers(checked)
+    report.checked, report.pairing = checked, problems
     report.problems.extend(problems)
     return report
 
