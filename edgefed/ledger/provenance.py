@@ -91,12 +91,14 @@ def trace(model_path: str | Path, ledger: VerifyReport) -> ProvenanceReport:
     except LedgerError as exc:
         report.problems.append(str(exc))
         return report
-    _walk(report, ledger.checked)
+    missing_inputs: list[str] = []
+    _walk(report, ledger.checked, missing_inputs)
+    report.problems.extend(missing_inputs)  # after the models' own chain: a missing round is the headline
     report.problems.extend(f"ledger: {problem}" for problem in ledger.integrity_problems)
     return report
 
 
-def _walk(report: ProvenanceReport, checked: list[tuple[str, TransferRecord]]) -> None:
+def _walk(report: ProvenanceReport, checked: list[tuple[str, TransferRecord]], missing_inputs: list[str]) -> None:
     models: dict[str, list[tuple[str, TransferRecord]]] = defaultdict(list)
     sides: dict[tuple[str, int, str, str, str], list[str]] = defaultdict(list)  # one update's records
     for where, record in checked:
@@ -118,14 +120,14 @@ def _walk(report: ProvenanceReport, checked: list[tuple[str, TransferRecord]]) -
             return
         where, record = max(found, key=lambda item: item[1].round)
         report.process = record.process
-        report.links.append(ModelLink(record.round, digest, where, _inputs(report, record, sides)))
+        report.links.append(ModelLink(record.round, digest, where, _inputs(missing_inputs, record, sides)))
         if not record.previous:
             return
         digest, before = record.previous, record.round
 
 
 def _inputs(
-    report: ProvenanceReport, model: TransferRecord, sides: dict[tuple[str, int, str, str, str], list[str]]
+    problems: list[str], model: TransferRecord, sides: dict[tuple[str, int, str, str, str], list[str]]
 ) -> tuple[Contribution, ...]:
     contributions = []
     for node, update in model.model_inputs():
@@ -135,10 +137,10 @@ def _inputs(
         key = (model.process, model.round - 1, node, update)
         sent, received = sides.get((*key, "send"), []), sides.get((*key, "receive"), [])
         if not received:
-            report.problems.append(f"round {model.round}: {node}'s update {update[:16]}… has no receive record "
+            problems.append(f"round {model.round}: {node}'s update {update[:16]}… has no receive record "
                                    f"by {model.observer} on the ledger")
         elif not sent:
-            report.problems.append(f"round {model.round}: {node}'s update {update[:16]}… has no send record by "
+            problems.append(f"round {model.round}: {node}'s update {update[:16]}… has no send record by "
                                    f"{node} on the ledger")
         contributions.append(Contribution(node, update, tuple(sent[:1] + received[:1])))
     return tuple(contributions)
