@@ -146,7 +146,8 @@ def _verify(args: argparse.Namespace) -> int:
     elif report.ok:
         print(
             f"ledger OK: {report.entries} entries, {report.records} records, "
-            f"{report.proven_transfers} transfers proven by both sides; signers: {', '.join(report.signers)}"
+            f"{report.proven_transfers} transfers proven by both sides, {report.models} model records; "
+            f"signers: {', '.join(report.signers)}"
         )
     else:
         print(f"ledger BROKEN: {report.problems[0]}", file=sys.stderr)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed.ledger.chain import GENESIS_PREV, ChainReader, Entry, check_entry_signature, entry_hash
 from edgefed.ledger.errors import LedgerError
-from edgefed.ledger.records import AGREEMENT_FIELDS, UNPAIRED_KINDS, TransferRecord, disagreement
+from edgefed.ledger.records import AGREEMENT_FIELDS, MODEL_KIND, UNPAIRED_KINDS, TransferRecord, disagreement
 from edgefed.pki import ledger_public_keys, public_key_hex
 
 MAX_PROBLEMS = 1000
@@ -33,7 +33,8 @@ class Problem:
 @dataclass
 class VerifyReport:
     entries: int = 0
-    records: int = 0
+    records: int = 0  # transfer and refusal records
+    models: int = 0  # model records (provenance), counted apart: they are no transfer
     signers: list[str] = field(default_factory=list)
     proven_transfers: int = 0
     problems: list[Problem] = field(default_factory=list)
@@ -55,6 +56,7 @@ class VerifyReport:
             "ok": self.ok,
             "entries": self.entries,
             "records": self.records,
+            "models": self.models,
             "signers": self.signers,
             "proven_transfers": self.proven_transfers,
             "problems": [{"where": p.where, "message": p.message} for p in self.problems],
@@ -91,7 +93,8 @@ def verify_entries(
     if report.entries == 0:
         report.problems.append(Problem("ledger", "it holds no entries (not even the chief's key)"))
     report.signers = sorted(keys)
-    report.records = len(records)
+    report.models = sum(1 for _, record in records if record.kind == MODEL_KIND)
+    report.records = len(records) - report.models
     proven, problems = check_transfers(records)
     report.proven_transfers, report.checked, report.pairing = proven, records, problems
     report.problems.extend(problems)
