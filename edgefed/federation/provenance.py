@@ -9,6 +9,7 @@ one pass over its bytes, done on the chief's checkpoint thread, off the training
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from edgefed.federation.checkpoint import Checkpoint, save_checkpoint
 from edgefed.federation.rounds import ClosedRound
 from edgefed.wire.digest import weights_digest
 
-MAX_ROUNDS_REMEMBERED = 4  # update digests of rounds that closed long ago are never asked for
+log = logging.getLogger(__name__)
 
 
 class ModelProvenance:
@@ -32,6 +33,7 @@ class ModelProvenance:
         self._enabled = enabled
         self._lock = threading.Lock()
         self._uploads: dict[int, dict[str, str]] = {}  # round -> worker -> sha256 of its (first) upload
+        self._open = 0  # the round open when keep() last ran; the next one's uploads may arrive before it
         self._previous = ""
         if enabled:
             events.subscribe(self._transfer)
@@ -40,16 +42,19 @@ class ModelProvenance:
         if event.kind != "update" or event.direction != "receive" or event.observer != self._name:
             return
         with self._lock:
-            # A second upload for a round is refused by the rules, so the first one is what was folded.
-            self._uploads.setdefault(event.round, {}).setdefault(event.sender, event.sha256)
-            for stale in sorted(self._uploads)[:-MAX_ROUNDS_REMEMBERED]:
-                del self._uploads[stale]
+            # Only uploads of the open round (or of the next: workers start on it while the chief still
+            # checkpoints) can be folded; a hostile worker's other round numbers add nothing here. A second
+            # upload for a round is refused, so the first one is what was folded.
+            if self._open <= event.round <= self._open + 1:
+                self._uploads.setdefault(event.round, {}).setdefault(event.sender, event.sha256)
 
     def started(self, round_number: int, weights: Sequence[np.ndarray]) -> None:
         """The model training starts from: recorded as round 0, or (after a restart) only remembered."""
         if not self._enabled:
             return
         digest, size = weights_digest(weights)
+        with self._lock:
+            self._open = round_number
         if round_number == 0:
             self._events.model(ModelEvent(0, digest, size, "", (), self._name))
         self._previous = digest
@@ -57,12 +62,19 @@ class ModelProvenance:
     def keep(self, state_dir: str | Path, closed: ClosedRound) -> None:
         """Write the round's checkpoint, then record the model it holds (on the checkpoint thread)."""
         save_checkpoint(state_dir, Checkpoint(closed.next_round, closed.average, closed.final))
-        if not self._enabled or closed.refusal is not None:  # a refused average was not adopted
+        if not self._enabled:
             return
-        digest, size = weights_digest(closed.average)
         with self._lock:
             uploads = self._uploads.pop(closed.next_round - 1, {})
-        inputs = tuple(sorted((name, "" if name == self._name else uploads.get(name, ""))
-                              for name in closed.contributors))
+            self._open = closed.next_round
+            self._uploads = {r: names for r, names in self._uploads.items() if r >= self._open}
+        if closed.refusal is not None:  # a refused average was not adopted: no new model
+            return
+        digest, size = weights_digest(closed.average)
+        missing = sorted(set(closed.contributors) - set(uploads) - {self._name})
+        if missing:  # every folded update was received (and its receive event emitted) first
+            log.error("round %d: no upload digest for %s; left out of the model record", closed.next_round, missing)
+        inputs = tuple(sorted((name, "" if name == self._name else uploads[name])
+                              for name in closed.contributors if name not in missing))
         self._events.model(ModelEvent(closed.next_round, digest, size, self._previous, inputs, self._name))
         self._previous = digest

@@ -4,12 +4,16 @@ field by field when read back; and the model digest they carry is the broadcast 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edgefed.contracts.events import EventBus, ModelEvent
+from edgefed.contracts.events import EventBus, ModelEvent, TransferEvent
+from edgefed.federation.checkpoint import load_checkpoint
+from edgefed.federation.provenance import ModelProvenance
+from edgefed.federation.rounds import ClosedRound
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.records import TransferRecord
 from edgefed.wire import Flags, MessageType, encode_tensor_frame, payload_sha256
@@ -104,3 +108,31 @@ def test_the_event_bus_hands_model_events_to_model_sinks_and_survives_a_failing_
     bus.subscribe_models(seen.append)
     bus.model(event())
     assert seen == [event()]
+
+
+def test_the_chief_names_each_round_its_folded_uploads_and_ignores_other_round_numbers(tmp_path: Path) -> None:
+    bus, models = EventBus(), list[ModelEvent]()
+    bus.subscribe_models(models.append)
+    provenance = ModelProvenance("chief", bus, enabled=True)
+    start = [np.zeros((3, 2), np.float32)]
+    provenance.started(0, start)
+
+    def upload(worker: str, round_number: int, digest: str) -> None:
+        bus.emit(TransferEvent(round_number, worker, "chief", "chief", "receive", 3, 100, digest, 0.1, "update"))
+
+    upload("worker1", 0, "1" * 64)
+    upload("worker1", 0, "9" * 64)  # a second upload for the round: refused by the rules, not what was folded
+    upload("mallory", 10**9, "e" * 64)  # a far-off round number from a hostile worker: ignored
+    upload("worker2", 1, "2" * 64)  # a fast worker already on the next round before the chief checkpointed
+    first = [np.ones((3, 2), np.float32)]
+    provenance.keep(tmp_path, ClosedRound(first, 1, False, ["worker1", "chief"], 200))
+    upload("worker1", 1, "3" * 64)
+    provenance.keep(tmp_path, ClosedRound([first[0] * 2], 2, True, ["worker2", "worker1", "chief"], 200))
+    assert [(m.round, m.previous, m.inputs) for m in models] == [
+        (0, "", ()),
+        (1, weights_digest(start)[0], (("chief", ""), ("worker1", "1" * 64))),
+        (2, weights_digest(first)[0], (("chief", ""), ("worker1", "3" * 64), ("worker2", "2" * 64))),
+    ]
+    assert models[2].sha256 == weights_digest([first[0] * 2])[0]
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint is not None and (checkpoint.round, checkpoint.finished) == (2, True)
