@@ -21,5 +21,5 @@ test-privacy: setup ## differential privacy and model provenance tests (the prov
 	$(PY) -m pytest tests/unit/test_dp.py tests/unit/test_model_records.py tests/integration/test_dp_demo.py \
 	  tests/tf/test_provenance.py
 
-bench-privacy: setup ## accuracy vs epsilon on digits (bench/bench_privacy.py; writes bench/results/privacy.json)
+bench-privacy: setup ## accuracy vs epsilon on digits (bench/bench_privacy.py: docs/benchmarks.md, docs/bench/privacy.json)
 	$(PY) bench/bench_privacy.py
