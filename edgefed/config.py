@@ -69,6 +69,10 @@ class FederationSection:
     upload_grace: float = 10.0  # seconds every upload gets on top of its size / min_upload_rate
     max_pending_connections: int = 16  # connections not yet past HELLO; more are closed at once
     hello_timeout: float = 15.0  # seconds from accept to a whole first frame (not reset per byte)
+    # differential privacy (edgefed.federation.dp, docs/privacy.md): off while dp_epsilon is 0
+    dp_epsilon: float = 0.0  # the target epsilon over all `rounds` (every node's updates, each on its own)
+    dp_delta: float = 1e-5
+    dp_clip_norm: float = 1.0  # L2 bound of one update's step from the global weights
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
             f"federation.robust_fraction: must be below 0.5 (a majority of honest workers), "
             f"got {config.federation.robust_fraction!r}"
         )
+    _check_dp(config.federation)
     if config.ledger.backend == "iroha" and not config.ledger.torii:
         raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
     if not _LEDGER_PROCESS.match(config.ledger.process):
@@ -230,6 +235,16 @@ def dump_config(raw: dict[str, dict[str, Any]]) -> str:
         lines.extend(f"{key} = {_toml_value(f'{section}.{key}', value)}" for key, value in values.items())
         lines.append("")
     return "\n".join(lines)
+
+
+def _check_dp(federation: FederationSection) -> None:
+    """federation.dp_*: the ranges; whether the accountant can meet the target is checked when a node starts."""
+    if not federation.dp_epsilon >= 0:
+        raise ConfigError(f"federation.dp_epsilon: must be >= 0 (0: off), got {federation.dp_epsilon!r}")
+    if not 0 < federation.dp_delta < 1:
+        raise ConfigError(f"federation.dp_delta: must be between 0 and 1 (exclusive), got {federation.dp_delta!r}")
+    if not federation.dp_clip_norm > 0:
+        raise ConfigError(f"federation.dp_clip_norm: must be > 0, got {federation.dp_clip_norm!r}")
 
 
 DEFAULT_METRICS_PORT = 9477

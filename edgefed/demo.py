@@ -22,6 +22,8 @@ from edgefed.errors import UsageError, user_error
 from edgefed.transport import free_port
 
 CHIEF = "chief"
+DEMO_DP_DELTA = 1e-5  # --dp-epsilon: below 1/(participants) by far, the usual choice
+DEMO_DP_CLIP_NORM = 1.0  # about the norm of one round's step of the digits softmax after a few rounds
 
 
 @user_error
@@ -121,16 +123,18 @@ def run_demo(
     workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
     attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
-    ledger_settings: dict[str, Any] | None = None,
+    ledger_settings: dict[str, Any] | None = None, dp_epsilon: float = 0.0,
 ) -> DemoResult:
     """attackers: how many of the workers (the last ones) poison their updates with attack
-    (edgefed.attacks); aggregation: the chief's federation.aggregation."""
+    (edgefed.attacks); aggregation: the chief's federation.aggregation; dp_epsilon: every node's
+    federation.dp_epsilon (0: off)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if not 0 <= attackers <= workers:
         raise UsageError(f"--attackers must be between 0 and --workers ({workers}), got {attackers}")
     if rounds < 1:
         raise UsageError(f"--rounds must be >= 1, got {rounds}")
+    privacy = _privacy(dp_epsilon, rounds)  # an unreachable target stops here, before any process starts
     out = out or sys.stdout
     result = DemoResult()
     started = time.monotonic()
@@ -139,6 +143,8 @@ def run_demo(
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
         extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation}}
+        if privacy:
+            extra["federation"].update({key: privacy[key] for key in ("dp_epsilon", "dp_delta", "dp_clip_norm")})
         if not ledger:
             extra["ledger"] = {"enabled": False}
         elif ledger_settings:
@@ -215,7 +221,28 @@ def run_demo(
             result, workers, summary, started, root if state_dir else None,
             attackers=attackers, attack=attack if attackers else None, aggregation=aggregation,
         )
+        if privacy:
+            result.summary.update(privacy, dp_epsilon_spent=_spent(root / CHIEF / "status" / "chief.json"))
     return result
+
+
+def _privacy(dp_epsilon: float, rounds: int) -> dict[str, Any]:
+    """The demo's differential-privacy settings (empty when off), after the accountant accepted them."""
+    if not dp_epsilon:
+        return {}
+    from edgefed.federation.dp import DpPlan
+
+    plan = DpPlan.calibrate(dp_epsilon, DEMO_DP_DELTA, DEMO_DP_CLIP_NORM, rounds)
+    return {"dp_epsilon": dp_epsilon, "dp_delta": plan.delta, "dp_clip_norm": plan.clip_norm,
+            "dp_noise_multiplier": plan.noise_multiplier}
+
+
+def _spent(chief_status: Path) -> float | None:
+    try:
+        value = json.loads(chief_status.read_text()).get("dp_epsilon")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def demo_summary(

@@ -14,6 +14,7 @@ from types import FrameType
 from edgefed.config import NodeConfig, TrainerSection
 from edgefed.contracts.events import EventBus
 from edgefed.errors import UsageError
+from edgefed.federation.dp import PrivateTrainer, plan_for
 from edgefed.federation.driver import RoundReport, run_federated
 from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
@@ -56,6 +57,7 @@ def run_node(
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)
+    dp_plan = plan_for(config.federation)  # first: a privacy target that cannot be met stops the node here
     # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
     bus = events or EventBus()
@@ -65,7 +67,11 @@ def run_node(
     except BaseException:
         session.close()  # e.g. the metrics port is taken: nothing of this node stays open
         raise
-    trainer = make_trainer(config.trainer)
+    base = trainer = make_trainer(config.trainer)
+    private = PrivateTrainer(base, dp_plan, config.node.state_dir) if dp_plan is not None else None
+    if private is not None:  # every update this node sends is clipped and noised (docs/privacy.md)
+        trainer = private
+        session.status.update(dp_epsilon=0.0, dp_epsilon_target=dp_plan.epsilon)  # type: ignore[union-attr]
     if attack:  # a simulated hostile worker (demo, poisoning benchmark)
         from edgefed.attacks import AttackingTrainer
 
@@ -74,7 +80,7 @@ def run_node(
     def on_round(report: RoundReport) -> None:
         record = asdict(report)
         log.info("round %s", json.dumps(record))
-        observer.round(report)
+        observer.round(report, dp_epsilon=None if private is None else private.spent_epsilon)
         if progress is not None:
             progress(record)
 
@@ -83,8 +89,8 @@ def run_node(
         if config.node.role == "chief" and config.trainer.kind == "keras" and reports:
             from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
 
-            assert isinstance(trainer, KerasClassifierTrainer)
-            exported = trainer.export(export_directory(config), reports[-1].round, config.node.name)
+            assert isinstance(base, KerasClassifierTrainer)
+            exported = base.export(export_directory(config), reports[-1].round, config.node.name)
             log.info("final model exported to %s", exported.manifest_path)
         if progress is not None:
             progress({"done": True, "bytes_sent": session.bytes_sent, "bytes_received": session.bytes_received})

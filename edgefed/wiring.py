@@ -33,6 +33,8 @@ def _ledger_hooks(config: NodeConfig, bus: EventBus, ledger: bool) -> NodeLedger
         bus.subscribe(sink)
     for refusal_sink in hooks.refusal_sinks:
         bus.subscribe_refusals(refusal_sink)
+    for model_sink in hooks.model_sinks:
+        bus.subscribe_models(model_sink)
     return hooks
 
 

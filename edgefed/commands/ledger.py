@@ -1,4 +1,4 @@
-"""`edgefed ledger serve|verify|show|bootstrap-iroha`: the BSMD ledger client service and its tools."""
+"""`edgefed ledger serve|verify|show|provenance|bootstrap-iroha`: the BSMD ledger client service and its tools."""
 
 from __future__ import annotations
 
@@ -58,11 +58,23 @@ def register(subcommands: Any) -> None:
     show = actions.add_parser("show", help="list the ledger's transfer and refusal records")
     show.add_argument("path", metavar="PATH", help="a ledger database or a state directory holding ledger.sqlite")
     show.add_argument("--round", type=int, help="only this round")
-    show.add_argument("--kind", choices=("weights", "update", "file", "refusal"),
-                      help="only this kind (file: p2p transfers; refusal: updates the chief refused)")
+    show.add_argument("--kind", choices=("weights", "update", "file", "refusal", "model"),
+                      help="only this kind (file: p2p transfers; refusal: updates the chief refused; "
+                      "model: global models the chief adopted)")
     show.add_argument("--node", help="only records where this node is sender or receiver")
     show.add_argument("--json", action="store_true", help="one JSON object per record")
     show.set_defaults(handler=_show)
+
+    trace = actions.add_parser(
+        "provenance", help="walk from an exported model file back to round 0 on the ledger, checking every link"
+    )
+    trace.add_argument("model", metavar="MODEL",
+                       help="an exported model file (.tflite or .keras, its manifest.json beside it)")
+    trace.add_argument("path", metavar="STATE_DIR", nargs="?",
+                       help="the chief's state directory (or its ledger.sqlite) of the embedded ledger")
+    trace.add_argument("--config", help="read the Iroha ledger this node configuration points at (needs --pki)")
+    trace.add_argument("--pki", help="check the ledger keys against this PKI directory's ledger.pub files")
+    trace.set_defaults(handler=_provenance)
 
     boot = actions.add_parser(
         "bootstrap-iroha", help="create the Iroha domain, node accounts and permissions from the PKI"
@@ -134,13 +146,40 @@ def _verify(args: argparse.Namespace) -> int:
     elif report.ok:
         print(
             f"ledger OK: {report.entries} entries, {report.records} records, "
-            f"{report.proven_transfers} transfers proven by both sides; signers: {', '.join(report.signers)}"
+            f"{report.proven_transfers} transfers proven by both sides, {report.models} model records; "
+            f"signers: {', '.join(report.signers)}"
         )
     else:
         print(f"ledger BROKEN: {report.problems[0]}", file=sys.stderr)
         if len(report.problems) > 1:
             print(f"  ({len(report.problems) - 1} more problems; --json lists them all)", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _provenance(args: argparse.Namespace) -> int:
+    from edgefed.errors import UsageError
+    from edgefed.ledger.provenance import trace
+    from edgefed.ledger.verify import verify_ledger
+
+    if (args.path is None) == (args.config is None):
+        raise UsageError("give either STATE_DIR (the embedded ledger) or --config (a node configured for iroha)")
+    ledger = _verify_iroha(args) if args.config is not None else verify_ledger(args.path, args.pki)
+    report = trace(args.model, ledger)
+    if not report.ok:
+        print(f"provenance BROKEN: {report.problems[0]}", file=sys.stderr)
+        if len(report.problems) > 1:
+            print(f"  ({len(report.problems) - 1} more problems)", file=sys.stderr)
+        return 1
+    print(f"provenance OK: {args.model} is model {report.model_sha256[:16]}… of process {report.process!r}, "
+          f"round {report.links[0].round}, traced through {len(report.links)} models back to round 0")
+    for link in report.links:
+        inputs = ", ".join(
+            f"{c.node} (own weights)" if c.update == "local"
+            else f"{c.node} (update {c.update[:12]}…, {' & '.join(c.records)})" for c in link.inputs
+        )
+        print(f"  round {link.round}: model {link.model[:12]}… ({link.where}) "
+              + (f"averaged from {inputs}" if inputs else "the initial weights"))
+    return 0
 
 
 def _verify_iroha(args: argparse.Namespace) -> Any:

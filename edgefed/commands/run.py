@@ -41,6 +41,9 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--attack", choices=ATTACKS, default="scale", help="what the attackers send (default: scale)")
     demo.add_argument("--aggregation", choices=AGGREGATIONS, default="fedavg",
                       help="how the chief combines updates (federation.aggregation)")
+    demo.add_argument("--dp-epsilon", type=float, default=0.0, metavar="E",
+                      help="differential privacy: every node clips and noises its updates to spend at most E "
+                      "(delta 1e-5) over all rounds (federation.dp_epsilon, docs/privacy.md)")
     demo.add_argument("--transport", choices=("tls", "mpi"), default="tls",
                       help="mutual TLS between processes, or one mpirun job (docs/mpi.md)")
     demo.set_defaults(handler=_demo)
@@ -72,8 +75,9 @@ def _demo(args: argparse.Namespace) -> int:
     from edgefed.demo import run_demo
 
     if args.transport == "mpi":
-        if args.attackers or args.aggregation != "fedavg" or args.no_ledger:
-            raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation or --no-ledger")
+        if args.attackers or args.aggregation != "fedavg" or args.no_ledger or args.dp_epsilon:
+            raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation, --no-ledger "
+                             "or --dp-epsilon")
         from edgefed.demo_mpi import run_mpi_demo
 
         result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer,
@@ -82,7 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
         result = run_demo(
             args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
             out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
-            attackers=args.attackers, attack=args.attack, aggregation=args.aggregation,
+            attackers=args.attackers, attack=args.attack, aggregation=args.aggregation, dp_epsilon=args.dp_epsilon,
         )
     if args.json:
         print(json.dumps(result.summary))
@@ -90,6 +94,11 @@ def _demo(args: argparse.Namespace) -> int:
         summary = result.summary
         print(f"accuracy {summary['accuracy']:.4f} after {summary['rounds']} rounds with {summary['workers']} "
               f"workers; {summary['bytes_sent']} bytes on the wire in {summary['seconds']:.1f}s")
+        if summary.get("dp_epsilon") is not None:
+            spent = "?" if summary["dp_epsilon_spent"] is None else f"{summary['dp_epsilon_spent']:.4g}"
+            print(f"differential privacy: epsilon {spent} of {summary['dp_epsilon']:g} "
+                  f"spent (delta {summary['dp_delta']:g}, clip norm {summary['dp_clip_norm']:g}, noise multiplier "
+                  f"{summary['dp_noise_multiplier']:.3g})")
         if args.trainer == "keras" and args.state_dir:
             print(f"final model (.keras, .tflite, manifest.json) in {args.state_dir}/chief/model; "
                   f"try: edgefed predict --model {args.state_dir}/chief/model/model.tflite --input FILE.npy")

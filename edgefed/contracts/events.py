@@ -1,5 +1,6 @@
 """Transfer events: one per weight send or receive, for the ledger, the status file and any other sink;
-refusal events: one per admission or update the chief refused.
+refusal events: one per admission or update the chief refused; model events: one per global model the
+chief adopted (its digest, the updates it was averaged from and the model before it: provenance).
 
 A contract shared by federation (which emits them), ledger (which records them) and ops.
 """
@@ -54,8 +55,22 @@ class RefusalEvent:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ModelEvent:
+    """The chief adopted a global model: the one round `round` starts from."""
+
+    round: int  # the round this model starts (0: the initial weights)
+    sha256: str  # the model's digest (edgefed.wire.weights_digest: the payload of its WEIGHTS frame)
+    bytes: int  # the size of that payload
+    previous: str  # the digest of the model it was averaged from ("" for round 0)
+    inputs: tuple[tuple[str, str], ...]  # (contributor, sha256 of its update payload; "" for the chief's own)
+    observer: str  # the chief
+    timestamp: float = field(default_factory=time.time)
+
+
 EventSink = Callable[[TransferEvent], None]
 RefusalSink = Callable[[RefusalEvent], None]
+ModelSink = Callable[[ModelEvent], None]
 
 
 class EventBus:
@@ -64,12 +79,24 @@ class EventBus:
     def __init__(self, *sinks: EventSink) -> None:
         self._sinks: list[EventSink] = list(sinks)
         self._refusal_sinks: list[RefusalSink] = []
+        self._model_sinks: list[ModelSink] = []
 
     def subscribe(self, sink: EventSink) -> None:
         self._sinks.append(sink)
 
     def subscribe_refusals(self, sink: RefusalSink) -> None:
         self._refusal_sinks.append(sink)
+
+    def subscribe_models(self, sink: ModelSink) -> None:
+        self._model_sinks.append(sink)
+
+    def model(self, event: ModelEvent) -> None:
+        """The chief adopted a global model: the ledger signs a provenance record of it."""
+        for sink in self._model_sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("model sink %r failed on round %d", sink, event.round)
 
     def refused(self, event: RefusalEvent) -> None:
         """The chief refused an admission or an update: history and metrics count it, the status

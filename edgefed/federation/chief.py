@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,12 @@ from edgefed.contracts.events import EventBus, RefusalEvent, Stage, TransferEven
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.aggregation import UploadSlots
 from edgefed.federation.broadcast import Broadcaster
-from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake, described
-from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, Seat, read_hello
+from edgefed.federation.provenance import ModelProvenance
+from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, read_hello
+from edgefed.federation.seat import WorkerSeat as _Worker
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.strategies import distance
 from edgefed.transport import Connection, Listener, Transport, TransportError
@@ -44,15 +45,6 @@ from edgefed.wire import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False, kw_only=True)
-class _Worker(Seat):
-    """A seat plus the chief's connection to it and its upload in flight."""
-
-    conn: Connection
-    reject_reason: Refusal | None = None  # set by the allocator when an upload is refused before its data
-    staging: list[np.ndarray] | None = field(default=None, repr=False)
 
 
 class ChiefSession:
@@ -101,6 +93,7 @@ class ChiefSession:
         self._counter_lock = threading.Lock()
         # Long-lived pools: a round must not pay for starting threads.
         self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced)
+        self._provenance = ModelProvenance(name, self.events, hash_payloads)  # model records for the ledger
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint")
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -141,6 +134,7 @@ class ChiefSession:
         with self._cond:
             self._book.begin(weights, start_round, finished)
             self._slots = UploadSlots(self._book.specs, self.federation.max_concurrent_uploads)
+        self._provenance.started(start_round, weights)
         self.listen()
         self.status.update(state="waiting", round=start_round)
         self._wait_for_workers()
@@ -190,11 +184,9 @@ class ChiefSession:
         if closed.refusal is not None:
             log.error("%s", closed.refusal)
             self.status.error(str(closed.refusal))
-        # The checkpoint is written while the broadcast runs (a crash in between only repeats a round),
-        # and is on disk before average() returns.
-        checkpointing = self._background.submit(
-            save_checkpoint, self._state_dir, Checkpoint(closed.next_round, closed.average, closed.final)
-        )
+        # The checkpoint is written (then the model recorded) while the broadcast runs (a crash in between
+        # only repeats a round), and is on disk before average() returns.
+        checkpointing = self._background.submit(self._provenance.keep, self._state_dir, closed)
         broadcast_bytes = self._broadcast(recipients, closed.next_round, closed.average, final=closed.final)
         checkpointing.result()  # a failed write (disk full) stops the chief with its error
         self.status.update(

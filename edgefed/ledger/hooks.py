@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefed.config import NodeConfig
-from edgefed.contracts.events import EventSink, RefusalSink
+from edgefed.contracts.events import EventSink, ModelSink, RefusalSink
 from edgefed.ledger.backends import open_chief_ledger
 from edgefed.ledger.outbox import Outbox, OutboxSink
 from edgefed.ledger.push import LedgerPushHandler
@@ -40,6 +40,7 @@ class NodeLedgerHooks:
 
     sinks: list[EventSink] = field(default_factory=list)
     refusal_sinks: list[RefusalSink] = field(default_factory=list)  # the chief's refused updates, signed
+    model_sinks: list[ModelSink] = field(default_factory=list)  # the chief's adopted models (provenance)
     extra_handlers: dict[MessageType, PushHandler] = field(default_factory=dict)
     outbox: Outbox | None = None
     outbox_sink: OutboxSink | None = None
@@ -52,7 +53,8 @@ class NodeLedgerHooks:
         creds = NodeCredentials(Path(config.node.pki_dir), config.node.name)
         outbox = Outbox.for_state_dir(config.node.state_dir)
         sink = OutboxSink(outbox, config.node.name, creds.ledger_signing_key(), config.ledger.process)
-        hooks = cls(sinks=[sink], refusal_sinks=[sink.refused], outbox=outbox, outbox_sink=sink)
+        hooks = cls(sinks=[sink], refusal_sinks=[sink.refused], model_sinks=[sink.model], outbox=outbox,
+                    outbox_sink=sink)
         if config.node.role == "chief" and config.ledger.backend == "embedded":
             hooks.push_handler = LedgerPushHandler(open_chief_ledger(config))
             hooks.extra_handlers[MessageType.LEDGER_PUSH] = hooks.push_handler

@@ -37,7 +37,7 @@ from edgefed.ledger import iroha_keys
 from edgefed.ledger.backends import Delivery
 from edgefed.ledger.errors import BackendUnavailable, LedgerError
 from edgefed.ledger.iroha_keys import Sha3Ed25519Key
-from edgefed.ledger.records import TransferRecord
+from edgefed.ledger.records import MODEL_KIND, TransferRecord
 from edgefed.ledger.verify import Problem, VerifyReport, check_transfers
 from edgefed.pki import NodeCredentials, public_key_hex
 
@@ -373,8 +373,10 @@ def verify_iroha(backend: IrohaBackend, public_keys: dict[str, ed25519.Ed25519Pu
             report.problems.append(Problem(where, str(exc).removeprefix(f"{where}: ")))
             continue
         checked.append((where, record))
-    report.records = len(checked)
+    report.models = sum(1 for _, record in checked if record.kind == MODEL_KIND)
+    report.records = len(checked) - report.models
     report.proven_transfers, problems = check_transfers(checked)
+    report.checked, report.pairing = checked, problems
     report.problems.extend(problems)
     return report
 

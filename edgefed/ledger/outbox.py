@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edgefed.contracts.events import RefusalEvent, TransferEvent
+from edgefed.contracts.events import ModelEvent, RefusalEvent, TransferEvent
 from edgefed.ledger.background import lower_thread_priority
 from edgefed.ledger.errors import LedgerError
 from edgefed.ledger.records import TransferRecord
@@ -153,7 +153,8 @@ class Outbox:
 
 class OutboxSink:
     """An EventBus sink: turns each TransferEvent this node observed into a signed record in the outbox,
-    and (refused(), a refusal sink) each update this chief refused into a signed refusal record.
+    (refused(), a refusal sink) each update this chief refused into a signed refusal record, and
+    (model(), a model sink) each global model this chief adopted into a signed model record.
 
     The training thread only checks the event and queues it (microseconds); a writer thread signs the
     queued events and stores them in one transaction per batch, so an fsync never sits on the training
@@ -166,7 +167,7 @@ class OutboxSink:
         self.node = node
         self._key = signing_key
         self.process = process
-        self._queue: queue.SimpleQueue[TransferEvent | RefusalEvent | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[TransferEvent | RefusalEvent | ModelEvent | None] = queue.SimpleQueue()
         self._unwritten = 0  # events queued and not yet stored
         self._written = threading.Condition()
         self._writer = threading.Thread(target=self._write_loop, name=f"ledger-outbox-{node}", daemon=True)
@@ -180,7 +181,10 @@ class OutboxSink:
         if event.stage == "update":
             self._enqueue(event)
 
-    def _enqueue(self, event: TransferEvent | RefusalEvent) -> None:
+    def model(self, event: ModelEvent) -> None:
+        self._enqueue(event)
+
+    def _enqueue(self, event: TransferEvent | RefusalEvent | ModelEvent) -> None:
         if event.observer != self.node:
             # Only a node's own observations are signed with its key; anything else is a wiring mistake.
             raise LedgerError(f"event observed by {event.observer!r} reached the outbox of {self.node!r}")
@@ -208,9 +212,11 @@ class OutboxSink:
             if None in batch:
                 return
 
-    def _record(self, event: TransferEvent | RefusalEvent) -> TransferRecord:
+    def _record(self, event: TransferEvent | RefusalEvent | ModelEvent) -> TransferRecord:
         if isinstance(event, RefusalEvent):
             return TransferRecord.from_refusal(event, self.process)
+        if isinstance(event, ModelEvent):
+            return TransferRecord.from_model(event, self.process)
         return TransferRecord.from_event(event, self.process)
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -20,6 +20,13 @@ sender is the worker, receiver and observer the chief (direction ``receive``), r
 signed fields ``code`` (the wire's ReasonCode value) and ``reason`` (the text of the REJECT), which
 only refusal records carry, say why; bytes, participants and seconds are 0 and sha256 is empty. A
 refusal pairs with nothing: the refused upload's own receive record pairs with the worker's send.
+
+Kind ``model`` records a global model the chief adopted (provenance): sender, receiver and observer the
+chief (direction ``send``), round the round the model starts, sha256 and bytes the model's digest and
+payload size (edgefed.wire.digest), participants the number of contributors; the signed fields
+``previous`` (the digest of the model it was averaged from, empty for round 0) and ``inputs`` (each
+contributor with the digest of its update, ``NAME:SHA256`` separated by spaces, the chief's own weights
+``NAME:local``) exist only on model records. A model record pairs with nothing either.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from edgefed.contracts.events import RefusalEvent, TransferEvent
+from edgefed.contracts.events import ModelEvent, RefusalEvent, TransferEvent
 from edgefed.ledger.errors import LedgerError
 
 RECORD_VERSION = 1
@@ -47,16 +54,21 @@ ID_HEX_CHARS = 32  # 128 bits of a SHA-256: unique enough, and short enough for 
 _HEX = re.compile(r"^[0-9a-f]+$")
 _CODE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")  # the shape of a wire ReasonCode value, newer ones included
 
-KINDS = ("weights", "update", "file", "refusal")
+KINDS = ("weights", "update", "file", "refusal", "model")
 FILE_KIND = "file"
 REFUSAL_KIND = "refusal"
+MODEL_KIND = "model"
+UNPAIRED_KINDS = (REFUSAL_KIND, MODEL_KIND)  # one node's statement alone: no other side to agree with
+LOCAL_INPUT = "local"  # a model record's input that reached the chief without a transfer (its own weights)
+_INPUT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}:(local|[0-9a-f]{64})$")  # a PKI node name, a digest
 MAX_REASON_CHARS = 1024  # a refusal's text, clipped when the record is made
+MAX_INPUTS_CHARS = 60_000  # ~800 contributors; Iroha's 4096-character detail holds about 40 of them
 MAX_NAME_BYTES = 255  # p2p accepts at most 200; the ledger only needs a bound (Iroha detail values are small)
 
 # The fields both sides of one transfer must agree on (name is None on both sides of weight transfers).
 AGREEMENT_FIELDS = ("process", "round", "sender", "receiver", "kind", "name", "bytes", "sha256")
 # Fields added after version 1 records existed: left out of the canonical form when unset.
-OPTIONAL_FIELDS = ("name", "code", "reason")
+OPTIONAL_FIELDS = ("name", "code", "reason", "previous", "inputs")
 
 
 def canonical_json(document: Mapping[str, Any]) -> bytes:
@@ -84,6 +96,8 @@ class TransferRecord:
     name: str | None = None  # kind "file" only: the file's name, as the receiver stored it
     code: str | None = None  # kind "refusal" only: why, as a code (a wire ReasonCode value)
     reason: str | None = None  # kind "refusal" only: why, for people
+    previous: str | None = None  # kind "model" only: the digest of the model before ("" for round 0)
+    inputs: str | None = None  # kind "model" only: "NAME:SHA256 ..." of the updates averaged
 
     def body(self) -> dict[str, Any]:
         """The signed fields (everything except the signature)."""
@@ -165,6 +179,23 @@ class TransferRecord:
         return record
 
     @classmethod
+    def from_model(cls, event: ModelEvent, process: str) -> TransferRecord:
+        """The chief's (unsigned) record of a global model it adopted."""
+        inputs = " ".join(f"{name}:{digest or LOCAL_INPUT}" for name, digest in event.inputs)
+        record = cls(
+            process=process, round=event.round, sender=event.observer, receiver=event.observer,
+            observer=event.observer, direction="send", kind=MODEL_KIND, participants=len(event.inputs),
+            bytes=event.bytes, sha256=event.sha256, seconds=0.0, time=float(event.timestamp),
+            previous=event.previous, inputs=inputs,
+        )
+        record.check_fields()
+        return record
+
+    def model_inputs(self) -> list[tuple[str, str]]:
+        """A model record's (contributor, update digest or "local") pairs."""
+        return [tuple(item.split(":", 1)) for item in (self.inputs or "").split()]  # type: ignore[misc]
+
+    @classmethod
     def for_file(
         cls,
         *,
@@ -218,7 +249,7 @@ class TransferRecord:
             "signature": str,
             "v": int,
         }
-        optional = {"name": str, "code": str, "reason": str}
+        optional = {"name": str, "code": str, "reason": str, "previous": str, "inputs": str}
         label = document.get("id", "?")
         unknown = sorted(set(document) - set(expected) - set(optional) - {"id"})
         if unknown:
@@ -260,6 +291,10 @@ class TransferRecord:
         if self.kind == REFUSAL_KIND:
             _check_refusal(label, self)
             return
+        if self.kind == MODEL_KIND:
+            _check_model(label, self)
+        elif self.previous is not None or self.inputs is not None:
+            raise LedgerError(f"{label}: only model records carry previous and inputs")
         if self.code is not None or self.reason is not None:
             raise LedgerError(f"{label}: only refusal records carry a code and a reason")
         expected_observer = self.sender if self.direction == "send" else self.receiver
@@ -300,6 +335,23 @@ def _check_refusal(label: str, record: TransferRecord) -> None:
         raise LedgerError(f"{label}: a refusal carries no bytes, participants, sha256 or seconds")
     if record.round < 0:
         raise LedgerError(f"{label}: round must be >= 0")
+
+
+def _check_model(label: str, record: TransferRecord) -> None:
+    if record.direction != "send" or not record.sender == record.receiver == record.observer:
+        raise LedgerError(f"{label}: a model record is the chief's own (sender, receiver and observer alike)")
+    if record.previous is None or (record.previous and not _HEX.match(record.previous)) or \
+            len(record.previous) not in (0, 64):
+        raise LedgerError(f"{label}: previous must be a model digest (64 lowercase hex) or empty for round 0")
+    if record.inputs is None or len(record.inputs) > MAX_INPUTS_CHARS:
+        raise LedgerError(f"{label}: a model record needs its inputs (at most {MAX_INPUTS_CHARS} characters)")
+    items = record.inputs.split()
+    if " ".join(items) != record.inputs or not all(_INPUT.match(item) for item in items):
+        raise LedgerError(f"{label}: inputs must be 'NAME:SHA256' or 'NAME:local' separated by single spaces")
+    if len(items) != record.participants:
+        raise LedgerError(f"{label}: participants ({record.participants}) is not the number of inputs ({len(items)})")
+    if (record.round == 0) != (record.previous == ""):
+        raise LedgerError(f"{label}: only the round-0 model has no previous model")
 
 
 def disagreement(send: TransferRecord, receive: TransferRecord) -> str | None:

@@ -1,6 +1,6 @@
 """`edgefed ledger verify`: chain integrity, every signature, and sender/receiver agreement per transfer
-(weight transfers and p2p file transfers alike). Refusal records are checked and signature-verified
-like the others but pair with nothing: a refusal is the chief's verdict alone."""
+(weight transfers and p2p file transfers alike). Refusal and model records are checked and
+signature-verified like the others but pair with nothing: each is the chief's statement alone."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edgefed.ledger.chain import GENESIS_PREV, ChainReader, Entry, check_entry_signature, entry_hash
 from edgefed.ledger.errors import LedgerError
-from edgefed.ledger.records import AGREEMENT_FIELDS, REFUSAL_KIND, TransferRecord, disagreement
+from edgefed.ledger.records import AGREEMENT_FIELDS, MODEL_KIND, UNPAIRED_KINDS, TransferRecord, disagreement
 from edgefed.pki import ledger_public_keys, public_key_hex
 
 MAX_PROBLEMS = 1000
@@ -33,10 +33,19 @@ class Problem:
 @dataclass
 class VerifyReport:
     entries: int = 0
-    records: int = 0
+    records: int = 0  # transfer and refusal records
+    models: int = 0  # model records (provenance), counted apart: they are no transfer
     signers: list[str] = field(default_factory=list)
     proven_transfers: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # What `edgefed ledger provenance` builds on: the records whose signatures verified, and which of
+    # the problems are only unpaired transfers (the rest are about the store and the signatures).
+    checked: list[tuple[str, TransferRecord]] = field(default_factory=list, repr=False)
+    pairing: list[Problem] = field(default_factory=list, repr=False)
+
+    @property
+    def integrity_problems(self) -> list[Problem]:
+        return [problem for problem in self.problems if problem not in self.pairing]
 
     @property
     def ok(self) -> bool:
@@ -47,6 +56,7 @@ class VerifyReport:
             "ok": self.ok,
             "entries": self.entries,
             "records": self.records,
+            "models": self.models,
             "signers": self.signers,
             "proven_transfers": self.proven_transfers,
             "problems": [{"where": p.where, "message": p.message} for p in self.problems],
@@ -83,9 +93,10 @@ def verify_entries(
     if report.entries == 0:
         report.problems.append(Problem("ledger", "it holds no entries (not even the chief's key)"))
     report.signers = sorted(keys)
-    report.records = len(records)
+    report.models = sum(1 for _, record in records if record.kind == MODEL_KIND)
+    report.records = len(records) - report.models
     proven, problems = check_transfers(records)
-    report.proven_transfers = proven
+    report.proven_transfers, report.checked, report.pairing = proven, records, problems
     report.problems.extend(problems)
     del report.problems[MAX_PROBLEMS:]
     return report
@@ -188,7 +199,7 @@ def check_transfers(records: Iterable[tuple[str, TransferRecord]]) -> tuple[int,
     sends: dict[tuple[Any, ...], list[tuple[str, TransferRecord]]] = defaultdict(list)
     receives: dict[tuple[Any, ...], list[tuple[str, TransferRecord]]] = defaultdict(list)
     for where, record in records:
-        if record.kind == REFUSAL_KIND:
+        if record.kind in UNPAIRED_KINDS:  # refusals and model records: one node's statement
             continue
         key = tuple(getattr(record, name) for name in AGREEMENT_FIELDS)
         (sends if record.direction == "send" else receives)[key].append((where, record))

@@ -88,7 +88,8 @@ class HistoryWriter:
             self._refused += 1
 
     def round(self, round_number: int, participants: list[str], *, accuracy: float | None, loss: float | None,
-              train_loss: float | None, seconds: float, samples: int | None = None) -> dict[str, Any]:
+              train_loss: float | None, seconds: float, samples: int | None = None,
+              dp_epsilon: float | None = None) -> dict[str, Any]:
         """Append the line for the round just averaged (the chief's average() returns after its
         broadcast, so both directions are tallied by now)."""
         with self._lock:
@@ -116,6 +117,8 @@ class HistoryWriter:
                 "broadcast": round(broadcast.broadcast, 4) if broadcast.bytes_out else None,
             },
         }
+        if dp_epsilon is not None:  # differential privacy on: the epsilon the chief's updates have spent
+            record["dp_epsilon"] = dp_epsilon
         line = json.dumps(record, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as file:  # one write per round; no fsync (SD card)

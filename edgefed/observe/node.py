@@ -66,17 +66,19 @@ class NodeObserver:
             log.info("metrics on http://%s:%d/metrics", server.address, server.port)
         return cls(status, history, metrics, server)
 
-    def round(self, report: RoundReport) -> None:
-        """Record one round; a failure here is logged and never stops training."""
+    def round(self, report: RoundReport, dp_epsilon: float | None = None) -> None:
+        """Record one round (dp_epsilon: what this node's updates have spent, with differential privacy
+        on); a failure here is logged and never stops training."""
         accuracy, loss = _finite(report.accuracy), _finite(report.loss)
+        privacy = {} if dp_epsilon is None else {"dp_epsilon": round(dp_epsilon, 6)}
         try:
             if self._status is not None:
-                self._status.update(accuracy=accuracy, loss=loss)
+                self._status.update(accuracy=accuracy, loss=loss, **privacy)
             if self.metrics is not None:
                 self.metrics.round_done(report.round, len(report.participants), accuracy, loss, report.seconds)
             if self.history is not None:
                 self.history.round(report.round, list(report.participants), accuracy=accuracy, loss=loss,
-                                   train_loss=_finite(report.train_loss), seconds=report.seconds)
+                                   train_loss=_finite(report.train_loss), seconds=report.seconds, **privacy)
         except OSError as exc:  # a full or read-only state dir: the operator sees it in the log
             log.error("cannot record round %d: %s", report.round, exc)
 

@@ -99,7 +99,8 @@ def _federation_json(status: HostStatus) -> dict[str, Any] | None:
     last_error = None
     if isinstance(errors, list) and errors and isinstance(errors[-1], dict):
         last_error = errors[-1].get("message")
-    measured: dict[str, Any] = {k: _number(doc.get(k)) for k in ("accuracy", "loss") if k in doc}  # newer nodes
+    measured: dict[str, Any] = {k: _number(doc.get(k)) for k in ("accuracy", "loss", "dp_epsilon", "dp_epsilon_target")
+                                if k in doc}  # newer nodes; dp_*: differential privacy on
     if "refused_total" in doc:  # a chief that records refusals
         measured["refused_total"] = _integer(doc.get("refused_total"))
         measured["last_refusal"] = _refusal_json(doc.get("refused"))
@@ -202,6 +203,9 @@ def _round_text(fed: dict[str, Any] | None) -> str:
     lines = [f"{round_}{total} {fed['state'] or ''}".strip()]
     if fed.get("accuracy") is not None:
         lines.append(f"accuracy {fed['accuracy']:.3f}")
+    if fed.get("dp_epsilon") is not None:
+        target = f" of {fed['dp_epsilon_target']:g}" if fed.get("dp_epsilon_target") is not None else ""
+        lines.append(f"ε spent {fed['dp_epsilon']:.3g}{target}")
     if participants:
         lines.append(participants)
     if fed.get("refused_total"):

@@ -1,5 +1,7 @@
 """Export the averaged model for the edge: `.keras`, float32 `.tflite`, dynamic-range-quantized `.tflite`,
-and `manifest.json` describing them (round, sha256 and size of each file, accuracy, input, labels).
+and `manifest.json` describing them (round, sha256 and size of each file, accuracy, input, labels, and
+`model_sha256`: the digest of the weights the files were made from, which the chief's `model` records
+on the ledger carry, so that `edgefed ledger provenance` can walk from a file back to round 0).
 
 Every file is written atomically, the manifest last: a reader that finds a manifest finds the files
 it describes. The .tflite files are converted so that tflite-runtime 2.14 (what the Pi inference
@@ -27,6 +29,7 @@ import tensorflow as tf
 from edgefed import __version__
 from edgefed.fsutil import atomic_write_bytes, atomic_write_json
 from edgefed.lite import TFLiteModel
+from edgefed.wire.digest import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,7 @@ def export_model(
     input_shape = [int(d) for d in model.inputs[0].shape[1:]]
     accuracies: dict[str, float | None] = {"keras": None, "float": None, "quantized": None}
 
+    model_sha256, model_bytes = weights_digest([np.asarray(w) for w in model.get_weights()])
     keras_data = _keras_bytes(model, target)
     float_data = convert_to_tflite(model)
     quantized_data = convert_to_tflite(model, quantize=True)
@@ -150,6 +154,8 @@ def export_model(
     manifest: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
         "round": round_number,
+        "model_sha256": model_sha256,  # the federation's digest of these weights (edgefed.wire.digest)
+        "model_bytes": model_bytes,
         "accuracy": None if accuracies["keras"] is None else round(accuracies["keras"], 6),
         "test_samples": None if test_data is None else len(test_data[1]),
         "input": {"shape": input_shape, "dtype": "float32", "batch_dimension": True},

@@ -114,6 +114,11 @@ class ToriiDouble:
             account = self._world.accounts.get(account_id)
             return {w: dict(d) for w, d in account.details.items()} if account else {}
 
+    def forget_detail(self, account_id: str, writer: str, key: str) -> None:
+        """Drop one stored detail (Iroha has no command for it): a record that never reached the ledger."""
+        with self._lock:
+            del self._world.accounts[account_id].details[writer][key]
+
     def account_exists(self, account_id: str) -> bool:
         with self._lock:
             return account_id in self._world.accounts

@@ -147,3 +147,17 @@ def test_table_shows_every_host_and_its_problems() -> None:
         assert expected in text, expected
     rows: dict[str, Any] = {name: text.count(name) for name in ("FAIL", "OK")}
     assert rows == {"FAIL": 3, "OK": 1}
+
+
+def test_the_spent_epsilon_of_a_private_node_is_reported() -> None:
+    (chief, *_) = _statuses()
+    files = chief.status_files["chief"]
+    assert files is not None
+    files.update(dp_epsilon=3.21, dp_epsilon_target=8.0)  # what a node with federation.dp_epsilon writes
+    doc = document([chief], "inventory/lab", None)
+    jsonschema.validate(doc, STATUS_SCHEMA, format_checker=jsonschema.FormatChecker())
+    federation = doc["hosts"][0]["federation"]
+    assert (federation["dp_epsilon"], federation["dp_epsilon_target"]) == (3.21, 8.0)
+    console = Console(record=True, width=220, color_system=None)
+    console.print(render_table([chief]))
+    assert "ε spent 3.21 of 8" in console.export_text()

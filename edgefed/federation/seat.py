@@ -1,0 +1,19 @@
+"""The chief's view of one connected worker: its seat in the round book, its connection and its upload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgefed.federation.rounds import Refusal, Seat
+from edgefed.transport import Connection
+
+
+@dataclass(eq=False, kw_only=True)
+class WorkerSeat(Seat):
+    """A seat plus the chief's connection to it and its upload in flight."""
+
+    conn: Connection
+    reject_reason: Refusal | None = None  # set by the allocator when an upload is refused before its data
+    staging: list[np.ndarray] | None = field(default=None, repr=False)
