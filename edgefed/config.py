@@ -53,6 +53,9 @@ class FederationSection:
     interval_steps: int = 100
     rounds: int = 10
     min_workers: int = 0  # the chief waits wait_time or until this many have joined
+    # chief: the workers' node names (the inventory's workers group); round 1 starts when all of them
+    # have joined (or wait_time passed) and each has a fixed shard whatever the join order
+    expected_workers: tuple[str, ...] = ()
     round_timeout: float = 120.0
     allow_late_joiners: bool = True
     max_frame_bytes: int = 1 << 30
@@ -116,9 +119,24 @@ _NON_NEGATIVE = {
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
 _LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # pki.NAME_PATTERN (a certificate CN)
+MAX_EXPECTED_WORKERS = 10_000
+
+
+def _check_names(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_EXPECTED_WORKERS:
+        raise ConfigError(f"{key}: must be a list of at most {MAX_EXPECTED_WORKERS} node names, got {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not _NODE_NAME.match(name):
+            raise ConfigError(f"{key}: {name!r} is not a node name (1-63 letters, digits, '.', '_', '-')")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key}: lists a node twice: {value!r}")
+    return tuple(value)
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
+    if hint == tuple[str, ...]:
+        return _check_names(key, value)
     literal_choices = get_args(hint) if getattr(hint, "__origin__", None) is Literal else ()
     if literal_choices:
         if value not in literal_choices:
@@ -219,6 +237,8 @@ def _toml_value(key: str, value: Any) -> str:
     if isinstance(value, str):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(key, item) for item in value) + "]"
     raise ConfigError(f"{key}: cannot write {type(value).__name__} values to TOML")
 
 

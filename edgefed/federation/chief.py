@@ -147,7 +147,7 @@ class ChiefSession:
         with self._cond:
             self._book.started = True
             joined = self._book.alive()
-            total = len(joined) + 1
+            total = self._book.shard_count()
             finished = self._book.finished
             weights = self._book.global_weights
         for worker in joined:
@@ -255,7 +255,7 @@ class ChiefSession:
                 worker = _Worker(conn.peer, book.task_index_for(conn.peer), conn=conn)
                 book.seat(worker)
                 started = book.started
-                total = book.total()
+                total = book.shard_count()
                 self._cond.notify_all()
             round_number = book.round_number
         if refusal is not None:
