@@ -49,10 +49,10 @@ packages=(
   iptables iptables-persistent netfilter-persistent
   iproute2 procps openssl netcat-openbsd less
 )
-# 32-bit Pi OS: PyPI has no armv7l numpy wheels, so the install role takes Debian's (a venv with
-# system site packages). The lab has no package index at converge time, so it is baked in here,
-# where a real Pi would apt-get it.
-[ "$arch" = armhf ] && packages+=(python3-numpy)
+# 32-bit Pi OS: PyPI has no armv7l wheels of numpy, cffi or scikit-learn, so the install role takes
+# Debian's (a venv with system site packages). The lab has no package index at converge time, so they
+# are baked in here, where a real Pi would apt-get them.
+[ "$arch" = armhf ] && packages+=(python3-numpy python3-cffi python3-sklearn)
 
 if [ "$tag_only" = true ]; then
   echo "$tag"
@@ -77,7 +77,7 @@ if [ -n "$qemu" ] && ! grep -qs '^enabled' "/proc/sys/fs/binfmt_misc/qemu-$qemu"
 fi
 
 work=$(mktemp -d /var/tmp/edgefed-lab-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'umount "$work/root/proc" "$work/root/sys" 2>/dev/null || true; rm -rf "$work"' EXIT
 root="$work/root"
 
 echo "debootstrap bookworm ($arch) into $root (a few minutes; more under emulation)" >&2
