@@ -57,7 +57,7 @@ def probe() -> dict[str, Any]:
     install, reason = verdict(machine, (name, version), pointer * 8, kernel)
     return {
         "machine": machine, "kernel": kernel, "bits": pointer * 8, "libc": [name, version],
-        "python": "%d.%d" % sys.version_info[:2], "install": install, "reason": reason,
+        "python": "{}.{}".format(*sys.version_info[:2]), "install": install, "reason": reason,
     }
 
 
