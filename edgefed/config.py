@@ -72,6 +72,11 @@ class FederationSection:
     upload_grace: float = 10.0  # seconds every upload gets on top of its size / min_upload_rate
     max_pending_connections: int = 16  # connections not yet past HELLO; more are closed at once
     hello_timeout: float = 15.0  # seconds from accept to a whole first frame (not reset per byte)
+    # the model on the worker (issue 16): the chief sends its exported .tflite to every worker after the
+    # last round; a worker keeps the last good one in STATE_DIR/model/federated.tflite
+    push_model: bool = False
+    max_model_bytes: int = 64 << 20  # worker: a bigger model offer is refused before any data
+    model_wait: float = 300.0  # worker: seconds to wait for the model after the last round
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,14 @@ _POSITIVE = {
     "federation.private_port", "federation.public_port", "federation.interval_steps",
     "federation.rounds", "federation.max_frame_bytes", "federation.max_concurrent_uploads",
     "federation.max_buffered_updates", "federation.min_upload_rate", "federation.max_pending_connections",
+    "federation.max_model_bytes",
     "trainer.batch_size",
 }
 _NON_NEGATIVE = {
     "federation.wait_time", "federation.round_timeout", "federation.min_workers",
     "federation.reconnect_max_delay", "federation.reconnect_timeout", "ledger.commit_timeout", "trainer.learning_rate",
     "federation.clip_factor", "federation.screen_factor", "federation.upload_grace", "federation.robust_fraction",
-    "federation.hello_timeout",
+    "federation.hello_timeout", "federation.model_wait",
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
 _LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys

@@ -14,7 +14,10 @@ from types import FrameType
 from edgefed.config import NodeConfig, TrainerSection
 from edgefed.contracts.events import EventBus
 from edgefed.errors import UsageError
+from edgefed.federation.chief import ChiefSession
 from edgefed.federation.driver import RoundReport, run_federated
+from edgefed.federation.model_push import model_frames
+from edgefed.federation.worker import WorkerSession
 from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
 from edgefed.transport import Transport
@@ -86,6 +89,11 @@ def run_node(
             assert isinstance(trainer, KerasClassifierTrainer)
             exported = trainer.export(export_directory(config), reports[-1].round, config.node.name)
             log.info("final model exported to %s", exported.manifest_path)
+            if config.federation.push_model:
+                _push_model(session, exported.float_path.read_bytes(), reports[-1].round)
+        if config.node.role == "worker" and config.federation.push_model:
+            assert isinstance(session, WorkerSession)
+            session.wait_for_model(config.federation.model_wait)
         if progress is not None:
             progress({"done": True, "bytes_sent": session.bytes_sent, "bytes_received": session.bytes_received})
         if not exit_when_done:
@@ -95,6 +103,14 @@ def run_node(
     finally:
         session.close()  # the ledger hooks close first, then the session
         observer.close()
+
+
+def _push_model(session: object, data: bytes, round_number: int) -> None:
+    """The chief sends the exported float .tflite to every connected worker (federation.push_model)."""
+    assert isinstance(session, ChiefSession)
+    sent = session.push_to_workers(model_frames(data, round_number))
+    log.info("model of round %d (%d bytes) sent to %s (%d bytes on the wire)", round_number, len(data),
+             ", ".join(session.participants()) or "no worker", sent)
 
 
 def print_jsonl(record: dict[str, object]) -> None:
