@@ -75,6 +75,7 @@ class FederationSection:
     # the model on the worker (issue 16): the chief sends its exported .tflite to every worker after the
     # last round; a worker keeps the last good one in STATE_DIR/model/federated.tflite
     push_model: bool = False
+    push_model_every: int = 0  # chief with push_model: also every this many rounds (0: only the final one)
     max_model_bytes: int = 64 << 20  # worker: a bigger model offer is refused before any data
     model_wait: float = 300.0  # worker: seconds to wait for the model after the last round
 
@@ -121,7 +122,7 @@ _NON_NEGATIVE = {
     "federation.wait_time", "federation.round_timeout", "federation.min_workers",
     "federation.reconnect_max_delay", "federation.reconnect_timeout", "ledger.commit_timeout", "trainer.learning_rate",
     "federation.clip_factor", "federation.screen_factor", "federation.upload_grace", "federation.robust_fraction",
-    "federation.hello_timeout", "federation.model_wait",
+    "federation.hello_timeout", "federation.model_wait", "federation.push_model_every",
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
 _LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys

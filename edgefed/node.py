@@ -74,23 +74,21 @@ def run_node(
 
         trainer = AttackingTrainer(trainer, attack, seed=config.trainer.seed)
 
+    every = config.federation.push_model_every if config.federation.push_model else 0
+
     def on_round(report: RoundReport) -> None:
         record = asdict(report)
         log.info("round %s", json.dumps(record))
         observer.round(report)
         if progress is not None:
             progress(record)
+        if every and not report.finished and report.round % every == 0:  # the workers' model so far
+            _export(config, trainer, session, report.round)
 
     try:
         reports = run_federated(session, trainer, config.federation.interval_steps, on_round)
-        if config.node.role == "chief" and config.trainer.kind == "keras" and reports:
-            from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
-
-            assert isinstance(trainer, KerasClassifierTrainer)
-            exported = trainer.export(export_directory(config), reports[-1].round, config.node.name)
-            log.info("final model exported to %s", exported.manifest_path)
-            if config.federation.push_model:
-                _push_model(session, exported.float_path.read_bytes(), reports[-1].round)
+        if reports:
+            _export(config, trainer, session, reports[-1].round)
         if config.node.role == "worker" and config.federation.push_model:
             assert isinstance(session, WorkerSession)
             session.wait_for_model(config.federation.model_wait)
@@ -103,6 +101,19 @@ def run_node(
     finally:
         session.close()  # the ledger hooks close first, then the session
         observer.close()
+
+
+def _export(config: NodeConfig, trainer: Trainer, session: object, round_number: int) -> None:
+    """The chief's Keras model as .keras and .tflite files; sent to the workers with push_model."""
+    if config.node.role != "chief" or config.trainer.kind != "keras":
+        return
+    from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
+
+    assert isinstance(trainer, KerasClassifierTrainer)
+    exported = trainer.export(export_directory(config), round_number, config.node.name)
+    log.info("model of round %d exported to %s", round_number, exported.manifest_path)
+    if config.federation.push_model:
+        _push_model(session, exported.float_path.read_bytes(), round_number)
 
 
 def _push_model(session: object, data: bytes, round_number: int) -> None:
