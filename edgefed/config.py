@@ -210,6 +210,8 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
             f"federation.robust_fraction: must be below 0.5 (a majority of honest workers), "
             f"got {config.federation.robust_fraction!r}"
         )
+    if config.node.name in config.federation.expected_workers:
+        raise ConfigError(f"federation.expected_workers: lists the node itself ({config.node.name!r})")
     if config.ledger.backend == "iroha" and not config.ledger.torii:
         raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
     if not _LEDGER_PROCESS.match(config.ledger.process):

@@ -263,6 +263,9 @@ class WorkerSession:
                 return frame.tensors
             elif frame.type is MessageType.REJECT:
                 expect(frame, Reject)  # a late answer to an update of the previous connection
+            elif frame.type in MODEL_FRAMES and self.models is not None:  # a model sent to all as we joined
+                self.models.chief = self.chief
+                self.models.feed(frame)
             else:
                 raise ProtocolError(f"unexpected {frame.type.name} while joining")
 

@@ -62,6 +62,8 @@ def test_expected_workers_config_round_trips_and_is_checked() -> None:
                          ([3], "not a node name")):
         with pytest.raises(ConfigError, match=message):
             config_from_dict({**raw, "federation": {"expected_workers": bad}})
+    with pytest.raises(ConfigError, match="lists the node itself"):
+        config_from_dict({**raw, "federation": {"expected_workers": ["pi-1", "c"]}})
 
 
 def test_welcome_refuses_a_task_index_without_a_shard() -> None:
