@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# The ARM pieces of issue 16 without the full lab: one container of the arm64 lab image (qemu-user),
-# the role's own wheelhouse.py makes an aarch64 wheelhouse on the host, the container installs it
-# offline (pip --no-index, as the role does), and its worker trains against a chief on the host.
-# Prints the measured times. Container pi-arm-smoke on the docker bridge; removed at the end.
+# The ARM pieces of issue 16 without the full lab: one container of the arm64 (or armhf) lab image
+# (qemu-user), the role's own wheelhouse.py makes the wheelhouse for it on the host, the container
+# installs it offline (pip --no-index, as the role does), and its worker trains against a chief on
+# the host. Prints the measured times. Container pi-arm-smoke on the docker bridge; removed at the end.
+# armhf (32-bit userland) takes the role's Debian path: numpy, cffi and scikit-learn from the image's
+# Debian packages (a venv with system site packages), the rest as armv7l or pure wheels without deps.
 #
-#   scripts/lab/arm-worker-smoke.sh [WORKDIR]      (root, a running dockerd, the arm64 lab image)
+#   ARCH=arm64|armhf scripts/lab/arm-worker-smoke.sh [WORKDIR]   (root, dockerd, the lab image of ARCH)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-$(mktemp -d /var/tmp/pi-arm-smoke.XXXXXX)}
 py=${PYTHON:-python3}
 name=pi-arm-smoke
-image=$("$repo/molecule/image/build.sh" --arch arm64 --tag)
-docker image inspect "$image" >/dev/null || { echo "arm-worker-smoke: build $image first (molecule/image/build.sh --arch arm64)" >&2; exit 1; }
+arch=${ARCH:-arm64}
+image=$("$repo/molecule/image/build.sh" --arch "$arch" --tag)
+docker image inspect "$image" >/dev/null || { echo "arm-worker-smoke: build $image first (molecule/image/build.sh --arch $arch)" >&2; exit 1; }
 stamp() { date +%s.%N; }
 took() { awk -v a="$1" -v b="$(stamp)" 'BEGIN { printf "%.1f", b - a }'; }
 cleanup() { docker rm -f "$name" >/dev/null 2>&1 || true; [ -n "${chief_pid:-}" ] && kill "$chief_pid" 2>/dev/null || true; }
@@ -20,11 +23,18 @@ trap cleanup EXIT
 t=$(stamp)
 "$py" "$repo/roles/edgefed_install/files/wheelhouse.py" wheel "$repo" "$work/wheelhouse/edgefed" >/dev/null
 wheel=$(ls "$work"/wheelhouse/edgefed/edgefed-*.whl | tail -1)
-tags=(--platform=manylinux2014_aarch64)
-for minor in $(seq 36 -1 17); do tags+=(--platform="manylinux_2_${minor}_aarch64"); done
-"$py" "$repo/roles/edgefed_install/files/wheelhouse.py" download "$work/wheelhouse/arm64" --python-version 3.11 \
-  "${tags[@]}" "$wheel[demo]" >/dev/null
-echo "aarch64 wheelhouse: $(took "$t") s, $(du -sh "$work/wheelhouse/arm64" | cut -f1)"
+if [ "$arch" = arm64 ]; then machine=aarch64; else machine=armv7l; fi
+tags=(--platform="manylinux2014_$machine")
+for minor in $(seq 36 -1 17); do tags+=(--platform="manylinux_2_${minor}_$machine"); done
+if [ "$arch" = arm64 ]; then
+  what=("$wheel[demo]"); site=(); requirement="edgefed[demo]"
+else  # the role's defaults for a 32-bit userland (roles/edgefed_install/defaults/main.yml)
+  what=(--no-deps "$wheel" "cryptography>=41,<46" rich markdown-it-py mdurl pygments)
+  site=(--system-site-packages); requirement=edgefed
+fi
+"$py" "$repo/roles/edgefed_install/files/wheelhouse.py" download "$work/wheelhouse/$arch" --python-version 3.11 \
+  "${tags[@]}" "${what[@]}" >/dev/null
+echo "$machine wheelhouse: $(took "$t") s, $(du -sh "$work/wheelhouse/$arch" | cut -f1)"
 
 docker rm -f "$name" >/dev/null 2>&1 || true
 t=$(stamp)
@@ -39,12 +49,12 @@ docker exec -i "$name" python3 - < "$repo/roles/edgefed_install/files/platform_p
 
 t=$(stamp)
 docker exec "$name" mkdir -p /opt/edgefed/wheelhouse
-docker cp "$work/wheelhouse/arm64/." "$name:/opt/edgefed/wheelhouse/"
+docker cp "$work/wheelhouse/$arch/." "$name:/opt/edgefed/wheelhouse/"
 docker cp "$wheel" "$name:/opt/edgefed/wheelhouse/"
-docker exec "$name" python3 -m venv /opt/edgefed/venv
+docker exec "$name" python3 -m venv "${site[@]}" /opt/edgefed/venv
 docker exec "$name" /opt/edgefed/venv/bin/python -m pip install -q --disable-pip-version-check --no-index \
-  --find-links /opt/edgefed/wheelhouse "edgefed[demo]"
-echo "offline install on arm64: $(took "$t") s"
+  --find-links /opt/edgefed/wheelhouse "$requirement"
+echo "offline install on $arch: $(took "$t") s"
 
 # PKI and configs: a chief on the host (docker bridge address), worker1 in the container.
 host_ip=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')
@@ -82,6 +92,6 @@ chief_pid=$!
 docker exec "$name" /opt/edgefed/venv/bin/edgefed worker --config /etc/edgefed/edgefed.toml --exit-when-done \
   > "$work/worker1.log" 2>&1
 wait "$chief_pid"; chief_pid=
-echo "3 rounds with the arm64 worker: $(took "$t") s"
+echo "3 rounds with the $arch worker (edgefed worker start to exit): $(took "$t") s"
 cat "$work/chief.jsonl"
 docker exec "$name" cat /var/lib/edgefed/status/worker.json

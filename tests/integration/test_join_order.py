@@ -40,7 +40,7 @@ def test_every_join_order_trains_every_round_with_fixed_shards(
 ) -> None:
     port, rounds = free_port(), 2
     # min_workers=1 would start at the first join; the expected list makes the chief wait for all three.
-    settings = {"rounds": rounds, "min_workers": 1, "wait_time": 60.0}
+    settings = {"rounds": rounds, "min_workers": 1, "wait_time": 300.0}
     chief = processes.edgefed(
         "chief", "--config", str(write_config("chief", "chief", port, expected_workers=EXPECTED, **settings)),
         "--exit-when-done", "--progress-jsonl", log_name="chief", stdout=subprocess.PIPE,
@@ -51,7 +51,7 @@ def test_every_join_order_trains_every_round_with_fixed_shards(
             "worker", "--config", str(write_config(name, "worker", port, **settings)), "--exit-when-done",
             log_name=name,
         )
-        wait_for(lambda n=joined: len(_participants(tmp_path)) >= n, 30, f"{name} to join (order {order})")
+        wait_for(lambda n=joined: len(_participants(tmp_path)) >= n, 120, f"{name} to join (order {order})")
         assert _status(tmp_path, "chief", "chief").get("state") == "waiting" or joined == len(order)
 
     out, _ = chief.communicate(timeout=120)
@@ -83,7 +83,7 @@ def test_a_worker_joining_after_the_others_left_gets_a_valid_shard(
     early = processes.edgefed("worker", "--config", str(write_config(first, "worker", port, **settings)),
                               "--exit-when-done", log_name=first)
     assert early.wait(timeout=60) == 0, processes.log(first)
-    wait_for(lambda: _participants(tmp_path) == [], 30, f"{first} to leave the chief")
+    wait_for(lambda: _participants(tmp_path) == [], 120, f"{first} to leave the chief")
 
     late = processes.edgefed("worker", "--config", str(write_config(second, "worker", port, **settings)),
                              "--exit-when-done", log_name=second)

@@ -20,7 +20,8 @@ from tests.conftest import Processes, free_port, wait_for
 
 def _train_one_round(make_config: Callable[..., NodeConfig], processes: Processes, write_config: Callable[..., Path],
                      port: int, **worker: object) -> tuple[ChiefSession, object]:
-    chief = build_chief(make_config("chief", "chief", port, rounds=1, expected_workers=["worker1"]), ledger=False)
+    chief = build_chief(make_config("chief", "chief", port, rounds=1, wait_time=300.0,
+                                   expected_workers=["worker1"]), ledger=False)
     chief.listen()
     process = processes.edgefed(
         "worker", "--config", str(write_config("worker1", "worker", port, rounds=1, push_model=True, **worker)),
@@ -44,7 +45,7 @@ def test_worker_keeps_the_model_whose_digest_matches(
         # An offer whose bytes do not hash to its sha256: refused, nothing kept; then the good one.
         bad = [encode_message(FileOffer("model.tflite", len(good), hashlib.sha256(good).hexdigest()), 1),
                *encode_raw_frame(MessageType.FILE_CHUNK, 1, bytes(forged)), encode_message(FileDone(), 1)]
-        wait_for(lambda: chief.participants() == ["worker1"], 30, "worker1 to be connected")
+        wait_for(lambda: chief.participants() == ["worker1"], 120, "worker1 to be connected")
         assert chief.push_to_workers(bad) > 0
         assert chief.push_to_workers(model_frames(good, 1)) > len(good)
         assert worker.wait(timeout=60) == 0, processes.log("worker1")
@@ -65,7 +66,7 @@ def test_an_offer_over_the_limit_is_refused_before_its_data(
     port = free_port()
     chief, worker = _train_one_round(make_config, processes, write_config, port, max_model_bytes=1000)
     try:
-        wait_for(lambda: chief.participants() == ["worker1"], 30, "worker1 to be connected")
+        wait_for(lambda: chief.participants() == ["worker1"], 120, "worker1 to be connected")
         chief.push_to_workers(model_frames(os.urandom(5000), 1))
         assert worker.wait(timeout=60) == 0, processes.log("worker1")  # training was done: a clean exit
     finally:

@@ -23,7 +23,8 @@ def test_worker_predicts_with_the_model_it_received(
 ) -> None:
     _, result = exported
     port = free_port()
-    chief = build_chief(make_config("chief", "chief", port, rounds=1, expected_workers=["worker1"]), ledger=False)
+    chief = build_chief(make_config("chief", "chief", port, rounds=1, wait_time=300.0,
+                                   expected_workers=["worker1"]), ledger=False)
     chief.listen()
     worker = processes.edgefed(
         "worker", "--config", str(write_config("worker1", "worker", port, rounds=1, push_model=True)),
@@ -33,7 +34,7 @@ def test_worker_predicts_with_the_model_it_received(
         weights = SoftmaxTrainer().get_weights()
         chief.start(weights)
         final = chief.average(weights, 100)
-        wait_for(lambda: chief.participants() == ["worker1"], 30, "worker1 to be connected")
+        wait_for(lambda: chief.participants() == ["worker1"], 120, "worker1 to be connected")
         chief.push_to_workers(model_frames(result.float_path.read_bytes(), final.round))
         assert worker.wait(timeout=60) == 0, processes.log("worker1")
     finally:
