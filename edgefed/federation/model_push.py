@@ -11,12 +11,13 @@ for inference on the worker, never part of training.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import IO
 
+from edgefed.fsutil import atomic_write_json
 from edgefed.wire import (
     FileDone,
     FileOffer,
@@ -60,7 +61,7 @@ class ModelReceiver:
         self.chief = chief
         self._offer: FileOffer | None = None
         self._round = 0
-        self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._file: IO[bytes] | None = None  # the incoming model, beside the kept one (same filesystem)
         self._hash = hashlib.sha256()
         self._received = 0
         self.completed = 0  # models received whole and kept
@@ -115,7 +116,7 @@ class ModelReceiver:
         file.close()
         os.replace(file.name, self.directory / MODEL_FILE)
         info = {"sha256": digest, "size": offer.size, "round": self._round, "chief": self.chief, "name": offer.name}
-        (self.directory / MODEL_INFO).write_text(json.dumps(info) + "\n")
+        atomic_write_json(self.directory / MODEL_INFO, info)
         self._offer, self._file = None, None
         self.completed += 1
         log.info("model of round %d received from %s (%d bytes, sha256 %s)", self._round, self.chief,
