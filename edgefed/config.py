@@ -53,6 +53,9 @@ class FederationSection:
     interval_steps: int = 100
     rounds: int = 10
     min_workers: int = 0  # the chief waits wait_time or until this many have joined
+    # chief: the workers' node names (the inventory's workers group); round 1 starts when all of them
+    # have joined (or wait_time passed) and each has a fixed shard whatever the join order
+    expected_workers: tuple[str, ...] = ()
     round_timeout: float = 120.0
     allow_late_joiners: bool = True
     max_frame_bytes: int = 1 << 30
@@ -73,6 +76,12 @@ class FederationSection:
     dp_epsilon: float = 0.0  # the target epsilon over all `rounds` (every node's updates, each on its own)
     dp_delta: float = 1e-5
     dp_clip_norm: float = 1.0  # L2 bound of one update's step from the global weights
+    # the model on the worker (issue 16): the chief sends its exported .tflite to every worker after the
+    # last round; a worker keeps the last good one in STATE_DIR/model/federated.tflite
+    push_model: bool = False
+    push_model_every: int = 0  # chief with push_model: also every this many rounds (0: only the final one)
+    max_model_bytes: int = 64 << 20  # worker: a bigger model offer is refused before any data
+    model_wait: float = 300.0  # worker: seconds to wait for the model after the last round
 
 
 @dataclass(frozen=True)
@@ -110,19 +119,35 @@ _POSITIVE = {
     "federation.private_port", "federation.public_port", "federation.interval_steps",
     "federation.rounds", "federation.max_frame_bytes", "federation.max_concurrent_uploads",
     "federation.max_buffered_updates", "federation.min_upload_rate", "federation.max_pending_connections",
+    "federation.max_model_bytes",
     "trainer.batch_size",
 }
 _NON_NEGATIVE = {
     "federation.wait_time", "federation.round_timeout", "federation.min_workers",
     "federation.reconnect_max_delay", "federation.reconnect_timeout", "ledger.commit_timeout", "trainer.learning_rate",
     "federation.clip_factor", "federation.screen_factor", "federation.upload_grace", "federation.robust_fraction",
-    "federation.hello_timeout",
+    "federation.hello_timeout", "federation.model_wait", "federation.push_model_every",
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
 _LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # pki.NAME_PATTERN (a certificate CN)
+MAX_EXPECTED_WORKERS = 10_000
+
+
+def _check_names(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_EXPECTED_WORKERS:
+        raise ConfigError(f"{key}: must be a list of at most {MAX_EXPECTED_WORKERS} node names, got {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not _NODE_NAME.match(name):
+            raise ConfigError(f"{key}: {name!r} is not a node name (1-63 letters, digits, '.', '_', '-')")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{key}: lists a node twice: {value!r}")
+    return tuple(value)
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
+    if hint == tuple[str, ...]:
+        return _check_names(key, value)
     literal_choices = get_args(hint) if getattr(hint, "__origin__", None) is Literal else ()
     if literal_choices:
         if value not in literal_choices:
@@ -190,6 +215,8 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
             f"got {config.federation.robust_fraction!r}"
         )
     _check_dp(config.federation)
+    if config.node.name in config.federation.expected_workers:
+        raise ConfigError(f"federation.expected_workers: lists the node itself ({config.node.name!r})")
     if config.ledger.backend == "iroha" and not config.ledger.torii:
         raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
     if not _LEDGER_PROCESS.match(config.ledger.process):
@@ -224,6 +251,8 @@ def _toml_value(key: str, value: Any) -> str:
     if isinstance(value, str):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(key, item) for item in value) + "]"
     raise ConfigError(f"{key}: cannot write {type(value).__name__} values to TOML")
 
 

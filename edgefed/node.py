@@ -14,8 +14,11 @@ from types import FrameType
 from edgefed.config import NodeConfig, TrainerSection
 from edgefed.contracts.events import EventBus
 from edgefed.errors import UsageError
+from edgefed.federation.chief import ChiefSession
 from edgefed.federation.dp import PrivateTrainer, plan_for
 from edgefed.federation.driver import RoundReport, run_federated
+from edgefed.federation.model_push import model_frames
+from edgefed.federation.worker import WorkerSession
 from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
 from edgefed.transport import Transport
@@ -77,21 +80,24 @@ def run_node(
 
         trainer = AttackingTrainer(trainer, attack, seed=config.trainer.seed)
 
+    every = config.federation.push_model_every if config.federation.push_model else 0
+
     def on_round(report: RoundReport) -> None:
         record = asdict(report)
         log.info("round %s", json.dumps(record))
         observer.round(report, dp_epsilon=None if private is None else private.spent_epsilon)
         if progress is not None:
             progress(record)
+        if every and not report.finished and report.round % every == 0:  # the workers' model so far
+            _export(config, base, session, report.round)
 
     try:
         reports = run_federated(session, trainer, config.federation.interval_steps, on_round)
-        if config.node.role == "chief" and config.trainer.kind == "keras" and reports:
-            from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
-
-            assert isinstance(base, KerasClassifierTrainer)
-            exported = base.export(export_directory(config), reports[-1].round, config.node.name)
-            log.info("final model exported to %s", exported.manifest_path)
+        if reports:
+            _export(config, base, session, reports[-1].round)
+        if config.node.role == "worker" and config.federation.push_model:
+            assert isinstance(session, WorkerSession)
+            session.wait_for_model(config.federation.model_wait)
         if progress is not None:
             progress({"done": True, "bytes_sent": session.bytes_sent, "bytes_received": session.bytes_received})
         if not exit_when_done:
@@ -101,6 +107,27 @@ def run_node(
     finally:
         session.close()  # the ledger hooks close first, then the session
         observer.close()
+
+
+def _export(config: NodeConfig, trainer: Trainer, session: object, round_number: int) -> None:
+    """The chief's Keras model as .keras and .tflite files; sent to the workers with push_model."""
+    if config.node.role != "chief" or config.trainer.kind != "keras":
+        return
+    from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
+
+    assert isinstance(trainer, KerasClassifierTrainer)
+    exported = trainer.export(export_directory(config), round_number, config.node.name)
+    log.info("model of round %d exported to %s", round_number, exported.manifest_path)
+    if config.federation.push_model:
+        _push_model(session, exported.float_path.read_bytes(), round_number)
+
+
+def _push_model(session: object, data: bytes, round_number: int) -> None:
+    """The chief sends the exported float .tflite to every connected worker (federation.push_model)."""
+    assert isinstance(session, ChiefSession)
+    sent = session.push_to_workers(model_frames(data, round_number))
+    log.info("model of round %d (%d bytes) sent to %s (%d bytes on the wire)", round_number, len(data),
+             ", ".join(session.participants()) or "no worker", sent)
 
 
 def print_jsonl(record: dict[str, object]) -> None:

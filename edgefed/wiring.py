@@ -77,7 +77,7 @@ def build_worker(
     hooks = _ledger_hooks(config, bus, ledger)
     return WorkerSession(
         config.federation, name=config.node.name, transport=transport, status=status,
-        events=bus, hash_payloads=config.ledger.enabled, on_close=[hooks.close],
+        events=bus, hash_payloads=config.ledger.enabled, on_close=[hooks.close], state_dir=config.node.state_dir,
     )
 
 

@@ -9,12 +9,20 @@ MOLECULE := $(VENV)/bin/molecule
 # The image tag follows the build script's content: it is built once, rebuilt when the script changes.
 LAB_IMAGE = $$(molecule/image/build.sh)
 
-.PHONY: lab lab-down test-lab lab-lint lab-image lab-engine
+.PHONY: lab lab-down test-lab lab-lint lab-image lab-engine lab-image-arm lab-arm-smoke
 lab-engine: ## start dockerd if it is not running
 	@scripts/lab/ensure-docker.sh
 
 lab-image: lab-engine ## build the lab's systemd image when its script changed
 	@molecule/image/build.sh >/dev/null
+
+lab-image-arm: lab-engine ## build the arm64 and armhf lab images (qemu-user-static + binfmt_misc)
+	@molecule/image/build.sh --arch arm64 >/dev/null
+	@molecule/image/build.sh --arch armhf >/dev/null
+
+lab-arm-smoke: setup lab-engine ## an arm64 container installs the aarch64 wheelhouse offline and trains (times)
+	@molecule/image/build.sh --arch arm64 >/dev/null
+	PYTHON=$(VENV)/bin/python scripts/lab/arm-worker-smoke.sh
 
 lab: setup lab-image ## Docker lab: start, deploy site.yml, train, verify, show status
 	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now

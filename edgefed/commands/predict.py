@@ -11,15 +11,24 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from edgefed.lite import BACKENDS, InferenceError, predict_file
 
+# Where a worker keeps the last good model the chief sent (edgefed.federation.model_push.MODEL_FILE,
+# not imported: this entry point loads nothing but edgefed.lite).
+RECEIVED_MODEL = Path("model") / "federated.tflite"
+DEFAULT_STATE_DIR = "/var/lib/edgefed"
+
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help=".tflite file (a manifest.json beside it supplies the labels)"
+        "--model", help=".tflite file (a manifest.json beside it supplies the labels); default: the model this "
+        "worker last received from the chief, STATE_DIR/" + str(RECEIVED_MODEL),
     )
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help=f"the node's state directory, for the received model (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--input", required=True, help=".npy array: one example, or N examples along axis 0")
     parser.add_argument(
         "--interpreter", choices=("auto", *BACKENDS), default="auto",
@@ -38,7 +47,11 @@ def register(subcommands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InferenceError(f"--threads: must be >= 1, got {args.threads}")
-    result = predict_file(args.model, args.input, backend=args.interpreter, num_threads=args.threads)
+    model = Path(args.model) if args.model else Path(args.state_dir) / RECEIVED_MODEL
+    if not args.model and not model.is_file():
+        raise InferenceError(f"{model}: no model received from the chief yet (federation.push_model); "
+                             "or give --model FILE.tflite")
+    result = predict_file(model, args.input, backend=args.interpreter, num_threads=args.threads)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0

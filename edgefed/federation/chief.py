@@ -7,6 +7,7 @@ training thread calls start() and average(). Shared state is guarded by one cond
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefed.config import FederationSection
-from edgefed.contracts.events import EventBus, RefusalEvent, Stage, TransferEvent
+from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.aggregation import UploadSlots
 from edgefed.federation.broadcast import Broadcaster
@@ -25,6 +26,7 @@ from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake, described
 from edgefed.federation.provenance import ModelProvenance
+from edgefed.federation.refusals import report_refusal
 from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, read_hello
 from edgefed.federation.seat import WorkerSeat as _Worker
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
@@ -81,6 +83,7 @@ class ChiefSession:
         self._on_close = list(on_close)  # run first in close(): e.g. the ledger ends its push connections
         self.events.subscribe(self.status.transfer)
         self.events.subscribe_refusals(self.status.refused)
+        self._refused = functools.partial(report_refusal, status, self.events, name)  # log, status, EventBus
         self._cond = threading.Condition()  # guards _book and every seat
         self._book: RoundBook[_Worker] = RoundBook(RoundRules.from_section(federation), name)
         self._closing = False
@@ -141,7 +144,7 @@ class ChiefSession:
         with self._cond:
             self._book.started = True
             joined = self._book.alive()
-            total = len(joined) + 1
+            total = self._book.shard_count()
             finished = self._book.finished
             weights = self._book.global_weights
         for worker in joined:
@@ -203,6 +206,12 @@ class ChiefSession:
         with self._cond:
             return self._book.participants()
 
+    def push_to_workers(self, parts: list[bytes | memoryview]) -> int:
+        """Send frames to every connected worker (the exported model: model_push.model_frames); bytes sent."""
+        with self._cond:
+            workers = self._book.alive()
+        return sum(self._send(worker, parts) for worker in workers)
+
     def close(self) -> None:
         try:
             for hook in self._on_close:
@@ -247,7 +256,7 @@ class ChiefSession:
                 worker = _Worker(conn.peer, book.task_index_for(conn.peer), conn=conn)
                 book.seat(worker)
                 started = book.started
-                total = book.total()
+                total = book.shard_count()
                 self._cond.notify_all()
             round_number = book.round_number
         if refusal is not None:
@@ -349,14 +358,6 @@ class ChiefSession:
                 self._cond.notify_all()
             self._refused(worker.name, frame.round, reason, "update", f"rejected update from {worker.name}")
             self._send(worker, [encode_message(Reject(reason.wire_code, reason.reason), frame.round)])
-
-    def _refused(self, worker: str, round_number: int, refusal: Refusal, stage: Stage, what: str) -> None:
-        """Every refusal is logged and reaches the EventBus: status file, history, metrics, the ledger."""
-        log.warning("%s: %s", what, refusal)
-        self.status.error(f"{what}: {refusal}")
-        self.events.refused(
-            RefusalEvent(worker, round_number, refusal.wire_code.value, refusal.reason, self.name, stage)
-        )
 
     def _synced(self, worker: _Worker, round_number: int) -> None:
         with self._cond:

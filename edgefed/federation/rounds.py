@@ -19,6 +19,7 @@ import numpy as np
 
 from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
+from edgefed.federation.joining import JoinPlan
 from edgefed.federation.strategies import Aggregator, make_aggregator
 from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, TensorSpec, specs_of
 
@@ -35,13 +36,14 @@ class RoundRules:
     clip_factor: float = 2.0
     screen_factor: float = 0.0
     max_buffered_updates: int = 64
+    expected_workers: tuple[str, ...] = ()
 
     @classmethod
     def from_section(cls, federation: FederationSection) -> RoundRules:
         return cls(
             federation.rounds, federation.min_workers, federation.allow_late_joiners, federation.aggregation,
             federation.robust_fraction, federation.clip_factor, federation.screen_factor,
-            federation.max_buffered_updates,
+            federation.max_buffered_updates, tuple(federation.expected_workers),
         )
 
     @property
@@ -153,7 +155,8 @@ class RoundBook(Generic[S]):
         self.rules = rules
         self.chief = chief
         self.seats: dict[str, S] = {}
-        self.task_indices: dict[str, int] = {}
+        self.task_indices: dict[str, int] = {}  # every worker that ever joined
+        self.plan = JoinPlan(rules.expected_workers, rules.min_workers)
         self.started = False  # the starting weights went out: later joiners are late joiners
         self.finished = False
         self.global_weights: list[np.ndarray] = []
@@ -207,7 +210,12 @@ class RoundBook(Generic[S]):
         return len(self.alive()) + 1
 
     def enough_workers(self) -> bool:
-        return bool(self.rules.min_workers) and len(self.alive()) >= self.rules.min_workers
+        """Round 1 may start before wait_time ends (joining.JoinPlan.ready)."""
+        return self.plan.ready({seat.name for seat in self.alive()})
+
+    def shard_count(self) -> int:
+        """The `total` of a WELCOME: above every task index handed out, whatever the join order."""
+        return self.plan.shard_count(len(self.alive()))
 
     def admission_refusal(self, name: str, hello: Mapping[str, Any] | None = None) -> Refusal | None:
         """Why a worker called name, saying hello, may not join now, or None."""
@@ -220,8 +228,8 @@ class RoundBook(Generic[S]):
         return hello_refusal(hello or {})
 
     def task_index_for(self, name: str) -> int:
-        """A worker keeps its task index across reconnections."""
-        return self.task_indices.setdefault(name, len(self.task_indices) + 1)
+        """A worker keeps its task index across reconnections; an expected one has a fixed index."""
+        return self.task_indices.setdefault(name, self.plan.task_index_for(name))
 
     def seat(self, seat: S) -> None:
         """Register an admitted worker (admission_refusal said yes: no live seat has its name)."""

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.digests import digest_while_sending
+from edgefed.federation.model_push import MODEL_FRAMES, ModelReceiver
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.transport import Connection, PeerRefused, Transport, TransportError
 from edgefed.wire import (
@@ -60,6 +62,7 @@ class WorkerSession:
         events: EventBus | None = None,
         hash_payloads: bool = False,
         on_close: Sequence[Callable[[], None]] = (),
+        state_dir: str | Path | None = None,
     ) -> None:
         self.name = name
         self.federation = federation
@@ -81,6 +84,8 @@ class WorkerSession:
         self._gave_up = False  # a permanent error ended this worker (state: error)
         self.bytes_sent = 0
         self.bytes_received = 0
+        # the chief's exported model, when it sends one (federation.push_model); None: FILE_* frames are refused
+        self.models = ModelReceiver(state_dir, federation.max_model_bytes) if state_dir is not None else None
 
     # -- public API -------------------------------------------------------------------------------
     def start(self, weights: list[np.ndarray] | None = None, num_samples: int = 0) -> StartInfo:
@@ -106,7 +111,33 @@ class WorkerSession:
             global_weights = self._join()
             return RoundResult(global_weights, self.round, [], finished=self.finished)
 
+    def wait_for_model(self, timeout: float) -> bool:
+        """After the last round: read the chief's frames until a model was received whole (True) or
+        timeout seconds passed, the chief left or the connection failed (False; the last good model stays)."""
+        if self.models is None or self._conn is None:
+            return False
+        kept = self.models.completed
+        deadline = time.monotonic() + timeout
+        try:
+            while self.models.completed == kept:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                self._conn.settimeout(remaining)
+                self._recv_weights_or_control(self._conn)
+        except (TransportError, ProtocolError, OSError) as exc:
+            late = time.monotonic() >= deadline
+            log.warning("no model from the chief %s", f"within {timeout:g}s" if late else f"({exc})")
+            self._disconnect()  # a frame may have been cut short: this connection is done
+            return False
+        finally:
+            if self._conn is not None:
+                self._conn.settimeout(None)
+        return True
+
     def close(self) -> None:
+        if self.models is not None:
+            self.models.close()
         try:
             for hook in self._on_close:
                 hook()
@@ -159,6 +190,9 @@ class WorkerSession:
             self.status.error(f"update for round {frame.round} rejected ({reject.code}): {reject.reason}")
         elif frame.type is MessageType.BYE:
             raise TransportError(f"chief said goodbye: {expect(frame, Bye).reason}")
+        elif frame.type in MODEL_FRAMES and self.models is not None:
+            self.models.chief = self.chief
+            self.models.feed(frame)
         elif frame.type is not MessageType.WELCOME:
             raise ProtocolError(f"unexpected {frame.type.name} from the chief")
         return frame
@@ -229,6 +263,9 @@ class WorkerSession:
                 return frame.tensors
             elif frame.type is MessageType.REJECT:
                 expect(frame, Reject)  # a late answer to an update of the previous connection
+            elif frame.type in MODEL_FRAMES and self.models is not None:  # a model sent to all as we joined
+                self.models.chief = self.chief
+                self.models.feed(frame)
             else:
                 raise ProtocolError(f"unexpected {frame.type.name} while joining")
 

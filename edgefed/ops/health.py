@@ -70,6 +70,7 @@ class HostStatus:
     host: InventoryHost
     failure: Failure | None = None
     remote_time: float | None = None
+    arch: str | None = None  # the userland's machine (uname -m; armv7l for 32-bit on aarch64)
     units: dict[str, UnitState | None] = field(default_factory=dict)
     status_files: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     certificate: dict[str, Any] | None = None
@@ -108,6 +109,9 @@ def evaluate(collected: Collected, thresholds: Thresholds) -> HostStatus:
             status.problems.append(status.failure.message)
         return status
     status.remote_time = _remote_time(output.get("clock"))
+    arch = output.get("arch")
+    if arch is not None and arch.status == 0 and arch.text.strip():
+        status.arch = arch.text.strip()[:32]
     for component in COMPONENTS:
         status.units[component] = _unit(component, output.get(f"unit.{component}"))
     if _not_installed(status, output):

@@ -73,6 +73,10 @@ def build_script(host: InventoryHost, nonce: str | None = None) -> tuple[str, st
         f"STATE_DIR={shlex.quote(host.state_dir)}",
         f"CERT={shlex.quote(host.cert_path)}",
         "begin clock; date +%s; end clock $?",
+        # the userland's machine, as the install role decides it: a 32-bit userland on a 64-bit kernel
+        # (32-bit Raspberry Pi OS on a Pi 4) is armv7l, not aarch64
+        'begin arch; m=$(uname -m); [ "$(getconf LONG_BIT 2>/dev/null)" = 32 ] && [ "$m" = aarch64 ] && m=armv7l;'
+        ' echo "$m"; end arch 0',
         f'begin state_dir; if [ -d "$STATE_DIR" ]; then :; else (exit {MISSING}); fi; end state_dir $?',
     ]
     for component in COMPONENTS:

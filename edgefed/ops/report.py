@@ -57,6 +57,7 @@ def host_json(status: HostStatus) -> dict[str, Any]:
         "failure": None if status.failure is None else {"kind": status.failure.kind, "message": status.failure.message},
         "problems": list(status.problems),
         "remote_time": status.remote_time,
+        "arch": status.arch,
         "units": {c: (u.to_json() if (u := status.units.get(c)) is not None else None) for c in COMPONENTS},
         "federation": _federation_json(status),
         "ledger": _ledger_json(status),

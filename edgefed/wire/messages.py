@@ -176,6 +176,8 @@ class Welcome(ControlMessage):
         self._int("total", 1, 2**31 - 1)
         self._int("round", 0, MAX_U32)
         self._str("chief", MAX_NAME_CHARS, min_chars=1)
+        if self.task_index >= self.total:  # no shard to train on: refused here, not deep in a trainer
+            raise self._fail(f"task_index {self.task_index} must be below total {self.total}")
 
 
 @dataclass(frozen=True)

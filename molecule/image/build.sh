@@ -6,16 +6,37 @@
 # The image is tagged with a digest of this file, so it is built once and rebuilt only when this
 # script changes. Prints the tag on stdout; progress goes to stderr.
 #
-#   molecule/image/build.sh            build if missing, print the tag
-#   molecule/image/build.sh --tag      print the tag only (no build)
+#   molecule/image/build.sh                    build if missing, print the tag
+#   molecule/image/build.sh --tag              print the tag only (no build)
+#   molecule/image/build.sh --arch arm64 [--tag]   the same for a Raspberry Pi-like node: a foreign
+#                                              Debian architecture (arm64, or armhf: 32-bit userland),
+#                                              run by qemu-user-static through binfmt_misc
+#
+# Each architecture has its own repository (edgefed-lab, edgefed-lab-arm64, edgefed-lab-armhf), so
+# building one never evicts another's cache.
 #
 # Environment: EDGEFED_LAB_MIRROR (default http://deb.debian.org/debian), EDGEFED_LAB_IMAGE_REPO
 # (default edgefed-lab). Needs root, debootstrap and a running dockerd.
 set -euo pipefail
 
-repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}
+arch=amd64
+tag_only=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tag) tag_only=true ;;
+    --arch) arch=${2:?--arch needs amd64, arm64 or armhf}; shift ;;
+    *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$arch" in
+  amd64) repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}; docker_platform=linux/amd64; qemu= ;;
+  arm64) repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}-arm64; docker_platform=linux/arm64; qemu=aarch64 ;;
+  armhf) repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}-armhf; docker_platform=linux/arm/v7; qemu=arm ;;
+  *) echo "build.sh: --arch must be amd64, arm64 or armhf, not $arch" >&2; exit 2 ;;
+esac
 mirror=${EDGEFED_LAB_MIRROR:-http://deb.debian.org/debian}
-script_digest=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
+script_digest=$( (cat "${BASH_SOURCE[0]}"; echo "$arch") | sha256sum | cut -c1-12)
 tag="$repo:$script_digest"
 
 # What the nodes need: systemd as PID 1, sshd for Ansible, Python with venv for the edgefed install,
@@ -28,8 +49,12 @@ packages=(
   iptables iptables-persistent netfilter-persistent
   iproute2 procps openssl netcat-openbsd less
 )
+# 32-bit Pi OS: PyPI has no armv7l wheels of numpy, cffi or scikit-learn, so the install role takes
+# Debian's (a venv with system site packages). The lab has no package index at converge time, so they
+# are baked in here, where a real Pi would apt-get them.
+[ "$arch" = armhf ] && packages+=(python3-numpy python3-cffi python3-sklearn)
 
-if [ "${1:-}" = "--tag" ]; then
+if [ "$tag_only" = true ]; then
   echo "$tag"
   exit 0
 fi
@@ -43,14 +68,21 @@ fi
 
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (debootstrap needs it)" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "build.sh: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
+if [ -n "$qemu" ] && ! grep -qs '^enabled' "/proc/sys/fs/binfmt_misc/qemu-$qemu"; then
+  # The F flag (Debian's default) opens the interpreter at registration, so it also works inside
+  # the chroot and the containers, which have no qemu binary of their own.
+  echo "build.sh: no binfmt handler for $qemu (apt-get install qemu-user-static binfmt-support;" \
+       "then update-binfmts --enable qemu-$qemu)" >&2
+  exit 1
+fi
 
 work=$(mktemp -d /var/tmp/edgefed-lab-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'umount "$work/root/proc" "$work/root/sys" 2>/dev/null || true; rm -rf "$work"' EXIT
 root="$work/root"
 
-echo "debootstrap bookworm into $root (a few minutes)" >&2
+echo "debootstrap bookworm ($arch) into $root (a few minutes; more under emulation)" >&2
 # iptables-persistent asks whether to save the current rules; answer for it.
-DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase \
+DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase --arch="$arch" \
   --include="$(IFS=,; echo "${packages[*]}")" \
   bookworm "$root" "$mirror" >&2
 
@@ -105,10 +137,10 @@ done
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
 
 echo "importing into docker as $tag" >&2
-tar -C "$root" --numeric-owner -c . | docker import \
+tar -C "$root" --numeric-owner -c . | docker import --platform "$docker_platform" \
   --change 'ENV container=docker' \
   --change 'CMD ["/lib/systemd/systemd"]' \
-  --message "edgefed lab base (molecule/image/build.sh $script_digest)" \
+  --message "edgefed lab base $arch (molecule/image/build.sh $script_digest)" \
   - "$tag" >&2
 docker tag "$tag" "$repo:current"
 # Older builds of this script are dead weight (about 200 MB each).

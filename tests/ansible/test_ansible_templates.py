@@ -110,7 +110,7 @@ def _spec_options(name: str) -> dict[str, Any]:
     return dict(specs["argument_specs"]["main"]["options"][name]["options"])
 
 
-_SPEC_TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
+_SPEC_TYPES = {int: "int", float: "float", bool: "bool", str: "str", tuple[str, ...]: "list"}
 
 
 @pytest.mark.parametrize(("option", "section", "skip"), [

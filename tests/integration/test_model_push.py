@@ -1,0 +1,87 @@
+"""The exported model reaches the workers (issue 16): an in-process chief sends model files over the
+federation connection to a real worker process, which checks size and digest and keeps the last good one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from edgefed.config import NodeConfig
+from edgefed.federation.chief import ChiefSession
+from edgefed.federation.model_push import CHUNK_BYTES, model_frames
+from edgefed.trainers.softmax import SoftmaxTrainer
+from edgefed.wire import FileDone, FileOffer, MessageType, encode_message, encode_raw_frame
+from edgefed.wiring import build_chief
+from tests.conftest import Processes, free_port, wait_for
+
+
+def _train_one_round(make_config: Callable[..., NodeConfig], processes: Processes, write_config: Callable[..., Path],
+                     port: int, **worker: object) -> tuple[ChiefSession, object]:
+    chief = build_chief(make_config("chief", "chief", port, rounds=1, wait_time=300.0,
+                                   expected_workers=["worker1"]), ledger=False)
+    chief.listen()
+    process = processes.edgefed(
+        "worker", "--config", str(write_config("worker1", "worker", port, rounds=1, push_model=True, **worker)),
+        "--exit-when-done", log_name="worker1",
+    )
+    weights = SoftmaxTrainer().get_weights()
+    chief.start(weights)
+    assert chief.average(weights, 100).finished
+    return chief, process
+
+
+def test_worker_keeps_the_model_whose_digest_matches(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    port = free_port()
+    chief, worker = _train_one_round(make_config, processes, write_config, port)
+    try:
+        good = os.urandom(2 * CHUNK_BYTES + 123)  # three chunks
+        forged = bytearray(good)
+        forged[CHUNK_BYTES + 5] ^= 0xFF
+        # An offer whose bytes do not hash to its sha256: refused, nothing kept; then the good one.
+        bad = [encode_message(FileOffer("model.tflite", len(good), hashlib.sha256(good).hexdigest()), 1),
+               *encode_raw_frame(MessageType.FILE_CHUNK, 1, bytes(forged)), encode_message(FileDone(), 1)]
+        wait_for(lambda: chief.participants() == ["worker1"], 120, "worker1 to be connected")
+        assert chief.push_to_workers(bad) > 0
+        assert chief.push_to_workers(model_frames(good, 1)) > len(good)
+        assert worker.wait(timeout=60) == 0, processes.log("worker1")
+    finally:
+        chief.close()
+    received = tmp_path / "state" / "worker1" / "model"
+    assert (received / "federated.tflite").read_bytes() == good
+    info = json.loads((received / "federated.json").read_text())
+    assert info == {"sha256": hashlib.sha256(good).hexdigest(), "size": len(good), "round": 1, "chief": "chief",
+                    "name": "model.tflite"}
+    assert "model from chief refused" in processes.log("worker1")
+    assert not list(received.glob(".incoming-*"))  # the refused transfer left nothing behind
+
+
+def test_an_offer_over_the_limit_is_refused_before_its_data(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    port = free_port()
+    chief, worker = _train_one_round(make_config, processes, write_config, port, max_model_bytes=1000)
+    try:
+        wait_for(lambda: chief.participants() == ["worker1"], 120, "worker1 to be connected")
+        chief.push_to_workers(model_frames(os.urandom(5000), 1))
+        assert worker.wait(timeout=60) == 0, processes.log("worker1")  # training was done: a clean exit
+    finally:
+        chief.close()
+    assert "federation.max_model_bytes is 1000" in processes.log("worker1")
+    assert not (tmp_path / "state" / "worker1" / "model" / "federated.tflite").exists()
+
+
+def test_no_model_within_model_wait_ends_the_worker_cleanly(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path]
+) -> None:
+    port = free_port()
+    chief, worker = _train_one_round(make_config, processes, write_config, port, model_wait=0.5)
+    try:
+        assert worker.wait(timeout=60) == 0, processes.log("worker1")
+    finally:
+        chief.close()
+    assert "no model from the chief within 0.5s" in processes.log("worker1")
