@@ -69,6 +69,8 @@ class FederationSection:
     upload_grace: float = 10.0  # seconds every upload gets on top of its size / min_upload_rate
     max_pending_connections: int = 16  # connections not yet past HELLO; more are closed at once
     hello_timeout: float = 15.0  # seconds from accept to a whole first frame (not reset per byte)
+    # none | fp16 | int8 | topk:F | topk:F+int8 (docs/compression.md); chief and workers must agree
+    compression: str = "none"
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
             f"federation.robust_fraction: must be below 0.5 (a majority of honest workers), "
             f"got {config.federation.robust_fraction!r}"
         )
+    _check_compression(config.federation)
     if config.ledger.backend == "iroha" and not config.ledger.torii:
         raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
     if not _LEDGER_PROCESS.match(config.ledger.process):
@@ -192,6 +195,16 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
             f"ledger.process: use 1-64 letters, digits or '_', got {config.ledger.process!r}"
         )
     return config
+
+
+def _check_compression(federation: FederationSection) -> None:
+    """federation.compression must parse (edgefed.compression.settings holds the one grammar)."""
+    from edgefed.compression.settings import CompressionSettingError, parse_compression
+
+    try:
+        parse_compression(federation.compression)
+    except CompressionSettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config(path: str | Path) -> NodeConfig:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edgefed import pki
+from edgefed.compression import parse_compression
 from edgefed.config import dump_config
 from edgefed.errors import UsageError, user_error
 from edgefed.transport import free_port
@@ -121,16 +122,18 @@ def run_demo(
     workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
     attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
-    ledger_settings: dict[str, Any] | None = None,
+    ledger_settings: dict[str, Any] | None = None, compression: str = "none",
 ) -> DemoResult:
     """attackers: how many of the workers (the last ones) poison their updates with attack
-    (edgefed.attacks); aggregation: the chief's federation.aggregation."""
+    (edgefed.attacks); aggregation: the chief's federation.aggregation; compression: every node's
+    federation.compression (docs/compression.md)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if not 0 <= attackers <= workers:
         raise UsageError(f"--attackers must be between 0 and --workers ({workers}), got {attackers}")
     if rounds < 1:
         raise UsageError(f"--rounds must be >= 1, got {rounds}")
+    compression = str(parse_compression(compression))  # a bad value: one line, before anything starts
     out = out or sys.stdout
     result = DemoResult()
     started = time.monotonic()
@@ -138,7 +141,7 @@ def run_demo(
         names = worker_names(workers)
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
-        extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation}}
+        extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation, "compression": compression}}
         if not ledger:
             extra["ledger"] = {"enabled": False}
         elif ledger_settings:
@@ -214,6 +217,7 @@ def run_demo(
         result.summary = demo_summary(
             result, workers, summary, started, root if state_dir else None,
             attackers=attackers, attack=attack if attackers else None, aggregation=aggregation,
+            compression=compression,
         )
     return result
 

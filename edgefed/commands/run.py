@@ -41,6 +41,9 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--attack", choices=ATTACKS, default="scale", help="what the attackers send (default: scale)")
     demo.add_argument("--aggregation", choices=AGGREGATIONS, default="fedavg",
                       help="how the chief combines updates (federation.aggregation)")
+    demo.add_argument("--compression", default="none",
+                      help="how workers encode their updates: none, fp16, int8, topk:F, topk:F+int8 "
+                           "(federation.compression, docs/compression.md)")
     demo.add_argument("--transport", choices=("tls", "mpi"), default="tls",
                       help="mutual TLS between processes, or one mpirun job (docs/mpi.md)")
     demo.set_defaults(handler=_demo)
@@ -72,8 +75,9 @@ def _demo(args: argparse.Namespace) -> int:
     from edgefed.demo import run_demo
 
     if args.transport == "mpi":
-        if args.attackers or args.aggregation != "fedavg" or args.no_ledger:
-            raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation or --no-ledger")
+        if args.attackers or args.aggregation != "fedavg" or args.no_ledger or args.compression != "none":
+            raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation, --compression "
+                             "or --no-ledger")
         from edgefed.demo_mpi import run_mpi_demo
 
         result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer,
@@ -83,6 +87,7 @@ def _demo(args: argparse.Namespace) -> int:
             args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
             out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
             attackers=args.attackers, attack=args.attack, aggregation=args.aggregation,
+            compression=args.compression,
         )
     if args.json:
         print(json.dumps(result.summary))

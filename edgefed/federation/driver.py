@@ -29,6 +29,8 @@ class RoundReport:
     seconds: float
     finished: bool
     bytes: int
+    bytes_sent: int = 0  # of bytes: what this node sent for the round (upload, or the chief's broadcast)
+    bytes_received: int = 0
 
 
 def run_federated(
@@ -51,7 +53,8 @@ def run_federated(
         trainer.set_weights(result.weights)
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
-                             time.monotonic() - started, result.finished, result.bytes)
+                             time.monotonic() - started, result.finished, result.bytes, result.bytes_sent,
+                             result.bytes_received)
         reports.append(report)
         if on_round is not None:
             on_round(report)
