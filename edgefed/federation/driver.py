@@ -46,10 +46,11 @@ def run_federated(
     trainer.set_weights(info.weights)
     reports: list[RoundReport] = []
     finished = info.finished
+    del info  # the starting weights: the trainer holds its copy (a worker keeps no other)
     while not finished:
         started = time.monotonic()
         train_loss = trainer.train_steps(interval_steps)
-        result = session.average(trainer.get_weights(), trainer.num_samples)
+        result = session.average(_weights_to_send(trainer), trainer.num_samples)
         trainer.set_weights(result.weights)
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
@@ -59,4 +60,12 @@ def run_federated(
         if on_round is not None:
             on_round(report)
         finished = result.finished
+        del result  # before the next round: the global weights received must not outlive set_weights
     return reports
+
+
+def _weights_to_send(trainer: Trainer) -> list[np.ndarray]:
+    """The trained weights for average(), which only reads them: the trainer's own arrays when it
+    offers them (weights_to_send, e.g. the numpy trainer), else a copy (get_weights)."""
+    own = getattr(trainer, "weights_to_send", None)
+    return own() if callable(own) else trainer.get_weights()
