@@ -144,7 +144,6 @@ class WorkerSession:
             self.status.error(f"round {submitted}: the trained weights hold NaN or Inf; no update sent")
             return 0
         parts = encode_tensor_frame(MessageType.UPDATE, submitted, tensors, num_samples)
-        del tensors  # the frame's buffers view the encoded parts: no second reference needed
         started = time.monotonic()
         digest = digest_while_sending(parts, self._hash_payloads)
         sent = conn.send(parts)

@@ -143,3 +143,29 @@ def test_the_upload_specs_are_the_models_under_none() -> None:
     assert upload_specs(model, NONE) == model
     topk = upload_specs(model, parse_compression("topk:0.1"))
     assert [(s.encoding and s.encoding.label, s.count) for s in topk] == [("topk", 64), ("topk", 1)]
+
+
+def test_a_compressed_demo_is_proven_on_the_ledger(tmp_path: Path) -> None:
+    """`edgefed demo --compression int8 --json` with the ledger: both ends signed the same digest of
+    every encoded upload (the bytes as sent), and the summary says the setting, bytes and accuracy."""
+    import sys
+
+    from tests.conftest import REPO
+
+    def edgefed(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edgefed", *args], capture_output=True, text=True,
+                              timeout=300, cwd=REPO)
+
+    demo = edgefed("demo", "--workers", "2", "--rounds", "3", "--compression", "int8", "--state-dir",
+                   str(tmp_path), "--json")
+    assert demo.returncode == 0, demo.stderr
+    summary = json.loads(demo.stdout)
+    assert summary["compression"] == "int8" and summary["rounds"] == 3
+    assert summary["bytes_sent"] > 0 and 0 < summary["accuracy"] <= 1
+    verify = edgefed("ledger", "verify", str(tmp_path), "--pki", str(tmp_path / "pki"), "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    report = json.loads(verify.stdout)
+    assert report["problems"] == [] and report["records"] == 2 * report["proven_transfers"] > 0
+    bad = edgefed("demo", "--workers", "1", "--compression", "int4", "--json")
+    assert bad.returncode != 0 and "federation.compression 'int4' is not one of" in bad.stderr
+    assert "Traceback" not in bad.stderr
