@@ -112,15 +112,16 @@ def rebuilt(base: Sequence[np.ndarray], delta: Delta) -> list[np.ndarray]:
 
 
 class WorkerUploads:
-    """The worker's side: what it sends for trained weights, and the global weights they came from.
+    """The worker's side: what it sends for trained weights.
 
     Under `none`, the trained weights themselves. Otherwise the compressed delta from the last global
-    weights received (error feedback: the residual stays here across rounds and reconnections)."""
+    weights received, with error feedback: the residual stays here across rounds and reconnections,
+    and the global weights are subtracted from it on arrival (Compressor.rebase), so no copy of them
+    is kept."""
 
     def __init__(self, compression: str) -> None:
         self.setting = parse_compression(compression)
         self._compressor = Compressor(self.setting) if self.setting != NONE else None
-        self._trained_from: list[np.ndarray] | None = None
 
     @property
     def hello_value(self) -> str:
@@ -129,17 +130,15 @@ class WorkerUploads:
     def received_global(self, weights: list[np.ndarray]) -> None:
         """The chief's global weights just arrived: the next update is a delta from them."""
         if self._compressor is not None:
-            self._trained_from = weights
+            self._compressor.rebase(weights)
 
     def tensors(self, trained: list[np.ndarray]) -> list[Tensor] | None:
         """The tensors to upload; None when a compressed delta cannot be formed (NaN/Inf trained:
         the residual is cleared and nothing is sent this round)."""
         if self._compressor is None:
             return list(trained)
-        if self._trained_from is None:
-            raise RuntimeError("no global weights yet to form a delta from")
         try:
-            return self._compressor.compress_update(trained, self._trained_from)
+            return self._compressor.compress_trained(trained)
         except CompressionError as exc:
             log.error("update not sent: %s", exc)
             return None

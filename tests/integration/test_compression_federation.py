@@ -47,8 +47,8 @@ def reference(compression: str, total: int = WORKERS + 1) -> list[np.ndarray]:
                 for total_, weights in zip(sums, trained, strict=True):
                     total_ += count * weights.astype(np.float64)
                 continue
-            for total_, base, tensor in zip(sums, global_weights, compressor.compress_update(trained, global_weights),
-                                            strict=True):
+            compressor.rebase(global_weights)  # as the worker does when the global weights arrive
+            for total_, base, tensor in zip(sums, global_weights, compressor.compress_trained(trained), strict=True):
                 total_ += count * base.astype(np.float64)
                 add_into(total_, tensor, float(count))
         global_weights = [(s / samples).astype(np.float32) for s in sums]
