@@ -24,7 +24,9 @@ def test_rebased_feedback_sends_what_compress_update_sends(text: str) -> None:
         got, want = no_copy.compress_trained(trained), kept_copy.compress_update(trained, weights(round_))
         np.testing.assert_allclose(decode_dense(got[0]), decode_dense(want[0]), atol=1e-5)
         np.testing.assert_array_equal(got[1], trained[1] - weights(round_)[1])  # exact, in its dtype
-        np.testing.assert_allclose(no_copy.residuals[0], kept_copy.residuals[0], atol=1e-5)
+        mine, theirs = no_copy.residuals[0], kept_copy.residuals[0]
+        assert mine is not None and theirs is not None
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
 
 
 def test_a_second_rebase_or_a_nan_starts_clean_instead_of_corrupting() -> None:
