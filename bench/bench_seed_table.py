@@ -56,9 +56,13 @@ SUBNET = "10.77.0"
 HUB_IP = f"{SUBNET}.1"
 CHIEF_IP = f"{SUBNET}.10"
 PUBLIC_PORT, PRIVATE_PORT = 7777, 3389
-MODES = {"sync": 1, "fedavg": 100}  # interval_steps
+MODES = {"sync": 1, "fedavg": 100, "fedavg-int8": 100, "fedavg-topk": 100}  # interval_steps
+COMPRESSION = {"fedavg-int8": "int8", "fedavg-topk": "topk:0.01+int8"}  # federation.compression (else none)
 LABELS = {"single": "single node", "sync": "synchronous SGD (average every step)",
-          "fedavg": "FedAvg (average every 100 steps)"}
+          "fedavg": "FedAvg (average every 100 steps)", "fedavg-int8": "FedAvg + int8 updates",
+          "fedavg-topk": "FedAvg + top-1 % int8 updates"}
+COLORS = {"single": "tab:blue", "sync": "tab:orange", "fedavg": "tab:green", "fedavg-int8": "tab:red",
+          "fedavg-topk": "tab:purple"}
 
 
 # -- network namespaces ------------------------------------------------------------------------------
@@ -132,19 +136,19 @@ class Testbed:
         return ["ip", "netns", "exec", namespace]
 
 
-def remove_stale_testbeds() -> None:
+def remove_stale_testbeds(prefix: str) -> None:
     """Namespaces left by a run of this script that was killed with SIGKILL (its pid is in the name)."""
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30).stdout
-    for name in re.findall(r"^(efb(\d+)-\S+)", listing, re.MULTILINE):
+    for name in re.findall(rf"^({re.escape(prefix)}(\d+)-\S+)", listing, re.MULTILINE):
         namespace, pid = name
         if not Path(f"/proc/{pid}").exists():
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)
 
 
 @contextlib.contextmanager
-def testbed(rate_mbit: float, latency_ms: float) -> Iterator[Testbed]:
-    remove_stale_testbeds()
-    bed = Testbed(f"efb{os.getpid()}", rate_mbit, latency_ms)
+def testbed(rate_mbit: float, latency_ms: float, prefix: str = "efb") -> Iterator[Testbed]:
+    remove_stale_testbeds(prefix)
+    bed = Testbed(f"{prefix}{os.getpid()}", rate_mbit, latency_ms)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(f"stopped by signal {signum}")
@@ -255,7 +259,8 @@ def node_config(args: argparse.Namespace, name: str, role: str, rounds: int) -> 
         "node": {"name": name, "role": role, "pki_dir": args.pki, "state_dir": f"{args.state}/{name}"},
         "federation": {"private_ip": CHIEF_IP, "private_port": PRIVATE_PORT, "public_ip": args.public_ip,
                        "public_port": args.public_port, "server_name": "chief", "wait_time": 300.0,
-                       "min_workers": NODES - 1, "rounds": rounds, "round_timeout": 120.0},
+                       "min_workers": NODES - 1, "rounds": rounds, "round_timeout": 120.0,
+                       "compression": COMPRESSION.get(args.mode, "none")},
         "ledger": {"enabled": False},
     })
 
@@ -444,7 +449,9 @@ def write_markdown(summary: dict[str, dict[str, Any]], args: argparse.Namespace,
         "| total time s | total bytes MB | final accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for mode in ("single", "sync", "fedavg"):
+    for mode in ("single", *MODES):
+        if mode not in summary and mode not in failures and mode in COMPRESSION:
+            continue  # the compressed rows appear only when asked for (--modes)
         if mode not in summary:
             lines.append(f"| {LABELS[mode]} | {'failed: ' + failures[mode] if mode in failures else 'not run'} "
                          "| | | | | | |")
@@ -487,6 +494,16 @@ def write_markdown(summary: dict[str, dict[str, Any]], args: argparse.Namespace,
             "6 Raspberry Pis each had their own CPU and a single Pi was the slow part. Step times with 6 "
             "TensorFlow processes on 2 cores also depend on the machine's other load.",
         ]
+    compressed = [(mode, setting, summary[mode]) for mode, setting in COMPRESSION.items() if mode in summary]
+    if fed is not None and compressed:
+        lines += ["", "Compressed updates vs FedAvg (the broadcast is still float32):", ""]
+    for mode, setting, row in compressed if fed is not None else []:
+        assert fed is not None
+        whole = ratio(fed["bytes"], row["bytes"])
+        to_target = ratio(fed["target_bytes"], row["target_bytes"])
+        lines.append(f"- {LABELS[mode]} (`{setting}`): bytes for the whole run "
+                     + (f"{whole:.1f}x fewer" if whole else "not measurable") + f"; bytes to {target:.2f} "
+                     + (f"{to_target:.1f}x fewer" if to_target else "not measurable (a mode did not reach it)"))
     lines += ["", "![accuracy vs time](bench/seed_accuracy.png)", ""]
     return "\n".join(lines) + "\n"
 
@@ -498,15 +515,15 @@ def plot(results: dict[str, dict[str, Any]], target: float) -> None:
     import matplotlib.pyplot as plt
 
     figure, (by_time, by_bytes) = plt.subplots(1, 2, figsize=(10, 3.8))
-    colors = {"single": "tab:blue", "sync": "tab:orange", "fedavg": "tab:green"}
     for mode, result in results.items():
         points = result["snapshots"]
-        by_time.plot([p["seconds"] for p in points], [p["accuracy"] for p in points], color=colors[mode],
-                     marker="." if mode == "fedavg" else None, label=LABELS[mode])
+        marker = "." if mode.startswith("fedavg") else None
+        by_time.plot([p["seconds"] for p in points], [p["accuracy"] for p in points], color=COLORS[mode],
+                     marker=marker, label=LABELS[mode])
         if mode != "single":
             sent = [p for p in points if p["bytes"] > 0]
-            by_bytes.plot([p["bytes"] / 1e6 for p in sent], [p["accuracy"] for p in sent], color=colors[mode],
-                          marker="." if mode == "fedavg" else None, label=LABELS[mode])
+            by_bytes.plot([p["bytes"] / 1e6 for p in sent], [p["accuracy"] for p in sent], color=COLORS[mode],
+                          marker=marker, label=LABELS[mode])
     for axis in (by_time, by_bytes):
         axis.axhline(target, color="grey", linestyle=":", linewidth=1)
         axis.set_ylabel("test accuracy")
@@ -549,7 +566,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                 results[mode] = timed(mode, lambda: run_single_mode(args))
         bed_info = "none (single node only)"
         if any(mode in MODES for mode in args.modes):
-            with testbed(args.rate_mbit, args.latency_ms) as bed:
+            with testbed(args.rate_mbit, args.latency_ms, args.netns_prefix) as bed:
                 latency = (f"tc netem {args.latency_ms / 2} ms ± 20 % on each link (two links per path)" if bed.netem
                            else "this kernel has no sch_netem (tc netem: 'Specified qdisc kind is unknown'), so a "
                            "relay in the hub namespace (the seed's public port 7777 -> the chief's 3389) delays each "
@@ -587,7 +604,8 @@ def main() -> None:
     parser.add_argument("--name", help=argparse.SUPPRESS)
     parser.add_argument("--public-ip", default=HUB_IP, help=argparse.SUPPRESS)
     parser.add_argument("--public-port", type=int, default=PUBLIC_PORT, help=argparse.SUPPRESS)
-    parser.add_argument("--modes", nargs="+", choices=["single", *MODES], default=["single", *MODES])
+    parser.add_argument("--modes", nargs="+", choices=["single", *MODES], default=["single", *MODES],
+                        help="fedavg-int8 / fedavg-topk: FedAvg with federation.compression int8 / topk:0.01+int8")
     parser.add_argument("--steps", type=int, default=500, help="minibatch steps per node (a multiple of 100)")
     parser.add_argument("--target", type=float, default=0.9, help="test accuracy every mode is timed to")
     parser.add_argument("--rate-mbit", type=float, default=20.0)
@@ -598,6 +616,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-doc", action="store_true", help="print the section, do not update docs/")
+    parser.add_argument("--netns-prefix", default="efb",
+                        help="network namespaces are named PREFIX<pid>-hub, PREFIX<pid>-n0, ... (unique per run)")
     args = parser.parse_args()
     if args.steps % 100 or args.steps <= 0:
         parser.error("--steps must be a positive multiple of 100 (FedAvg averages every 100 steps)")

@@ -82,6 +82,8 @@ class FederationSection:
     push_model_every: int = 0  # chief with push_model: also every this many rounds (0: only the final one)
     max_model_bytes: int = 64 << 20  # worker: a bigger model offer is refused before any data
     model_wait: float = 300.0  # worker: seconds to wait for the model after the last round
+    # none | fp16 | int8 | topk:F | topk:F+int8 (docs/compression.md); chief and workers must agree
+    compression: str = "none"
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,7 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
     _check_dp(config.federation)
     if config.node.name in config.federation.expected_workers:
         raise ConfigError(f"federation.expected_workers: lists the node itself ({config.node.name!r})")
+    _check_compression(config.federation)
     if config.ledger.backend == "iroha" and not config.ledger.torii:
         raise ConfigError("ledger.torii: required when ledger.backend is 'iroha'")
     if not _LEDGER_PROCESS.match(config.ledger.process):
@@ -224,6 +227,16 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
             f"ledger.process: use 1-64 letters, digits or '_', got {config.ledger.process!r}"
         )
     return config
+
+
+def _check_compression(federation: FederationSection) -> None:
+    """federation.compression must parse (edgefed.compression.settings holds the one grammar)."""
+    from edgefed.compression.settings import CompressionSettingError, parse_compression
+
+    try:
+        parse_compression(federation.compression)
+    except CompressionSettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config(path: str | Path) -> NodeConfig:

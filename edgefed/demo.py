@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edgefed import pki
+from edgefed.compression import parse_compression
 from edgefed.config import dump_config
 from edgefed.errors import UsageError, user_error
 from edgefed.transport import free_port
@@ -123,11 +124,11 @@ def run_demo(
     workers: int, rounds: int, state_dir: str | None = None, interval_steps: int = 20, trainer: str = "numpy",
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
     attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
-    ledger_settings: dict[str, Any] | None = None, dp_epsilon: float = 0.0,
+    ledger_settings: dict[str, Any] | None = None, dp_epsilon: float = 0.0, compression: str = "none",
 ) -> DemoResult:
     """attackers: how many of the workers (the last ones) poison their updates with attack
     (edgefed.attacks); aggregation: the chief's federation.aggregation; dp_epsilon: every node's
-    federation.dp_epsilon (0: off)."""
+    federation.dp_epsilon (0: off); compression: every node's federation.compression (docs/compression.md)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if not 0 <= attackers <= workers:
@@ -135,6 +136,7 @@ def run_demo(
     if rounds < 1:
         raise UsageError(f"--rounds must be >= 1, got {rounds}")
     privacy = _privacy(dp_epsilon, rounds)  # an unreachable target stops here, before any process starts
+    compression = str(parse_compression(compression))  # a bad value: one line, before anything starts
     out = out or sys.stdout
     result = DemoResult()
     started = time.monotonic()
@@ -142,7 +144,7 @@ def run_demo(
         names = worker_names(workers)
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
-        extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation}}
+        extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation, "compression": compression}}
         if privacy:
             extra["federation"].update({key: privacy[key] for key in ("dp_epsilon", "dp_delta", "dp_clip_norm")})
         if not ledger:
@@ -220,6 +222,7 @@ def run_demo(
         result.summary = demo_summary(
             result, workers, summary, started, root if state_dir else None,
             attackers=attackers, attack=attack if attackers else None, aggregation=aggregation,
+            compression=compression,
         )
         if privacy:
             result.summary.update(privacy, dp_epsilon_spent=_spent(root / CHIEF / "status" / "chief.json"))

@@ -11,6 +11,7 @@ Keras callback and SessionRunHook (edgefed.tf) and the benchmarks.
 
 from __future__ import annotations
 
+from edgefed.compression import parse_compression
 from edgefed.config import NodeConfig
 from edgefed.contracts.events import EventBus
 from edgefed.contracts.status import StatusFile
@@ -25,6 +26,11 @@ from edgefed.wire import MessageType
 def node_transport(config: NodeConfig) -> Transport:
     """Mutual TLS with this node's certificate and the deployment CA."""
     return TlsTransport(NodeCredentials.load(config.node.pki_dir, config.node.name))
+
+
+def _compression(config: NodeConfig) -> str:
+    """federation.compression in its canonical spelling (what HELLO carries; the status file shows it)."""
+    return str(parse_compression(config.federation.compression))
 
 
 def _ledger_hooks(config: NodeConfig, bus: EventBus, ledger: bool) -> NodeLedgerHooks:
@@ -56,7 +62,7 @@ def build_chief(
     transport = transport or node_transport(config)
     status = StatusFile(
         config.node.state_dir, "chief", config.node.name, role="chief", task_index=0, round=0,
-        rounds_total=config.federation.rounds, participants=[],
+        rounds_total=config.federation.rounds, participants=[], compression=_compression(config),
     )
     hooks = _ledger_hooks(config, bus, ledger)
     return ChiefSession(
@@ -73,7 +79,8 @@ def build_worker(
     """The worker of config, not connected until start()."""
     bus = events or EventBus()
     transport = transport or node_transport(config)
-    status = StatusFile(config.node.state_dir, "worker", config.node.name, role="worker", round=0)
+    status = StatusFile(config.node.state_dir, "worker", config.node.name, role="worker", round=0,
+                        compression=_compression(config))
     hooks = _ledger_hooks(config, bus, ledger)
     return WorkerSession(
         config.federation, name=config.node.name, transport=transport, status=status,

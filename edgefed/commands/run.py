@@ -44,6 +44,9 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--dp-epsilon", type=float, default=0.0, metavar="E",
                       help="differential privacy: every node clips and noises its updates to spend at most E "
                       "(delta 1e-5) over all rounds (federation.dp_epsilon, docs/privacy.md)")
+    demo.add_argument("--compression", default="none",
+                      help="how workers encode their updates: none, fp16, int8, topk:F, topk:F+int8 "
+                           "(federation.compression, docs/compression.md)")
     demo.add_argument("--transport", choices=("tls", "mpi"), default="tls",
                       help="mutual TLS between processes, or one mpirun job (docs/mpi.md)")
     demo.set_defaults(handler=_demo)
@@ -75,9 +78,10 @@ def _demo(args: argparse.Namespace) -> int:
     from edgefed.demo import run_demo
 
     if args.transport == "mpi":
-        if args.attackers or args.aggregation != "fedavg" or args.no_ledger or args.dp_epsilon:
-            raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation, --no-ledger "
-                             "or --dp-epsilon")
+        if args.attackers or args.aggregation != "fedavg" or args.no_ledger or args.dp_epsilon \
+                or args.compression != "none":
+            raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation, --no-ledger, "
+                             "--compression or --dp-epsilon")
         from edgefed.demo_mpi import run_mpi_demo
 
         result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer,
@@ -87,6 +91,7 @@ def _demo(args: argparse.Namespace) -> int:
             args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
             out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
             attackers=args.attackers, attack=args.attack, aggregation=args.aggregation, dp_epsilon=args.dp_epsilon,
+            compression=args.compression,
         )
     if args.json:
         print(json.dumps(result.summary))

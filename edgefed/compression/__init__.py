@@ -7,7 +7,7 @@ came from) into the tensors to send, keeping what the encoding lost as a residua
 reads `federation.compression`. The encodings' wire layout is edgefed/wire/encodings.py.
 """
 
-from edgefed.compression.accumulate import DeltaSum, first_non_finite, update_mismatch
+from edgefed.compression.accumulate import DeltaSum, delta_norm, first_non_finite, update_mismatch, upload_specs
 from edgefed.compression.codecs import add_into, decode_dense, encode_fp16, encode_int8, encode_topk, topk_count
 from edgefed.compression.feedback import CompressionError, Compressor
 from edgefed.compression.settings import NONE, CompressionSetting, CompressionSettingError, parse_compression
@@ -21,6 +21,7 @@ __all__ = [
     "DeltaSum",
     "add_into",
     "decode_dense",
+    "delta_norm",
     "encode_fp16",
     "encode_int8",
     "encode_topk",
@@ -28,4 +29,5 @@ __all__ = [
     "parse_compression",
     "topk_count",
     "update_mismatch",
+    "upload_specs",
 ]

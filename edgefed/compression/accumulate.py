@@ -7,14 +7,49 @@ its encoded bytes plus a bounded temporary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from math import prod
 
 import numpy as np
 
-from edgefed.compression.codecs import add_into
+from edgefed.compression.codecs import _dequantized, _spans, add_into, topk_count
 from edgefed.compression.feedback import all_finite
 from edgefed.compression.settings import CompressionSetting
 from edgefed.wire import EncodedTensor, Tensor, TensorSpec, has_non_finite
+
+
+def upload_specs(model: Sequence[TensorSpec], setting: CompressionSetting) -> list[TensorSpec]:
+    """The exact specs of an upload under setting: floating tensors in the setting's encoding (top-k
+    keeping exactly topk_count of each), the others plain in their own dtype. Under `none`, the model's.
+    Exact specs give every upload the same size, so the chief's staging buffers are fixed."""
+    if setting.encoding is None:
+        return list(model)
+    out = []
+    for spec in model:
+        if np.dtype(spec.dtype).kind != "f":
+            out.append(spec)
+            continue
+        count = topk_count(prod(spec.shape), setting.fraction) if setting.encoding.sparse else 0
+        out.append(TensorSpec("float32", spec.shape, setting.encoding, count))
+    return out
+
+
+def delta_norm(tensors: Sequence[Tensor]) -> float:
+    """The Euclidean norm of the decoded tensors (float64, a chunk at a time: nothing is expanded)."""
+    total = 0.0
+    wide = np.dtype(np.float64)
+    for tensor in tensors:
+        if isinstance(tensor, EncodedTensor):
+            for span in _spans(tensor.count):
+                part = _dequantized(tensor.values, tensor.scales, span, wide, 1.0)
+                total += float(np.dot(part, part))
+            continue
+        flat = np.asarray(tensor).reshape(-1)
+        for span in _spans(flat.size):
+            part = flat[span].astype(wide)
+            total += float(np.dot(part, part))
+    return math.sqrt(total)
 
 
 def update_mismatch(model: Sequence[TensorSpec], got: Sequence[TensorSpec], setting: CompressionSetting) -> str | None:

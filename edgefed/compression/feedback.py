@@ -50,6 +50,8 @@ class Compressor:
     def __init__(self, setting: CompressionSetting = NONE) -> None:
         self.setting = setting
         self._residuals: list[np.ndarray | None] | None = None
+        self._rebased = False  # rebase() subtracted the global weights from the residuals
+        self._exact_base: list[np.ndarray | None] = []  # after rebase(): copies of the residual-less tensors
 
     @property
     def residuals(self) -> list[np.ndarray | None]:
@@ -63,6 +65,7 @@ class Compressor:
     def reset(self) -> None:
         """Forget the residuals (e.g. when the worker restarts from a checkpoint of another run)."""
         self._residuals = None
+        self._rebased = False
 
     def compress_update(self, new: Sequence[np.ndarray], base: Sequence[np.ndarray]) -> list[Tensor]:
         """The tensors to send for new - base (the weights trained from base), residual included."""
@@ -77,7 +80,43 @@ class Compressor:
         """The tensors to send for a delta already computed."""
         return self._compress(delta, None)
 
-    def _compress(self, new: Sequence[np.ndarray], base: Sequence[np.ndarray] | None) -> list[Tensor]:
+    # -- a worker that keeps no copy of the global weights ------------------------------------------
+    def rebase(self, base: Sequence[np.ndarray]) -> None:
+        """New global weights arrived and the next update is trained from them: subtract them from
+        the residuals now, so the caller need not keep them (a model copy fewer on a worker). Only the
+        tensors without a residual (exact dtypes, or every tensor under `none`) are copied, to form
+        their exact delta later. A second rebase before compress_trained forgets the residuals."""
+        self._ensure_residuals(base)
+        assert self._residuals is not None
+        for kept, b in zip(self._residuals, base, strict=True):
+            if kept is not None:
+                if self._rebased:
+                    kept.fill(0)
+                np.subtract(kept, b, out=kept, casting="same_kind")
+        self._exact_base = [np.array(b, copy=True) if kept is None else None
+                            for kept, b in zip(self._residuals, base, strict=True)]
+        self._rebased = True
+
+    def compress_trained(self, new: Sequence[np.ndarray]) -> list[Tensor]:
+        """The tensors to send for new - (the weights of the last rebase), residual included."""
+        if not self._rebased or self._residuals is None:
+            raise CompressionError("no global weights to form a delta from (rebase first)")
+        self._rebased = False
+        try:
+            if len(new) != len(self._exact_base) or any(
+                    b is not None and a.shape != b.shape for a, b in zip(new, self._exact_base, strict=True)):
+                raise CompressionError("the trained tensors do not fit the global weights")
+            return self._compress(new, self._exact_base, rebased=True)
+        except CompressionError:  # residuals left holding -base would corrupt the next round: start clean
+            for kept in self._residuals:
+                if kept is not None:
+                    kept.fill(0)
+            raise
+
+    def _compress(self, new: Sequence[np.ndarray], base: Sequence[np.ndarray | None] | None,
+                  rebased: bool = False) -> list[Tensor]:
+        """rebased: the residuals already hold -base (rebase()); base is then only read for the
+        tensors without a residual."""
         self._ensure_residuals(new)
         assert self._residuals is not None
         out: list[Tensor] = []
@@ -87,7 +126,7 @@ class Compressor:
                 out.append(np.array(a, copy=True) if b is None else np.subtract(a, b, dtype=a.dtype))
                 continue
             np.add(kept, a, out=kept, casting="same_kind")  # the delta formed in place: residual + new - base
-            if b is not None:
+            if b is not None and not rebased:
                 np.subtract(kept, b, out=kept, casting="same_kind")
             if not all_finite(kept):
                 kept.fill(0)

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgefed.wire import TensorSpec
+from edgefed.compression import add_into
+from edgefed.wire import Tensor, TensorSpec
 
 _FINITE_CHECK_CHUNK = 1 << 20  # elements: bounds the temporary mask np.isfinite allocates
 
@@ -77,6 +78,18 @@ class StreamingAggregator:
         self.total_samples += num_samples
         self.contributors.append(contributor)
 
+    def add_delta(self, base: Sequence[np.ndarray], delta: Sequence[Tensor], num_samples: int, contributor: str,
+                  scale: float = 1.0) -> None:
+        """Add num_samples * (base + scale * delta) for a compressed upload (docs/compression.md):
+        the delta's tensors, encoded or plain, are decoded into the sum a chunk at a time, never
+        expanded to a model copy."""
+        for running, weights, tensor in zip(self._sums, base, delta, strict=True):
+            _add_scaled(running, weights, num_samples)
+            with np.errstate(over="ignore"):  # an overflow is caught by the finite check of the average
+                add_into(running, tensor, float(num_samples) * scale)
+        self.total_samples += num_samples
+        self.contributors.append(contributor)
+
     def average(self) -> list[np.ndarray]:
         """The weighted mean in the model's dtypes; the aggregator is spent afterwards."""
         if self.total_samples <= 0:
@@ -104,7 +117,9 @@ class UploadSlots:
     def __init__(self, specs: Sequence[TensorSpec], count: int) -> None:
         self._free: queue.SimpleQueue[list[np.ndarray]] = queue.SimpleQueue()
         for _ in range(count):
-            self._free.put([np.empty(spec.shape, np.dtype(spec.dtype).newbyteorder("<")) for spec in specs])
+            # spec.storage: the tensor itself, or the bytes of an encoded one (federation.compression)
+            self._free.put([np.empty(shape, np.dtype(dtype).newbyteorder("<")) for dtype, shape in
+                            (spec.storage for spec in specs)])
 
     def acquire(self) -> list[np.ndarray]:
         return self._free.get()

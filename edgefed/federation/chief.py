@@ -23,6 +23,7 @@ from edgefed.contracts.status import StatusFile
 from edgefed.federation.aggregation import UploadSlots
 from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import load_checkpoint
+from edgefed.federation.compressed import received_update, update_distance
 from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake, described
 from edgefed.federation.provenance import ModelProvenance
@@ -30,7 +31,6 @@ from edgefed.federation.refusals import report_refusal
 from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, read_hello
 from edgefed.federation.seat import WorkerSeat as _Worker
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.federation.strategies import distance
 from edgefed.transport import Connection, Listener, Transport, TransportError
 from edgefed.wire import (
     Bye,
@@ -136,7 +136,7 @@ class ChiefSession:
             weights, start_round, finished = [np.array(w) for w in weights], 0, False
         with self._cond:
             self._book.begin(weights, start_round, finished)
-            self._slots = UploadSlots(self._book.specs, self.federation.max_concurrent_uploads)
+            self._slots = UploadSlots(self._book.upload_specs, self.federation.max_concurrent_uploads)
         self._provenance.started(start_round, weights)
         self.listen()
         self.status.update(state="waiting", round=start_round)
@@ -160,7 +160,7 @@ class ChiefSession:
         passes, average, checkpoint, broadcast. final defaults to "this was the last round"."""
         book = self._book
         fits = book.current is not None and book.own_weights_refusal(weights) is None
-        span = distance(weights, book.global_weights) if fits else None  # only this thread replaces them
+        span = update_distance(weights, book.global_weights) if fits else None  # only this thread writes them
         with self._cond:
             if book.current is None or not book.started:
                 raise RuntimeError("average() before start()")
@@ -199,7 +199,7 @@ class ChiefSession:
         log.info("round %d averaged %s", closed.next_round, closed.contributors)
         return RoundResult(
             closed.average, closed.next_round, closed.contributors, closed.final,
-            bytes=closed.bytes_received + broadcast_bytes,
+            closed.bytes_received + broadcast_bytes, broadcast_bytes, closed.bytes_received,
         )
 
     def participants(self) -> list[str]:
@@ -251,7 +251,8 @@ class ChiefSession:
         book = self._book
         greeting = read_hello(hello)
         with self._cond:
-            refusal = greeting if isinstance(greeting, Refusal) else book.admission_refusal(conn.peer)
+            refusal = greeting if isinstance(greeting, Refusal) else (
+                book.admission_refusal(conn.peer) or book.compression_refusal(greeting))
             if refusal is None:
                 worker = _Worker(conn.peer, book.task_index_for(conn.peer), conn=conn)
                 book.seat(worker)
@@ -342,14 +343,14 @@ class ChiefSession:
                           frame.wire_bytes, frame.sha256, seconds, "update")
         )
         reason = worker.reject_reason
-        if reason is None and frame.tensors is not None:
-            reason = self._book.content_refusal(frame.tensors)
-        if reason is None and frame.tensors is not None:
+        if reason is None and frame.decoded is not None:
+            reason = self._book.content_refusal(frame.decoded)
+        if reason is None and frame.decoded is not None:
             with self._cond:
                 trained_from = self._book.global_weights
-            span = distance(frame.tensors, trained_from)  # outside the lock: it reads the whole update
+            update, span = received_update(frame.decoded, self._book.rules.compression, trained_from)  # unlocked
             with self._cond:
-                reason = self._book.fold(worker.name, frame.round, frame.tensors, frame.num_samples,
+                reason = self._book.fold(worker.name, frame.round, update, frame.num_samples,
                                          frame.wire_bytes, span)
                 self._cond.notify_all()
         if reason is not None:

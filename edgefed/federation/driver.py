@@ -29,6 +29,8 @@ class RoundReport:
     seconds: float
     finished: bool
     bytes: int
+    bytes_sent: int = 0  # of bytes: what this node sent for the round (upload, or the chief's broadcast)
+    bytes_received: int = 0
 
 
 def run_federated(
@@ -44,16 +46,26 @@ def run_federated(
     trainer.set_weights(info.weights)
     reports: list[RoundReport] = []
     finished = info.finished
+    del info  # the starting weights: the trainer holds its copy (a worker keeps no other)
     while not finished:
         started = time.monotonic()
         train_loss = trainer.train_steps(interval_steps)
-        result = session.average(trainer.get_weights(), trainer.num_samples)
+        result = session.average(_weights_to_send(trainer), trainer.num_samples)
         trainer.set_weights(result.weights)
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
-                             time.monotonic() - started, result.finished, result.bytes)
+                             time.monotonic() - started, result.finished, result.bytes, result.bytes_sent,
+                             result.bytes_received)
         reports.append(report)
         if on_round is not None:
             on_round(report)
         finished = result.finished
+        del result  # before the next round: the global weights received must not outlive set_weights
     return reports
+
+
+def _weights_to_send(trainer: Trainer) -> list[np.ndarray]:
+    """The trained weights for average(), which only reads them: the trainer's own arrays when it
+    offers them (weights_to_send, e.g. the numpy trainer), else a copy (get_weights)."""
+    own = getattr(trainer, "weights_to_send", None)
+    return own() if callable(own) else trainer.get_weights()

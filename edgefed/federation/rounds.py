@@ -17,11 +17,13 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from edgefed.compression import NONE, CompressionSetting, parse_compression, upload_specs
 from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
+from edgefed.federation.compressed import Update, content_problem, fold_update, hello_mismatch
 from edgefed.federation.joining import JoinPlan
 from edgefed.federation.strategies import Aggregator, make_aggregator
-from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, TensorSpec, specs_of
+from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, Tensor, TensorSpec, specs_of
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class RoundRules:
     screen_factor: float = 0.0
     max_buffered_updates: int = 64
     expected_workers: tuple[str, ...] = ()
+    compression: CompressionSetting = NONE  # what uploads must be (edgefed.federation.compressed)
 
     @classmethod
     def from_section(cls, federation: FederationSection) -> RoundRules:
@@ -44,6 +47,7 @@ class RoundRules:
             federation.rounds, federation.min_workers, federation.allow_late_joiners, federation.aggregation,
             federation.robust_fraction, federation.clip_factor, federation.screen_factor,
             federation.max_buffered_updates, tuple(federation.expected_workers),
+            parse_compression(federation.compression),
         )
 
     @property
@@ -161,6 +165,7 @@ class RoundBook(Generic[S]):
         self.finished = False
         self.global_weights: list[np.ndarray] = []
         self.specs: list[TensorSpec] = []
+        self.upload_specs: list[TensorSpec] = []  # what an upload must carry: the specs, or encoded ones
         self.current: Round | None = None  # None until begin()
         # distances from the global model of recently taken updates: the scale for clip and screening
         self.distances: deque[float] = deque(maxlen=RECENT_DISTANCES)
@@ -169,6 +174,7 @@ class RoundBook(Generic[S]):
         """Take the starting weights (the caller's, or a checkpoint's) and open start_round."""
         self.global_weights = freeze(weights)
         self.specs = specs_of(weights)
+        self.upload_specs = upload_specs(self.specs, self.rules.compression)
         self.finished = finished or start_round >= self.rules.rounds
         self.current = self._new_round(start_round)
 
@@ -227,6 +233,11 @@ class RoundBook(Generic[S]):
             return Refusal(ReasonCode.DUPLICATE_IDENTITY, f"{name} is already connected; one connection per node")
         return hello_refusal(hello or {})
 
+    def compression_refusal(self, hello: Hello) -> Refusal | None:
+        """A worker whose federation.compression differs from the chief's is refused for good."""
+        mismatch = hello_mismatch(hello, self.rules.compression)
+        return None if mismatch is None else Refusal(*mismatch)
+
     def task_index_for(self, name: str) -> int:
         """A worker keeps its task index across reconnections; an expected one has a fixed index."""
         return self.task_indices.setdefault(name, self.plan.task_index_for(name))
@@ -257,7 +268,7 @@ class RoundBook(Generic[S]):
     def header_refusal(self, round_number: int, specs: Sequence[TensorSpec], num_samples: int) -> Refusal | None:
         """Why an upload must be refused from its tensor header alone (before its data is taken)."""
         current = self.current.number if self.current is not None else -1
-        mismatch = spec_mismatch(self.specs, specs)
+        mismatch = spec_mismatch(self.upload_specs, specs)
         if round_number < current:
             return Refusal(ReasonCode.STALE, f"stale update for round {round_number}; the chief is at round {current}")
         if round_number > current:
@@ -273,12 +284,12 @@ class RoundBook(Generic[S]):
         return None
 
     @staticmethod
-    def content_refusal(tensors: Sequence[np.ndarray]) -> Refusal | None:
-        """Why an upload's received values must be refused (checked outside the lock: it reads them all)."""
-        bad = first_non_finite(tensors)
+    def content_refusal(tensors: Sequence[Tensor]) -> Refusal | None:
+        """Why an upload's decoded values must be refused (checked outside the lock: it reads them all)."""
+        bad = content_problem(tensors)
         return None if bad is None else Refusal(ReasonCode.NON_FINITE, f"tensor {bad} contains NaN or Inf")
 
-    def fold(self, name: str, round_number: int, tensors: list[np.ndarray], num_samples: int,
+    def fold(self, name: str, round_number: int, tensors: Update, num_samples: int,
              wire_bytes: int, span: float | None = None) -> Refusal | None:
         """Add a checked update to its round; or say why it is refused. span: the update's distance
         from the global weights it was trained from (strategies.distance), for screening and clip."""
@@ -295,7 +306,7 @@ class RoundBook(Generic[S]):
             return outlier
         if span is not None:
             self.distances.append(span)
-        current.aggregator.add_scaled_in_place(tensors, num_samples, name)
+        fold_update(current.aggregator, tensors, num_samples, name, self.global_weights, span)
         current.submitted.add(name)
         current.answered.add(name)
         current.bytes_received += wire_bytes

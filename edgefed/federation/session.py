@@ -26,6 +26,8 @@ class RoundResult:
     participants: list[str] = field(default_factory=list)  # whose updates went into the average
     finished: bool = False
     bytes: int = 0  # frame bytes this node moved for the round (its uploads, broadcasts, downloads)
+    bytes_sent: int = 0  # of which sent: a worker's upload, the chief's broadcast
+    bytes_received: int = 0  # of which received: a worker's download, the chief's uploads
 
 
 def limits_for(federation: FederationSection) -> Limits:

@@ -18,6 +18,7 @@ from edgefed.backoff import Backoff
 from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
+from edgefed.federation.compressed import WorkerUploads
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.model_push import MODEL_FRAMES, ModelReceiver
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
@@ -70,6 +71,7 @@ class WorkerSession:
         self._transport = transport
         self._limits = limits_for(federation)
         self._hash_payloads = hash_payloads  # digests exist for the ledger's records
+        self._uploads = WorkerUploads(federation.compression)  # weights, or compressed deltas
         self._on_close = list(on_close)  # run first in close(): e.g. the ledger flushes its outbox
         self.status = status
         self.events.subscribe(self.status.transfer)
@@ -156,7 +158,23 @@ class WorkerSession:
     def _exchange(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
         conn = self._require_conn()
         submitted = self.round
-        parts = encode_tensor_frame(MessageType.UPDATE, submitted, weights, num_samples)
+        sent = self._upload(conn, submitted, weights, num_samples)
+        while True:
+            frame = self._recv_weights_or_control(conn)
+            if frame.type is MessageType.WEIGHTS and frame.round > submitted:
+                assert frame.tensors is not None
+                self._uploads.received_global(frame.tensors)
+                self.status.update(state="finished" if self.finished else "training", round=self.round)
+                return RoundResult(frame.tensors, frame.round, [], self.finished, bytes=sent + frame.wire_bytes,
+                                   bytes_sent=sent, bytes_received=frame.wire_bytes)
+
+    def _upload(self, conn: Connection, submitted: int, weights: list[np.ndarray], num_samples: int) -> int:
+        """Send this round's update (the weights, or their compressed delta); the bytes sent."""
+        tensors = self._uploads.tensors(weights)
+        if tensors is None:  # NaN/Inf under compression: nothing to send; the chief's round timeout passes
+            self.status.error(f"round {submitted}: the trained weights hold NaN or Inf; no update sent")
+            return 0
+        parts = encode_tensor_frame(MessageType.UPDATE, submitted, tensors, num_samples)
         started = time.monotonic()
         digest = digest_while_sending(parts, self._hash_payloads)
         sent = conn.send(parts)
@@ -165,12 +183,7 @@ class WorkerSession:
             TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent, digest.result(),
                           time.monotonic() - started, "update")
         )
-        while True:
-            frame = self._recv_weights_or_control(conn)
-            if frame.type is MessageType.WEIGHTS and frame.round > submitted:
-                assert frame.tensors is not None
-                self.status.update(state="finished" if self.finished else "training", round=self.round)
-                return RoundResult(frame.tensors, frame.round, [], self.finished, bytes=sent + frame.wire_bytes)
+        return sent
 
     def _recv_weights_or_control(self, conn: Connection) -> Frame:
         started = time.monotonic()
@@ -232,7 +245,8 @@ class WorkerSession:
             raise TransportError(f"the node at {federation.public_ip}:{federation.public_port} is {conn.peer!r}, "
                                  f"not the chief {expected!r}")
         self.chief = conn.peer
-        conn.send([encode_message(Hello(num_samples=self.num_samples, protocol=PROTOCOL_VERSION))])
+        conn.send([encode_message(Hello(num_samples=self.num_samples, protocol=PROTOCOL_VERSION,
+                                        compression=self._uploads.hello_value))])
         while True:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
@@ -256,6 +270,7 @@ class WorkerSession:
                                   frame.wire_bytes, frame.sha256, 0.0, "weights")
                 )
                 assert frame.tensors is not None
+                self._uploads.received_global(frame.tensors)
                 self.status.update(
                     state="finished" if self.finished else "training", round=self.round,
                     task_index=self.task_index, participants=[self.chief],

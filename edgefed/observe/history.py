@@ -55,9 +55,10 @@ class HistoryWriter:
     sent for round R-1 (bytes_in) and the broadcast of the weights of round R (bytes_out).
     """
 
-    def __init__(self, state_dir: str | Path, node: str) -> None:
+    def __init__(self, state_dir: str | Path, node: str, compression: str | None = None) -> None:
         self.path = history_path(state_dir)
         self.node = node
+        self.compression = compression  # federation.compression, canonical; None: not recorded
         self._lock = threading.Lock()
         self._tallies: dict[int, _RoundTally] = {}
         self._refused = 0
@@ -119,6 +120,8 @@ class HistoryWriter:
         }
         if dp_epsilon is not None:  # differential privacy on: the epsilon the chief's updates have spent
             record["dp_epsilon"] = dp_epsilon
+        if self.compression is not None:
+            record["compression"] = self.compression
         line = json.dumps(record, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as file:  # one write per round; no fsync (SD card)

@@ -47,9 +47,11 @@ class NodeObserver:
     def start(cls, config: NodeConfig, status: StatusFile | None, bus: EventBus) -> NodeObserver:
         history = metrics = server = None
         if config.node.role == "chief":
+            from edgefed.compression import parse_compression
             from edgefed.observe.history import HistoryWriter
 
-            history = HistoryWriter(config.node.state_dir, config.node.name)
+            compression = str(parse_compression(config.federation.compression))
+            history = HistoryWriter(config.node.state_dir, config.node.name, compression)
             bus.subscribe(history.transfer)
             bus.subscribe_refusals(history.refused)
         if config.metrics.enabled:
@@ -73,7 +75,8 @@ class NodeObserver:
         privacy = {} if dp_epsilon is None else {"dp_epsilon": round(dp_epsilon, 6)}
         try:
             if self._status is not None:
-                self._status.update(accuracy=accuracy, loss=loss, **privacy)
+                self._status.update(accuracy=accuracy, loss=loss, round_bytes={
+                    "round": report.round, "sent": report.bytes_sent, "received": report.bytes_received}, **privacy)
             if self.metrics is not None:
                 self.metrics.round_done(report.round, len(report.participants), accuracy, loss, report.seconds)
             if self.history is not None:

@@ -105,6 +105,7 @@ def _federation_json(status: HostStatus) -> dict[str, Any] | None:
     if "refused_total" in doc:  # a chief that records refusals
         measured["refused_total"] = _integer(doc.get("refused_total"))
         measured["last_refusal"] = _refusal_json(doc.get("refused"))
+    measured.update(_compression_json(doc))
     return {
         "state": _string(doc.get("state")),
         "round": _integer(doc.get("round")),
@@ -116,6 +117,18 @@ def _federation_json(status: HostStatus) -> dict[str, Any] | None:
         "last_error": _string(last_error),
         **measured,
     }
+
+
+def _compression_json(doc: dict[str, Any]) -> dict[str, Any]:
+    """federation.compression and the last round's bytes, from nodes that write them (issue 14)."""
+    out: dict[str, Any] = {}
+    if "compression" in doc:
+        out["compression"] = _string(doc.get("compression"))
+    if "round_bytes" in doc:
+        counts = doc.get("round_bytes")
+        out["round_bytes"] = {k: _integer(counts.get(k)) for k in ("round", "sent", "received")} \
+            if isinstance(counts, dict) else None
+    return out
 
 
 def _refusal_json(refused: Any) -> dict[str, Any] | None:
@@ -207,6 +220,11 @@ def _round_text(fed: dict[str, Any] | None) -> str:
     if fed.get("dp_epsilon") is not None:
         target = f" of {fed['dp_epsilon_target']:g}" if fed.get("dp_epsilon_target") is not None else ""
         lines.append(f"ε spent {fed['dp_epsilon']:.3g}{target}")
+    counts = fed.get("round_bytes") or {}
+    if fed.get("compression") or counts:
+        sent, received = counts.get("sent"), counts.get("received")
+        moved = f"↑{_bytes(sent)} ↓{_bytes(received)}" if sent is not None and received is not None else ""
+        lines.append(" ".join(part for part in (fed.get("compression") or "", moved) if part))
     if participants:
         lines.append(participants)
     if fed.get("refused_total"):

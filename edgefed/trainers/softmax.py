@@ -46,10 +46,17 @@ class SoftmaxTrainer:
     def get_weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.weights]
 
+    def weights_to_send(self) -> list[np.ndarray]:
+        """The trainer's own arrays, not copies, for a caller that only reads them before the next
+        train_steps or set_weights (the driver's upload): one model copy fewer on a worker."""
+        return list(self.weights)
+
     def set_weights(self, weights: list[np.ndarray]) -> None:
         if [w.shape for w in weights] != [w.shape for w in self.weights]:
             raise ValueError(f"weights of shapes {[w.shape for w in weights]} do not fit this model")
-        self.weights = [np.array(w, dtype=np.float32) for w in weights]
+        # copied into the trainer's arrays: no second model is allocated while the given one is alive
+        for mine, theirs in zip(self.weights, weights, strict=True):
+            np.copyto(mine, theirs, casting="unsafe")
 
     def train_steps(self, steps: int) -> float:
         w, b = self.weights

@@ -28,6 +28,7 @@ MAX_LEDGER_RECORDS = 1000  # per LEDGER_PUSH / LEDGER_ACK list
 MAX_RECORD_ID_CHARS = 128
 MAX_U32 = 2**32 - 1
 MAX_I63 = 2**63 - 1  # sizes, offsets, heights: what a signed 64-bit integer holds
+MAX_COMPRESSION_CHARS = 64  # HELLO.compression: "topk:0.01+int8" and the like
 
 
 class ReasonCode(enum.StrEnum):
@@ -144,12 +145,15 @@ class ControlMessage:
 # -- federation -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Hello(ControlMessage):
-    """worker -> chief, the first frame of a connection. A HELLO without "protocol" is version 1."""
+    """worker -> chief, the first frame of a connection. A HELLO without "protocol" is version 1;
+    without "compression", "none" (an older worker sends full float32 weights). compression is the
+    worker's federation.compression in its canonical spelling; the chief compares it with its own."""
 
     TYPE = MessageType.HELLO
     ERROR_CODE = ReasonCode.BAD_HELLO
     num_samples: int
     protocol: int = PROTOCOL_VERSION
+    compression: str = "none"
 
     def __post_init__(self) -> None:
         self._int("num_samples", 0, MAX_SAMPLES)
@@ -159,6 +163,13 @@ class Hello(ControlMessage):
                 f"speaks protocol {self.protocol}; this side speaks {sorted(SUPPORTED_PROTOCOLS)}",
                 ReasonCode.UNSUPPORTED_PROTOCOL,
             )
+        self._str("compression", MAX_COMPRESSION_CHARS, min_chars=1)
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        if body["compression"] == "none":  # the default: a version-1 HELLO, byte for byte
+            del body["compression"]
+        return body
 
 
 @dataclass(frozen=True)
