@@ -133,8 +133,8 @@ def test_refuses_an_enabled_nftables_service_before_any_change(tmp_path: Path, s
         assert _rules(hosts) == []
         assert _docker("exec", chief, "test", "-e", "/usr/local/sbin/edgefed-firewall", check=False).returncode != 0
     finally:
-        _docker("exec", chief, "sh", "-c", "systemctl disable nftables.service; rm -f /etc/systemd/system/nftables.service"
-                " && systemctl daemon-reload")
+        _docker("exec", chief, "sh", "-c", "systemctl disable nftables.service;"
+                " rm -f /etc/systemd/system/nftables.service && systemctl daemon-reload")
 
 
 def test_open_close_and_reboot(tmp_path: Path, settings: dict[str, Any], hosts: dict[str, str]) -> None:

@@ -97,7 +97,7 @@ def test_the_wheel_version_comes_from_git(tmp_path: Path) -> None:
         assert '__version__ = "1.2.0"' in wheel.read("edgefed/__init__.py").decode()
     (source / "edgefed" / "added.py").write_text("VALUE = 1\n")
     dirty = str(_run("wheel", str(source), str(dest))["version"])
-    assert dirty.startswith(f"1.2.0.post0+g") and ".d" in dirty, dirty
+    assert dirty.startswith("1.2.0.post0+g") and ".d" in dirty, dirty
     _git(source, "add", ".")
     _git(source, "commit", "-qm", "B")
     assert str(_run("wheel", str(source), str(dest))["version"]).startswith("1.2.0.post1+g")

@@ -55,8 +55,9 @@ def wide_ingress(groups: list[dict[str, Any]], checks: list[dict[str, Any]], own
                     continue
                 for source in sources:
                     if not _within(source, list(check["cidrs"])):
-                        findings.append(f"{group.get('group_id')} ({group.get('group_name')}) opens tcp/{check['port']} "
-                                        f"to {source}, wider than {check['setting']} {list(check['cidrs'])}")
+                        findings.append(
+                            f"{group.get('group_id')} ({group.get('group_name')}) opens tcp/{check['port']} "
+                            f"to {source}, wider than {check['setting']} {list(check['cidrs'])}")
     return sorted(set(findings))
 
 
