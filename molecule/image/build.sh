@@ -9,11 +9,20 @@
 #   molecule/image/build.sh            build if missing, print the tag
 #   molecule/image/build.sh --tag      print the tag only (no build)
 #
+#   molecule/image/build.sh --fresh    the "fresh host" variant (edgefed-lab-fresh): only systemd,
+#                                      sshd, sudo and python3, like a cloud image or a new Pi OS Lite;
+#                                      everything else site.yml must install itself with apt
+#
 # Environment: EDGEFED_LAB_MIRROR (default http://deb.debian.org/debian), EDGEFED_LAB_IMAGE_REPO
-# (default edgefed-lab). Needs root, debootstrap and a running dockerd.
+# (default edgefed-lab, or edgefed-lab-fresh with --fresh). Needs root, debootstrap and a running dockerd.
 set -euo pipefail
 
-repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}
+fresh=false
+if [ "${1:-}" = "--fresh" ]; then
+  fresh=true
+  shift
+fi
+repo=${EDGEFED_LAB_IMAGE_REPO:-$([ "$fresh" = true ] && echo edgefed-lab-fresh || echo edgefed-lab)}
 mirror=${EDGEFED_LAB_MIRROR:-http://deb.debian.org/debian}
 script_digest=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)
 tag="$repo:$script_digest"
@@ -28,6 +37,10 @@ packages=(
   iptables iptables-persistent netfilter-persistent
   iproute2 procps openssl netcat-openbsd less
 )
+if [ "$fresh" = true ]; then
+  # A fresh host: no python3-apt, no venv module, no iptables; site.yml installs what it needs.
+  packages=(systemd systemd-sysv dbus openssh-server sudo ca-certificates python3)
+fi
 
 if [ "${1:-}" = "--tag" ]; then
   echo "$tag"
@@ -78,6 +91,10 @@ chroot_run systemctl enable ssh-hostkeys.service ssh.service >&2
 # iptables-persistent's postinst saved the rules of the build host's network namespace (the
 # chroot shares it); a node must start with an empty rule set of its own.
 rm -f "$root"/etc/iptables/rules.v4 "$root"/etc/iptables/rules.v6
+# The fresh variant installs packages at converge time: give it the same mirror's sources.
+if [ "$fresh" = true ]; then
+  echo "deb $mirror bookworm main" > "$root/etc/apt/sources.list"
+fi
 
 # The login user mirrors Debian's cloud images (`admin`, passwordless sudo), so Ansible's `become`
 # is exercised as on the real chief. Key-only logins (the lab installs its key after start), no root.
@@ -101,14 +118,17 @@ for unit in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-ker
 done
 
 # The package lists stay (Ansible's apt module reads them to see what is installed); the downloaded
-# archives do not.
+# archives do not. A fresh host has no lists yet, as after a cloud image's first boot.
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+if [ "$fresh" = true ]; then
+  rm -rf "$root"/var/lib/apt/lists/*
+fi
 
 echo "importing into docker as $tag" >&2
 tar -C "$root" --numeric-owner -c . | docker import \
   --change 'ENV container=docker' \
   --change 'CMD ["/lib/systemd/systemd"]' \
-  --message "edgefed lab base (molecule/image/build.sh $script_digest)" \
+  --message "edgefed lab base (molecule/image/build.sh $script_digest${fresh:+ fresh=$fresh})" \
   - "$tag" >&2
 docker tag "$tag" "$repo:current"
 # Older builds of this script are dead weight (about 200 MB each).

@@ -5,7 +5,7 @@ pip upgrade, dependencies included:
   tag vX.Y.Z on the commit, clean tree      X.Y.Z
   N commits after vX.Y.Z                    X.Y.Z.postN+gSHA
   no tag yet                                BASE.dev0+gSHA          (BASE: pyproject.toml's version)
-  uncommitted changes                       ...+gSHA.dHASH          (HASH: of the package's files)
+  uncommitted changes                       ...+gSHA.dHASH          (HASH: of pyproject.toml and the package)
   not the top of a git checkout (a copy)    BASE+sHASH
 
 The same source always gives the same version, so the wheel stays reproducible."""
@@ -32,12 +32,13 @@ def _git(source: Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def content_hash(tree: Path) -> str:
-    """Of the package's files (names and bytes), not of caches: 8 hex characters."""
+def content_hash(source: Path) -> str:
+    """Of pyproject.toml and the package's files (names and bytes), not of caches: 8 hex characters."""
     digest = hashlib.sha256()
-    for path in sorted(tree.rglob("*")):
+    files = [source / "pyproject.toml", *sorted((source / "edgefed").rglob("*"))]
+    for path in files:
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            digest.update(path.relative_to(tree).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:8]
 
 
@@ -51,11 +52,11 @@ def release_version(source: Path, override: str = "") -> str:
     # Only the top of a checkout: a snapshot inside an ignored directory of one is not that commit.
     top = _git(source, "rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != source.resolve():
-        return f"{base}+s{content_hash(source / 'edgefed')}"
+        return f"{base}+s{content_hash(source)}"
     described = _git(source, "describe", "--tags", "--long", "--dirty", "--abbrev=12", "--match", "v[0-9]*")
     parsed = _DESCRIBE.match(described or "")
     dirty = _git(source, "status", "--porcelain", "--", "edgefed", "pyproject.toml") != ""
-    suffix = f".d{content_hash(source / 'edgefed')}" if dirty else ""
+    suffix = f".d{content_hash(source)}" if dirty else ""
     if parsed is None:
         sha = _git(source, "rev-parse", "--short=12", "HEAD") or "0"
         return f"{base}.dev0+g{sha}{suffix}"
