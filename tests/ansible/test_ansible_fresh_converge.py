@@ -118,39 +118,52 @@ def _from_worker(fresh: dict[str, str]) -> dict[int, str]:
             for port in (7777, 3389, P2P_PORT)}
 
 
-def test_fresh_hosts_converge_upgrade_and_close(tmp_path: Path, settings: dict[str, Any],
-                                                fresh: dict[str, str]) -> None:
+# One deployment, four steps in file order (each its own test, so each stays within the per-test
+# timeout on a quiet machine): converge from nothing, idempotence, upgrade A -> B, teardown.
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory, fresh: dict[str, str]) -> dict[str, Any]:
+    tmp_path = tmp_path_factory.mktemp("fresh")
+    settings = {"edgefed_pki_dir": str(tmp_path / "pki")}
+    return {"tmp": tmp_path, "a": _inventory(tmp_path, settings, fresh, _source(tmp_path, "a")),
+            "b": _inventory(tmp_path, settings, fresh, _source(tmp_path, "b", extra_dependency="six>=1.16"))}
+
+
+def test_site_converges_fresh_hosts_from_nothing(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
     for host in ("chief", "pi-1"):  # really fresh: none of what the roles need is there
         missing = _docker("exec", fresh[host], "sh", "-c",
                           "for p in python3-apt python3-venv iptables; do dpkg -s $p >/dev/null 2>&1 || echo $p; done")
         assert missing.stdout.split() == ["python3-apt", "python3-venv", "iptables"]
-
-    first = _inventory(tmp_path, settings, fresh, _source(tmp_path, "a"))
-    converge = run_playbook(tmp_path, first, "site.yml")
+    converge = run_playbook(deployment["tmp"], deployment["a"], "site.yml")
     assert converge.returncode == 0, converge.output
-    again = run_playbook(tmp_path, first, "site.yml")
-    assert again.returncode == 0, again.output
-    assert again.changed("chief") == 0 and again.changed("pi-1") == 0, again.output  # idempotence
-    version_a = _in_venv(fresh, "chief", "import edgefed; print(edgefed.__version__)")
-    chief_a = _started(fresh, "chief", "edgefed-chief.service")
-    worker_a = _started(fresh, "pi-1", "edgefed-worker.service")
-    assert "ActiveState=active" in chief_a and "ActiveState=active" in worker_a
+    assert "ActiveState=active" in _started(fresh, "chief", "edgefed-chief.service")
+    assert "ActiveState=active" in _started(fresh, "pi-1", "edgefed-worker.service")
     assert _from_worker(fresh)[7777] == "open"
 
-    second = _inventory(tmp_path, settings, fresh, _source(tmp_path, "b", extra_dependency="six>=1.16"))
-    upgrade = run_playbook(tmp_path, second, "site.yml")
+
+def test_a_second_run_changes_nothing(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
+    again = run_playbook(deployment["tmp"], deployment["a"], "site.yml")
+    assert again.returncode == 0, again.output
+    assert again.changed("chief") == 0 and again.changed("pi-1") == 0, again.output
+
+
+def test_upgrade_to_a_version_with_a_new_dependency(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
+    version_a = _in_venv(fresh, "chief", "import edgefed; print(edgefed.__version__)")
+    units = (("chief", "edgefed-chief.service"), ("pi-1", "edgefed-worker.service"))
+    before = {host: _started(fresh, host, unit) for host, unit in units}
+    upgrade = run_playbook(deployment["tmp"], deployment["b"], "site.yml")
     assert upgrade.returncode == 0, upgrade.output
-    units = (("chief", "edgefed-chief.service", chief_a), ("pi-1", "edgefed-worker.service", worker_a))
-    for host, unit, before in units:
+    for host, unit in units:
         version_b = _in_venv(fresh, host, "import edgefed; print(edgefed.__version__)")
         assert version_b != version_a and version_b.startswith("0.1.0+s"), version_b
         assert _in_venv(fresh, host, "import six, edgefed.release_b; print('b')") == "b"  # B's new dependency
         after = _started(fresh, host, unit)
-        assert "ActiveState=active" in after and after != before, (before, after)  # restarted on B
+        assert "ActiveState=active" in after and after != before[host], (before[host], after)  # restarted on B
         requirements = _docker("exec", fresh[host], "cat", "/opt/edgefed/requirements.txt").stdout
         assert f"edgefed[demo]=={version_b}" in requirements
 
-    down = run_playbook(tmp_path, second, "teardown.yml")
+
+def test_after_teardown_nothing_answers_from_a_worker(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
+    down = run_playbook(deployment["tmp"], deployment["b"], "teardown.yml")
     assert down.returncode == 0, down.output
     assert _from_worker(fresh) == {7777: "refused", 3389: "refused", P2P_PORT: "refused"}
     assert "ActiveState=active" in _started(fresh, "chief", "edgefed-chief.service")  # closed, not stopped
