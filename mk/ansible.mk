@@ -7,14 +7,17 @@
 #                        the security-group role against moto on loopback, the validation play, the
 #                        rendered units (systemd-analyze security) and configuration (edgefed.config)
 #   make test-ansible-hosts  tests/ansible marked `lab`: site.yml --check and teardown.yml against
-#                        fresh containers of the lab image (part of `make test`)
+#                        fresh containers of the lab image, the chief's firewall probed from a worker,
+#                        and site.yml from nothing on the fresh-host image with an upgrade A -> B
+#                        (part of `make test`)
 #   make site INVENTORY=inventory/<name>  /  make teardown INVENTORY=inventory/<name>
 # tests/ansible is part of `make test-fast` (pytest -m "not lab" tests); converging real nodes is the
 # molecule lab's job (mk/lab.mk).
 INVENTORY ?= inventory/example
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
 ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example
-ANSIBLE_PYTHON := roles/pki/filter_plugins roles/edgefed_install/files scripts/role_readme.py
+ANSIBLE_PYTHON := roles/pki/filter_plugins roles/aws_security_group/filter_plugins roles/port_forward/filter_plugins \
+	roles/edgefed_install/files scripts/role_readme.py
 
 .PHONY: ansible-check role-readmes test-ansible test-ansible-hosts site teardown
 ansible-check: setup ## ansible-lint (production profile), --syntax-check of the playbooks, role READMEs up to date
@@ -30,8 +33,8 @@ role-readmes: setup ## regenerate roles/*/README.md from their argument specs
 test-ansible: setup ## tests/ansible: the playbooks' gates, pki, templates, validation (no hosts)
 	$(PY) -m pytest -m "not lab" tests/ansible
 
-test-ansible-hosts: setup lab-image ## site.yml --check and teardown.yml against fresh lab containers
-	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(PY) -m pytest -m lab tests/ansible
+test-ansible-hosts: setup lab-image lab-image-fresh ## site.yml --check, the firewall, a fresh-host converge and upgrade, against containers
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_FRESH_IMAGE=$(LAB_FRESH_IMAGE) $(PY) -m pytest -m lab tests/ansible
 
 SLOW_TEST_TARGETS += test-ansible-hosts
 

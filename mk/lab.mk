@@ -8,8 +8,10 @@
 MOLECULE := $(VENV)/bin/molecule
 # The image tag follows the build script's content: it is built once, rebuilt when the script changes.
 LAB_IMAGE = $$(molecule/image/build.sh)
+# The "fresh host" variant (systemd, sshd, sudo, python3 only) that tests/ansible converges from nothing.
+LAB_FRESH_IMAGE = $$(molecule/image/build.sh --fresh)
 
-.PHONY: lab lab-down test-lab lab-lint lab-image lab-engine lab-image-arm lab-arm-smoke
+.PHONY: lab lab-down test-lab lab-lint lab-image lab-image-fresh lab-engine lab-image-arm lab-arm-smoke
 lab-engine: ## start dockerd if it is not running
 	@scripts/lab/ensure-docker.sh
 
@@ -23,6 +25,8 @@ lab-image-arm: lab-engine ## build the arm64 and armhf lab images (qemu-user-sta
 lab-arm-smoke: setup lab-engine ## an arm64 container installs the aarch64 wheelhouse offline and trains (times)
 	@molecule/image/build.sh --arch arm64 >/dev/null
 	PYTHON=$(VENV)/bin/python scripts/lab/arm-worker-smoke.sh
+lab-image-fresh: lab-engine ## build the fresh-host image (systemd, sshd, python3 only) when its script changed
+	@molecule/image/build.sh --fresh >/dev/null
 
 lab: setup lab-image ## Docker lab: start, deploy site.yml, train, verify, show status
 	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now

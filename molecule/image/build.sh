@@ -15,28 +15,35 @@
 # Each architecture has its own repository (edgefed-lab, edgefed-lab-arm64, edgefed-lab-armhf), so
 # building one never evicts another's cache.
 #
+#   molecule/image/build.sh --fresh    the "fresh host" variant (edgefed-lab-fresh): only systemd,
+#                                      sshd, sudo and python3, like a cloud image or a new Pi OS Lite;
+#                                      everything else site.yml must install itself with apt
+#
 # Environment: EDGEFED_LAB_MIRROR (default http://deb.debian.org/debian), EDGEFED_LAB_IMAGE_REPO
-# (default edgefed-lab). Needs root, debootstrap and a running dockerd.
+# (default edgefed-lab, or edgefed-lab-fresh with --fresh). Needs root, debootstrap and a running dockerd.
 set -euo pipefail
 
 arch=amd64
 tag_only=false
+fresh=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) tag_only=true ;;
+    --fresh) fresh=true ;;
     --arch) arch=${2:?--arch needs amd64, arm64 or armhf}; shift ;;
     *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
+base_repo=${EDGEFED_LAB_IMAGE_REPO:-$([ "$fresh" = true ] && echo edgefed-lab-fresh || echo edgefed-lab)}
 case "$arch" in
-  amd64) repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}; docker_platform=linux/amd64; qemu= ;;
-  arm64) repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}-arm64; docker_platform=linux/arm64; qemu=aarch64 ;;
-  armhf) repo=${EDGEFED_LAB_IMAGE_REPO:-edgefed-lab}-armhf; docker_platform=linux/arm/v7; qemu=arm ;;
+  amd64) repo=$base_repo; docker_platform=linux/amd64; qemu= ;;
+  arm64) repo=$base_repo-arm64; docker_platform=linux/arm64; qemu=aarch64 ;;
+  armhf) repo=$base_repo-armhf; docker_platform=linux/arm/v7; qemu=arm ;;
   *) echo "build.sh: --arch must be amd64, arm64 or armhf, not $arch" >&2; exit 2 ;;
 esac
 mirror=${EDGEFED_LAB_MIRROR:-http://deb.debian.org/debian}
-script_digest=$( (cat "${BASH_SOURCE[0]}"; echo "$arch") | sha256sum | cut -c1-12)
+script_digest=$( (cat "${BASH_SOURCE[0]}"; echo "$arch $fresh") | sha256sum | cut -c1-12)
 tag="$repo:$script_digest"
 
 # What the nodes need: systemd as PID 1, sshd for Ansible, Python with venv for the edgefed install,
@@ -53,6 +60,10 @@ packages=(
 # Debian's (a venv with system site packages). The lab has no package index at converge time, so they
 # are baked in here, where a real Pi would apt-get them.
 [ "$arch" = armhf ] && packages+=(python3-numpy python3-cffi python3-sklearn)
+if [ "$fresh" = true ]; then
+  # A fresh host: no python3-apt, no venv module, no iptables; site.yml installs what it needs.
+  packages=(systemd systemd-sysv dbus openssh-server sudo ca-certificates python3)
+fi
 
 if [ "$tag_only" = true ]; then
   echo "$tag"
@@ -110,6 +121,10 @@ chroot_run systemctl enable ssh-hostkeys.service ssh.service >&2
 # iptables-persistent's postinst saved the rules of the build host's network namespace (the
 # chroot shares it); a node must start with an empty rule set of its own.
 rm -f "$root"/etc/iptables/rules.v4 "$root"/etc/iptables/rules.v6
+# The fresh variant installs packages at converge time: give it the same mirror's sources.
+if [ "$fresh" = true ]; then
+  echo "deb $mirror bookworm main" > "$root/etc/apt/sources.list"
+fi
 
 # The login user mirrors Debian's cloud images (`admin`, passwordless sudo), so Ansible's `become`
 # is exercised as on the real chief. Key-only logins (the lab installs its key after start), no root.
@@ -133,14 +148,17 @@ for unit in systemd-udevd.service systemd-udevd-control.socket systemd-udevd-ker
 done
 
 # The package lists stay (Ansible's apt module reads them to see what is installed); the downloaded
-# archives do not.
+# archives do not. A fresh host has no lists yet, as after a cloud image's first boot.
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+if [ "$fresh" = true ]; then
+  rm -rf "$root"/var/lib/apt/lists/*
+fi
 
 echo "importing into docker as $tag" >&2
 tar -C "$root" --numeric-owner -c . | docker import --platform "$docker_platform" \
   --change 'ENV container=docker' \
   --change 'CMD ["/lib/systemd/systemd"]' \
-  --message "edgefed lab base $arch (molecule/image/build.sh $script_digest)" \
+  --message "edgefed lab base $arch (molecule/image/build.sh $script_digest fresh=$fresh)" \
   - "$tag" >&2
 docker tag "$tag" "$repo:current"
 # Older builds of this script are dead weight (about 200 MB each).

@@ -74,6 +74,12 @@ def _group(moto: str) -> dict[str, Any]:
     return dict(groups[0])
 
 
+def _interface_groups(moto: str, instance: str, device_index: int) -> set[str]:
+    described = _ec2(moto).describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
+    [interface] = [i for i in described["NetworkInterfaces"] if i["Attachment"]["DeviceIndex"] == device_index]
+    return {g["GroupId"] for g in interface["Groups"]}
+
+
 def _rules(group: dict[str, Any]) -> dict[int, list[str]]:
     return {rule["FromPort"]: sorted(r["CidrIp"] for r in rule["IpRanges"]) for rule in group["IpPermissions"]}
 
@@ -86,8 +92,8 @@ def test_site_opens_the_port_and_teardown_closes_it(tmp_path: Path, settings: di
     group = _group(moto)
     assert group["VpcId"] == chief_instance["vpc"]
     assert _rules(group) == {22: ["192.0.2.0/24"], 7777: ["198.51.100.0/24"]}
-    attached = _ec2(moto).describe_instances(InstanceIds=[chief_instance["instance"]])
-    groups = {g["GroupId"] for g in attached["Reservations"][0]["Instances"][0]["SecurityGroups"]}
+    # AWS reports the primary interface's groups as the instance's (moto only on the interface).
+    groups = _interface_groups(moto, chief_instance["instance"], device_index=0)
     assert groups == {group["GroupId"], chief_instance["other_group"]}, "the instance lost a group"
 
     again = run_playbook(tmp_path, inventory, "playbooks/aws.yml", env=CREDENTIALS)
@@ -125,3 +131,81 @@ def test_unknown_instance_is_named(tmp_path: Path, settings: dict[str, Any], mot
     assert "aws_security_group_instance_id" in run.output or "i-0000000000000000f" in run.output, run.output
     groups = _ec2(moto).describe_security_groups(Filters=[{"Name": "group-name", "Values": ["edgefed-chief"]}])
     assert groups["SecurityGroups"] == []
+
+
+def _without_default_vpc(ec2: Any) -> None:
+    """An organisation's account: no default VPC, so nothing may fall back to a default subnet."""
+    for vpc in ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]:
+        for subnet in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]:
+            ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        ec2.delete_vpc(VpcId=vpc["VpcId"])
+    assert ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"] == []
+
+
+@pytest.fixture
+def two_interface_chief(moto: str) -> dict[str, str]:
+    ec2 = _ec2(moto)
+    _without_default_vpc(ec2)
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    front = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.1.0/24")["Subnet"]["SubnetId"]
+    back = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.2.0/24")["Subnet"]["SubnetId"]
+    tools = ec2.create_security_group(GroupName="operator-tools", Description="not ours", VpcId=vpc)["GroupId"]
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, NetworkInterfaces=[
+        {"DeviceIndex": 0, "SubnetId": front, "Groups": [tools]},
+        {"DeviceIndex": 1, "SubnetId": back, "Groups": [tools]}])["Instances"][0]
+    addresses = {i["Attachment"]["DeviceIndex"]: i["PrivateIpAddress"] for i in instance["NetworkInterfaces"]}
+    return {"vpc": vpc, "instance": instance["InstanceId"], "tools": tools,
+            "primary_address": addresses[0], "second_address": addresses[1]}
+
+
+@pytest.mark.parametrize("device_index", [0, 1])
+def test_group_goes_on_the_interface_of_the_private_address_without_default_vpc(
+        tmp_path: Path, settings: dict[str, Any], moto: str, two_interface_chief: dict[str, str],
+        device_index: int) -> None:
+    chief = two_interface_chief
+    address = chief["second_address"] if device_index == 1 else "192.168.99.5"  # not on the instance: primary
+    inventory = _inventory(tmp_path, {**settings, "edgefed_private_address": address}, moto, chief["instance"])
+    run = run_playbook(tmp_path, inventory, "playbooks/aws.yml", env=CREDENTIALS)
+    assert run.returncode == 0, run.output
+    group = _group(moto)
+    assert group["VpcId"] == chief["vpc"]
+    assert _interface_groups(moto, chief["instance"], device_index) == {group["GroupId"], chief["tools"]}
+    assert _interface_groups(moto, chief["instance"], 1 - device_index) == {chief["tools"]}
+    again = run_playbook(tmp_path, inventory, "playbooks/aws.yml", env=CREDENTIALS)
+    assert again.returncode == 0 and again.changed() == 0, again.output
+
+
+def test_wider_rules_in_other_groups_fail_before_any_change_or_warn(
+        tmp_path: Path, settings: dict[str, Any], moto: str, two_interface_chief: dict[str, str]) -> None:
+    chief, ec2 = two_interface_chief, _ec2(moto)
+    ec2.authorize_security_group_ingress(GroupId=chief["tools"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
+        {"IpProtocol": "tcp", "FromPort": 3000, "ToPort": 4000, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]},
+        # inside the inventory's CIDRs (198.51.100.0/24, 192.0.2.0/24): not reported
+        {"IpProtocol": "tcp", "FromPort": 7777, "ToPort": 7777, "IpRanges": [{"CidrIp": "198.51.100.128/25"}]},
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "192.0.2.7/32"}]}])
+    inventory = _inventory(tmp_path, settings, moto, chief["instance"])
+    run = run_playbook(tmp_path, inventory, "playbooks/aws.yml", env=CREDENTIALS)
+    assert run.returncode != 0, run.output
+    assert f"{chief['tools']} (operator-tools) opens tcp/22 to 0.0.0.0/0" in run.output, run.output
+    assert "opens tcp/3389 to 10.0.0.0/8" in run.output, run.output
+    assert "198.51.100.128/25" not in run.output and "192.0.2.7/32" not in run.output, run.output
+    assert ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["edgefed-chief"]}])["SecurityGroups"] == []
+
+    warned = _inventory(tmp_path, {**settings, "aws_security_group_other_groups": "warn"}, moto, chief["instance"])
+    run = run_playbook(tmp_path, warned, "playbooks/aws.yml", env=CREDENTIALS)
+    assert run.returncode == 0, run.output
+    assert "WARNING (aws_security_group_other_groups: warn)" in run.output, run.output
+    assert _interface_groups(moto, chief["instance"], 0) == {_group(moto)["GroupId"], chief["tools"]}
+
+
+def test_p2p_port_is_opened_and_closed_like_the_federation_port(
+        tmp_path: Path, settings: dict[str, Any], moto: str, chief_instance: dict[str, str]) -> None:
+    inventory = _inventory(tmp_path, {**settings, "edgefed_p2p_port": 7000}, moto, chief_instance["instance"])
+    run = run_playbook(tmp_path, inventory, "playbooks/validate.yml", "playbooks/aws.yml", env=CREDENTIALS)
+    assert run.returncode == 0, run.output
+    assert _rules(_group(moto)) == {22: ["192.0.2.0/24"], 7000: ["198.51.100.0/24"], 7777: ["198.51.100.0/24"]}
+    down = run_playbook(tmp_path, inventory, "teardown.yml", args=("--tags", "aws_security_group"), env=CREDENTIALS)
+    assert down.returncode == 0, down.output
+    assert _rules(_group(moto)) == {22: ["192.0.2.0/24"]}

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 from ansible_helpers import REPO
@@ -40,8 +41,9 @@ def test_same_source_same_wheel_new_source_new_wheel(tmp_path: Path) -> None:
     (source / "edgefed" / "__init__.py").write_text((source / "edgefed" / "__init__.py").read_text() + "\n# edit\n")
     assert _run("wheel", str(source), str(dest), "--check")["changed"] is True
     assert wheel.read_bytes() == content, "--check wrote the wheel"
-    assert _run("wheel", str(source), str(dest))["changed"] is True
-    assert wheel.read_bytes() != content
+    rebuilt = _run("wheel", str(source), str(dest))
+    assert rebuilt["changed"] is True
+    assert Path(str(rebuilt["wheel"])).read_bytes() != content
 
 
 def test_archives_hold_the_named_wheels_reproducibly(tmp_path: Path) -> None:
@@ -70,3 +72,36 @@ def test_packing_a_missing_wheel_is_an_error(tmp_path: Path) -> None:
                              "missing-1.0-py3-none-any.whl"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "missing-1.0-py3-none-any.whl" in result.stderr
+
+
+def _git(source: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                   check=True, capture_output=True)
+
+
+def test_the_wheel_version_comes_from_git(tmp_path: Path) -> None:
+    source, dest = _source_copy(tmp_path), tmp_path / "wheelhouse" / "edgefed"
+    copy = str(_run("wheel", str(source), str(dest))["version"])
+    assert copy.startswith("0.1.0+s")  # not a checkout: the content decides
+    _git(source, "init", "-q")
+    _git(source, "add", ".")
+    _git(source, "commit", "-qm", "A")
+    sha = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert _run("wheel", str(source), str(dest))["version"] == f"0.1.0.dev0+g{sha}"
+    _git(source, "tag", "v1.2.0")
+    tagged = _run("wheel", str(source), str(dest))
+    assert tagged["version"] == "1.2.0"
+    assert Path(str(tagged["wheel"])).name == "edgefed-1.2.0-py3-none-any.whl"
+    with zipfile.ZipFile(str(tagged["wheel"])) as wheel:
+        assert '__version__ = "1.2.0"' in wheel.read("edgefed/__init__.py").decode()
+    (source / "edgefed" / "added.py").write_text("VALUE = 1\n")
+    dirty = str(_run("wheel", str(source), str(dest))["version"])
+    assert dirty.startswith("1.2.0.post0+g") and ".d" in dirty, dirty
+    _git(source, "add", ".")
+    _git(source, "commit", "-qm", "B")
+    assert str(_run("wheel", str(source), str(dest))["version"]).startswith("1.2.0.post1+g")
+    assert _run("wheel", str(source), str(dest), "--version", "2.0.0rc1")["version"] == "2.0.0rc1"
+    refused = subprocess.run([sys.executable, str(SCRIPT), "wheel", str(source), str(dest), "--version", "two"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "not a version pip accepts: 'two'" in refused.stderr

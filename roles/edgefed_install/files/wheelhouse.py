@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Prepare the wheelhouse on the controller so nodes can install with `pip --no-index`.
 
-  wheelhouse.py wheel SOURCE_DIR DEST_DIR [--check]
+  wheelhouse.py wheel SOURCE_DIR DEST_DIR [--check] [--version VERSION]
       Build the project's wheel reproducibly (SOURCE_DATE_EPOCH fixed, so the same source gives the
-      same bytes) and place it in DEST_DIR only if it differs from what is there.
+      same bytes), stamped with its release version (release_version.py: from git, or VERSION), and
+      place it in DEST_DIR only if it differs from what is there.
   wheelhouse.py download DEST_DIR --platform TAG... --python-version 3.11 [--check] [--no-deps] REQUIREMENT...
       Make DEST_DIR hold every wheel REQUIREMENTs need on that platform: first resolved offline
       against DEST_DIR itself (nothing to do when complete), otherwise downloaded with `pip download`.
@@ -14,7 +15,7 @@
       if its content changed: one file to copy to a node instead of one round-trip per wheel, and
       only what that node installs.
 
-Prints one JSON object: {"changed": bool, "wheel": path?, "saved": [files]?}. Runs with the
+Prints one JSON object: {"changed": bool, "wheel": path?, "version": str?, "saved": [files]?}. Runs with the
 controller's Python (ansible_playbook_python), which has pip.
 """
 
@@ -31,6 +32,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from release_version import release_version, stamp
+
 # 1980-01-01, the earliest timestamp a zip file can hold: only the bytes matter, not the build time.
 _FIXED_EPOCH = "315532800"
 # What the build needs besides the package itself.
@@ -44,8 +47,9 @@ def _pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-def build_wheel(source: Path, dest: Path, check: bool) -> dict[str, object]:
+def build_wheel(source: Path, dest: Path, check: bool, version: str = "") -> dict[str, object]:
     env = {**os.environ, "SOURCE_DATE_EPOCH": _FIXED_EPOCH}
+    version = release_version(source, version)
     with tempfile.TemporaryDirectory(prefix="edgefed-wheel-") as tmp:
         # Build from a clean copy: an in-tree build would reuse (and ship) stale files from build/.
         tree = Path(tmp) / "src"
@@ -55,6 +59,7 @@ def build_wheel(source: Path, dest: Path, check: bool) -> dict[str, object]:
                 shutil.copy2(source / name, tree / name)
         package = source / "edgefed"
         shutil.copytree(package, tree / package.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        stamp(tree, version)
         out = Path(tmp) / "out"
         result = _pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(tree), env=env)
         if result.returncode != 0:
@@ -69,7 +74,7 @@ def build_wheel(source: Path, dest: Path, check: bool) -> dict[str, object]:
             partial = target.with_name(target.name + ".partial")
             shutil.copyfile(built[0], partial)
             partial.replace(target)  # atomic: a node never copies half a wheel
-    return {"changed": changed, "wheel": str(target)}
+    return {"changed": changed, "wheel": str(target), "version": version}
 
 
 def pack(directory: Path, target: Path, files: list[str], check: bool) -> dict[str, object]:
@@ -155,6 +160,7 @@ def main() -> int:
     wheel.add_argument("source", type=Path)
     wheel.add_argument("dest", type=Path)
     wheel.add_argument("--check", action="store_true")
+    wheel.add_argument("--version", default="", help="instead of the version derived from git")
     fetch = actions.add_parser("download")
     fetch.add_argument("dest", type=Path)
     fetch.add_argument("--platform", action="append", required=True)
@@ -169,7 +175,7 @@ def main() -> int:
     bundle.add_argument("files", nargs="*")
     args = parser.parse_args()
     if args.action == "wheel":
-        report = build_wheel(args.source, args.dest, args.check)
+        report = build_wheel(args.source, args.dest, args.check, args.version)
     elif args.action == "pack":
         report = pack(args.dest, args.archive, args.files, args.check)
     else:
