@@ -17,7 +17,7 @@ from edgefed.errors import UsageError
 from edgefed.federation.driver import RoundReport, run_federated
 from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
-from edgefed.transport import Transport
+from edgefed.transport import Transport, reload_on_sighup
 from edgefed.wiring import build_session
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def run_node(
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)
+        reload_on_sighup()  # systemctl reload: re-read the certificate, key and CRL (no restart)
     # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
     bus = events or EventBus()
