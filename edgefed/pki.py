@@ -211,9 +211,14 @@ def _san_entries(name: str, sans: Sequence[str]) -> list[x509.GeneralName]:
 
 
 def issue_node(
-    pki_dir: str | Path, name: str, sans: Sequence[str] = (), days: int = NODE_DAYS, force: bool = False
+    pki_dir: str | Path, name: str, sans: Sequence[str] = (), days: int = NODE_DAYS, force: bool = False,
+    keep_ledger_key: bool = False,
 ) -> NodeCredentials:
-    """Issue NAME a TLS certificate (client and server use) and an ed25519 ledger key pair."""
+    """Issue NAME a TLS certificate (client and server use) and an ed25519 ledger key pair.
+
+    keep_ledger_key: a renewal (new TLS key and certificate) keeps an existing ledger key, so the
+    records it signed still verify against ledger.pub.
+    """
     root = Path(pki_dir)
     creds = NodeCredentials(root, check_node_name(name))
     if days < 1:
@@ -248,6 +253,8 @@ def issue_node(
     creds.node_dir.mkdir(parents=True, exist_ok=True)
     _write_private_key(creds.key, key)
     atomic_write_bytes(creds.cert, cert.public_bytes(serialization.Encoding.PEM))
+    if keep_ledger_key and creds.ledger_key.is_file():
+        return creds
     ledger_key = ed25519.Ed25519PrivateKey.generate()
     _write_private_key(creds.ledger_key, ledger_key)
     atomic_write_bytes(creds.ledger_pub, (public_key_hex(ledger_key) + "\n").encode())

@@ -24,6 +24,8 @@ def register(subcommands: Any) -> None:
     issue.add_argument("--san", action="append", default=[], help="extra DNS name or IP (repeatable)")
     issue.add_argument("--days", type=int, default=NODE_DAYS)
     issue.add_argument("--force", action="store_true", help="re-issue an existing certificate")
+    issue.add_argument("--keep-ledger-key", action="store_true",
+                       help="renewal: new TLS key and certificate, the same ledger key (its records still verify)")
     issue.set_defaults(handler=_issue)
 
     revoke = actions.add_parser("revoke", help="put a node's certificate on the deployment CRL (crl.pem)")
@@ -49,7 +51,9 @@ def _init(args: argparse.Namespace) -> int:
 def _issue(args: argparse.Namespace) -> int:
     from edgefed import pki
 
-    creds = pki.issue_node(args.pki, args.name, args.san, days=args.days, force=args.force)
+    creds = pki.issue_node(
+        args.pki, args.name, args.san, days=args.days, force=args.force, keep_ledger_key=args.keep_ledger_key
+    )
     print(f"issued {creds.cert} and ledger key {creds.ledger_pub}")
     return 0
 

@@ -13,7 +13,7 @@ import ssl
 from edgefed.pki import NodeCredentials
 from edgefed.transport.base import PeerRefused, TransportError
 from edgefed.transport.tcp import HANDSHAKE_TIMEOUT, SocketConnection, StreamListener, dial, tune_socket
-from edgefed.transport.tls import PeerRevoked, Trust, TrustState, peer_common_name
+from edgefed.transport.tls import PeerRevoked, Trust, TrustState, peer_common_name, peer_serial
 from edgefed.wire import Bye, Limits, ReasonCode, encode_message
 
 
@@ -22,6 +22,12 @@ class TlsConnection(SocketConnection):
 
     def __init__(self, sock: ssl.SSLSocket, peer: str, limits: Limits | None = None) -> None:
         super().__init__(sock, peer, limits)
+        self._tls = sock
+
+    @property
+    def peer_serial(self) -> int:
+        """The serial number of the certificate the peer proved itself with."""
+        return peer_serial(self._tls)
 
 
 REFUSAL_LINGER = 2.0  # seconds a refused peer gets to read why before the socket closes
@@ -68,7 +74,7 @@ def _tell_revoked(tls: ssl.SSLSocket, reason: str) -> None:
     """
     try:
         tls.settimeout(REFUSAL_LINGER)
-        tls.sendall(b"".join(bytes(part) for part in encode_message(Bye(ReasonCode.NOT_ALLOWED, reason))))
+        tls.sendall(encode_message(Bye(ReasonCode.NOT_ALLOWED, reason)))
         with contextlib.suppress(OSError):
             tls.shutdown(socket.SHUT_WR)
         drained = 0

@@ -96,7 +96,9 @@ def test_a_crl_past_its_next_update_is_stale_but_still_enforced(deployment: Path
     assert old.stale and old.is_revoked(serial)
 
 
-@pytest.mark.parametrize(("days", "renew_days", "due"), [(10, 30, True), (31, 30, False), (29, 30, True), (365, 30, False)])
+@pytest.mark.parametrize(
+    ("days", "renew_days", "due"), [(10, 30, True), (29, 30, True), (31, 30, False), (365, 30, False)]
+)
 def test_renewal_window(deployment: Path, days: int, renew_days: int, due: bool) -> None:
     creds = pki.issue_node(deployment, "pi1", days=days, force=True)
     assert 0 < days - pki.days_until_expiry(creds.cert) < 0.01
