@@ -267,7 +267,7 @@ def days_until_expiry(cert_path: Path) -> float:
 
 
 # -- revocation: PKI_DIR/crl.pem (every node) and PKI_DIR/revoked.json (serial -> name, for people) --
-CRL_DAYS = 30  # the CRL's nextUpdate; a stale CRL is still enforced (and `edgefed doctor` says so)
+CRL_DAYS = 30  # the CRL's nextUpdate; a stale CRL is still enforced (Revocations.stale tells)
 _REASONS = {reason.name: reason for reason in x509.ReasonFlags}
 
 

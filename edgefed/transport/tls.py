@@ -134,9 +134,13 @@ class Trust:
 
     def _build(self) -> TrustState:
         ca = x509.load_pem_x509_certificate(self.creds.ca_cert.read_bytes())
+        revocations = load_revocations(self.creds.pki_dir, ca)
+        if revocations.stale:  # still enforced: a late CRL must not let revoked nodes back in
+            log.warning("%s: the CRL is past its next-update date (%s); still enforced; re-sign it with "
+                        "`edgefed pki crl`", self.creds.name, revocations.next_update)
         return TrustState(
             server_context(self.creds), client_context(self.creds), client_context(self.creds, False),
-            load_revocations(self.creds.pki_dir, ca), self.creds.certificate().serial_number,
+            revocations, self.creds.certificate().serial_number,
         )
 
     def current(self) -> TrustState:
