@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 
 from edgefed.pki import NodeCredentials
 from edgefed.transport.base import PeerRefused, TransportError
@@ -77,8 +78,11 @@ def _tell_revoked(tls: ssl.SSLSocket, reason: str) -> None:
         tls.sendall(encode_message(Bye(ReasonCode.NOT_ALLOWED, reason)))
         with contextlib.suppress(OSError):
             tls.shutdown(socket.SHUT_WR)
-        drained = 0
-        while drained < REFUSAL_DRAIN_BYTES and (chunk := tls.recv(4096)):
+        drained, deadline = 0, time.monotonic() + REFUSAL_LINGER  # one deadline: a trickle cannot extend it
+        while drained < REFUSAL_DRAIN_BYTES and (left := deadline - time.monotonic()) > 0:
+            tls.settimeout(left)
+            if not (chunk := tls.recv(4096)):
+                break
             drained += len(chunk)
     except (OSError, ValueError):
         pass
