@@ -21,7 +21,7 @@ from edgefed.federation.model_push import model_frames
 from edgefed.federation.worker import WorkerSession
 from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
-from edgefed.transport import Transport
+from edgefed.transport import Transport, reload_on_sighup
 from edgefed.wiring import build_session
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def run_node(
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)
+        reload_on_sighup()  # systemctl reload: re-read the certificate, key and CRL (no restart)
     dp_plan = plan_for(config.federation)  # first: a privacy target that cannot be met stops the node here
     # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).

@@ -211,9 +211,14 @@ def _san_entries(name: str, sans: Sequence[str]) -> list[x509.GeneralName]:
 
 
 def issue_node(
-    pki_dir: str | Path, name: str, sans: Sequence[str] = (), days: int = NODE_DAYS, force: bool = False
+    pki_dir: str | Path, name: str, sans: Sequence[str] = (), days: int = NODE_DAYS, force: bool = False,
+    keep_ledger_key: bool = False,
 ) -> NodeCredentials:
-    """Issue NAME a TLS certificate (client and server use) and an ed25519 ledger key pair."""
+    """Issue NAME a TLS certificate (client and server use) and an ed25519 ledger key pair.
+
+    keep_ledger_key: a renewal (new TLS key and certificate) keeps an existing ledger key, so the
+    records it signed still verify against ledger.pub.
+    """
     root = Path(pki_dir)
     creds = NodeCredentials(root, check_node_name(name))
     if days < 1:
@@ -248,6 +253,8 @@ def issue_node(
     creds.node_dir.mkdir(parents=True, exist_ok=True)
     _write_private_key(creds.key, key)
     atomic_write_bytes(creds.cert, cert.public_bytes(serialization.Encoding.PEM))
+    if keep_ledger_key and creds.ledger_key.is_file():
+        return creds
     ledger_key = ed25519.Ed25519PrivateKey.generate()
     _write_private_key(creds.ledger_key, ledger_key)
     atomic_write_bytes(creds.ledger_pub, (public_key_hex(ledger_key) + "\n").encode())
@@ -257,3 +264,137 @@ def issue_node(
 def days_until_expiry(cert_path: Path) -> float:
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return (cert.not_valid_after_utc - _now()).total_seconds() / 86400
+
+
+# -- revocation: PKI_DIR/crl.pem (every node) and PKI_DIR/revoked.json (serial -> name, for people) --
+CRL_DAYS = 30  # the CRL's nextUpdate; a stale CRL is still enforced (Revocations.stale tells)
+_REASONS = {reason.name: reason for reason in x509.ReasonFlags}
+
+
+@dataclass(frozen=True)
+class Revocations:
+    """The deployment CRL as a node enforces it: the revoked serials, and who they were issued to."""
+
+    serials: frozenset[int] = frozenset()
+    names: tuple[tuple[int, str], ...] = ()  # (serial, node name) for serials on the CRL, from revoked.json
+    number: int = 0
+    next_update: dt.datetime | None = None
+
+    def is_revoked(self, serial: int) -> bool:
+        return serial in self.serials
+
+    @property
+    def revoked_names(self) -> frozenset[str]:
+        return frozenset(name for _, name in self.names)
+
+    @property
+    def stale(self) -> bool:
+        return self.next_update is not None and self.next_update < _now()
+
+
+def crl_path(pki_dir: str | Path) -> Path:
+    return Path(pki_dir) / "crl.pem"
+
+
+def revoked_index_path(pki_dir: str | Path) -> Path:
+    return Path(pki_dir) / "revoked.json"
+
+
+def parse_crl(pem: bytes, ca_cert: x509.Certificate, where: str = "the CRL") -> x509.CertificateRevocationList:
+    """A CRL issued and signed by the deployment CA, or PKIError saying what is wrong with it."""
+    try:
+        crl = x509.load_pem_x509_crl(pem)
+    except ValueError:
+        raise PKIError(f"{where} is not a PEM certificate revocation list") from None
+    if crl.issuer != ca_cert.subject:
+        raise PKIError(f"{where} was issued by {crl.issuer.rfc4514_string()}, not the deployment CA")
+    public = ca_cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(public):
+        raise PKIError(f"{where} is not signed by the deployment CA")
+    return crl
+
+
+def _revoked_index(pki_dir: Path) -> dict[int, str]:
+    """serial -> node name from revoked.json; a damaged index names nobody (the CRL still applies)."""
+    import json
+
+    try:
+        raw = json.loads(revoked_index_path(pki_dir).read_text())
+        return {int(serial, 16): str(name) for serial, name in raw.items() if NAME_PATTERN.match(str(name))}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def load_revocations(pki_dir: str | Path, ca_cert: x509.Certificate | None = None) -> Revocations:
+    """The revocations in force under PKI_DIR: none without crl.pem; PKIError for a CRL not ours."""
+    root = Path(pki_dir)
+    path = crl_path(root)
+    if not path.is_file():
+        return Revocations()
+    ca = ca_cert or x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
+    crl = parse_crl(path.read_bytes(), ca, str(path))
+    serials = frozenset(entry.serial_number for entry in crl)
+    index = _revoked_index(root)
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = 0
+    names = tuple(sorted((serial, name) for serial, name in index.items() if serial in serials))
+    return Revocations(serials, names, number, crl.next_update_utc)
+
+
+def revoke(pki_dir: str | Path, name: str, reason: str = "key_compromise") -> int:
+    """Put NAME's certificate (PKI_DIR/nodes/NAME/tls.crt) on the CRL, re-signed; returns its serial."""
+    import json
+
+    root = Path(pki_dir)
+    creds = NodeCredentials(root, check_node_name(name))
+    if reason not in _REASONS:
+        raise PKIError(f"--reason {reason!r}: use one of {', '.join(sorted(_REASONS))}")
+    if not creds.cert.is_file():
+        raise PKIError(f"no certificate {creds.cert} to revoke (the controller keeps every node's tls.crt)")
+    serial = creds.certificate().serial_number
+    ca_cert, ca_key = _load_ca(root)
+    old = crl_path(root)
+    entries = list(parse_crl(old.read_bytes(), ca_cert, str(old))) if old.is_file() else []
+    if all(entry.serial_number != serial for entry in entries):
+        entries.append(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(_now())
+            .add_extension(x509.CRLReason(_REASONS[reason]), critical=False).build()
+        )
+    sign_crl(root, entries, ca_cert, ca_key)
+    index = {f"{s:x}": n for s, n in _revoked_index(root).items()}
+    index[f"{serial:x}"] = name
+    atomic_write_bytes(revoked_index_path(root), (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
+    return serial
+
+
+def sign_crl(
+    root: Path,
+    entries: Sequence[x509.RevokedCertificate],
+    ca_cert: x509.Certificate | None = None,
+    ca_key: ec.EllipticCurvePrivateKey | None = None,
+) -> Path:
+    """Write PKI_DIR/crl.pem holding entries, numbered one above the current CRL, valid CRL_DAYS."""
+    if ca_cert is None or ca_key is None:
+        ca_cert, ca_key = _load_ca(root)
+    number = load_revocations(root, ca_cert).number + 1
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=CRL_DAYS))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    atomic_write_bytes(crl_path(root), crl.public_bytes(serialization.Encoding.PEM))
+    return crl_path(root)
+
+
+def renewal_due(cert_path: Path, renew_days: float) -> bool:
+    """True when the certificate expires within renew_days (the pki role's edgefed_pki_renew_days)."""
+    return days_until_expiry(cert_path) < renew_days

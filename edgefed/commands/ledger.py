@@ -63,6 +63,7 @@ def register(subcommands: Any) -> None:
                       "model: global models the chief adopted)")
     show.add_argument("--node", help="only records where this node is sender or receiver")
     show.add_argument("--json", action="store_true", help="one JSON object per record")
+    show.add_argument("--pki", help="mark records of identities revoked by this PKI directory's crl.pem")
     show.set_defaults(handler=_show)
 
     trace = actions.add_parser(
@@ -107,6 +108,7 @@ def _config(args: argparse.Namespace) -> NodeConfig:
 
 def _serve(args: argparse.Namespace) -> int:
     from edgefed.ledger.service import service_for
+    from edgefed.transport import reload_on_sighup
 
     config = _config(args)
     if args.nice:
@@ -127,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        reload_on_sighup()  # systemctl reload: re-read the certificate, key and CRL (no restart)
         service.run(stop)
         # Stopping is the moment records are most likely waiting (the node just finished): deliver them.
         return 0 if service.drain(args.stop_grace) else 1
@@ -199,6 +202,7 @@ def _verify_iroha(args: argparse.Namespace) -> Any:
 def _show(args: argparse.Namespace) -> int:
     from edgefed.ledger.chain import ChainReader
 
+    revoked = _revoked_names(args.pki)
     ledger = ChainReader.open(args.path)
     try:
         rows = []
@@ -217,13 +221,23 @@ def _show(args: argparse.Namespace) -> int:
         ledger.close()
     if args.json:
         for height, record in rows:
-            print(json.dumps({"height": height, **record.to_dict()}, sort_keys=True))
+            marks = {"revoked_identity": sorted(revoked & {record.sender, record.receiver})} if args.pki else {}
+            print(json.dumps({"height": height, **record.to_dict(), **marks}, sort_keys=True))
         return 0
-    _print_table(rows)
+    _print_table(rows, revoked)
     return 0
 
 
-def _print_table(rows: list[tuple[int, Any]]) -> None:
+def _revoked_names(pki_dir: str | None) -> frozenset[str]:
+    """Nodes whose certificate the CRL under pki_dir revokes (named by its revoked.json)."""
+    if pki_dir is None:
+        return frozenset()
+    from edgefed.pki import load_revocations
+
+    return load_revocations(pki_dir).revoked_names
+
+
+def _print_table(rows: list[tuple[int, Any]], revoked: frozenset[str] = frozenset()) -> None:
     import datetime as dt
 
     from rich.console import Console
@@ -231,6 +245,7 @@ def _print_table(rows: list[tuple[int, Any]]) -> None:
     from rich.text import Text
 
     table = Table(title=f"{len(rows)} transfer records")
+    marked = sorted(revoked & {name for _, record in rows for name in (record.sender, record.receiver)})
     files = any(record.name is not None for _, record in rows)  # the file column only when p2p files are listed
     refusals = any(record.code is not None for _, record in rows)  # the reason column only with refusals
     columns = ("height", "round", "kind", *(("file",) if files else ()), "sender", "receiver", "side", "bytes",
@@ -244,12 +259,21 @@ def _print_table(rows: list[tuple[int, Any]]) -> None:
         side = f"refused by {record.observer}" if record.code else f"{record.direction} ({record.observer})"
         table.add_row(
             str(height), "-" if record.name is not None else str(record.round), record.kind, *name,
-            record.sender, record.receiver, side, f"{record.bytes:,}", record.sha256[:16], *why, when,
+            _star(record.sender, revoked), _star(record.receiver, revoked), side, f"{record.bytes:,}",
+            record.sha256[:16], *why, when,
         )
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=200)
     console.print(table)
+    if marked:
+        console.print(Text(f"* from a now-revoked identity: {', '.join(marked)} (its records stay on the ledger)"))
+
+
+def _star(name: str, revoked: frozenset[str]) -> Any:
+    from rich.text import Text
+
+    return Text(f"{name} *" if name in revoked else name)  # Text: a node name is never read as markup
 
 
 def _bootstrap_iroha(args: argparse.Namespace) -> int:

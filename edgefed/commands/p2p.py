@@ -245,7 +245,9 @@ def _check_receive_dir(directory: Path) -> None:
 def _receive(args: argparse.Namespace) -> int:
     from edgefed.p2p import session
     from edgefed.p2p.receiver import DEFAULT_MAX_FILE_SIZE
+    from edgefed.transport import reload_on_sighup
 
+    reload_on_sighup()  # kill -HUP: re-read the certificate, key and CRL while receiving
     _check_receive_dir(args.dir)
     config = _ledger_config(args)
     terminal = session.Terminal(progress=not args.no_progress)

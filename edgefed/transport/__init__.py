@@ -13,18 +13,18 @@ from edgefed.transport.base import (
     Transport,
     TransportError,
 )
+from edgefed.transport.mtls import TlsConnection, TlsListener, TlsTransport, connect_tls
 from edgefed.transport.plain import UNAUTHENTICATED, PlainListener, PlainTransport, connect_plain
-from edgefed.transport.tcp import (
-    HANDSHAKE_TIMEOUT,
-    SocketConnection,
-    StreamListener,
-    TlsConnection,
-    TlsListener,
-    TlsTransport,
-    connect_tls,
-    free_port,
+from edgefed.transport.tcp import HANDSHAKE_TIMEOUT, SocketConnection, StreamListener, free_port
+from edgefed.transport.tls import (
+    PeerRevoked,
+    Trust,
+    client_context,
+    peer_common_name,
+    reload_on_sighup,
+    request_reload,
+    server_context,
 )
-from edgefed.transport.tls import client_context, peer_common_name, server_context
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -34,6 +34,7 @@ __all__ = [
     "Listener",
     "ListenerClosed",
     "PeerRefused",
+    "PeerRevoked",
     "PendingConnection",
     "PlainListener",
     "PlainTransport",
@@ -44,10 +45,13 @@ __all__ = [
     "TlsTransport",
     "Transport",
     "TransportError",
+    "Trust",
     "client_context",
     "connect_plain",
     "connect_tls",
     "free_port",
     "peer_common_name",
+    "reload_on_sighup",
+    "request_reload",
     "server_context",
 ]

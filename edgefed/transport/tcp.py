@@ -1,18 +1,15 @@
-"""Frames over TCP sockets: the connection, a stoppable listener, dialling, and TLS 1.3 on top."""
+"""Frames over TCP sockets: the connection, a stoppable listener and dialling (TLS on top: mtls.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import random
 import socket
-import ssl
 import threading
 from collections.abc import Sequence
 from typing import overload
 
-from edgefed.pki import NodeCredentials
-from edgefed.transport.base import ConnectionClosed, ListenerClosed, PeerRefused, TransportError
-from edgefed.transport.tls import client_context, peer_common_name, server_context
+from edgefed.transport.base import ConnectionClosed, ListenerClosed, TransportError
 from edgefed.wire import Frame, FrameReader, Limits
 from edgefed.wire.reader import Allocator, allocate_fresh
 
@@ -81,29 +78,6 @@ class SocketConnection:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
-
-
-class TlsConnection(SocketConnection):
-    """A stream whose peer proved its identity in a mutual-TLS handshake; peer is its certificate's CN."""
-
-    def __init__(self, sock: ssl.SSLSocket, peer: str, limits: Limits | None = None) -> None:
-        super().__init__(sock, peer, limits)
-
-
-def server_handshake(
-    raw: socket.socket, context: ssl.SSLContext, limits: Limits | None, timeout: float = HANDSHAKE_TIMEOUT
-) -> TlsConnection:
-    """The server side of the mutual-TLS handshake on an accepted socket; TransportError if refused."""
-    tune_socket(raw)
-    raw.settimeout(timeout)
-    try:
-        tls = context.wrap_socket(raw, server_side=True)
-        name = peer_common_name(tls)
-    except (ssl.SSLError, OSError) as exc:
-        raw.close()
-        raise TransportError(f"TLS handshake refused: {exc}") from exc
-    tls.settimeout(None)
-    return TlsConnection(tls, name, limits)
 
 
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
@@ -279,62 +253,3 @@ class PendingSocket:
             elif self._waker is not None:
                 with contextlib.suppress(OSError):
                     self._waker.shutdown(socket.SHUT_RDWR)
-
-
-class TlsListener(StreamListener):
-    """A listening socket whose accepted peers must complete a mutual-TLS handshake."""
-
-    def __init__(
-        self, host: str, port: int, context: ssl.SSLContext, limits: Limits | None = None, backlog: int = 128
-    ) -> None:
-        super().__init__(host, port, backlog)
-        self._context = context
-        self._limits = limits
-
-    def handshake(self, raw: socket.socket, timeout: float = HANDSHAKE_TIMEOUT) -> TlsConnection:
-        """Authenticate an accepted socket; the peer is refused unless its certificate is from our CA."""
-        return server_handshake(raw, self._context, self._limits, timeout)
-
-
-def connect_tls(
-    host: str,
-    port: int,
-    context: ssl.SSLContext,
-    limits: Limits | None = None,
-    timeout: float = HANDSHAKE_TIMEOUT,
-    server_hostname: str | None = None,
-) -> TlsConnection:
-    raw = dial(host, port, timeout)
-    try:
-        tls = context.wrap_socket(raw, server_hostname=server_hostname or host)
-        name = peer_common_name(tls)
-    except (ssl.SSLError, OSError) as exc:
-        raw.close()
-        refused = PeerRefused if isinstance(exc, ssl.SSLCertVerificationError) else TransportError
-        raise refused(f"TLS handshake with {host}:{port} failed: {exc}") from exc
-    tls.settimeout(None)
-    return TlsConnection(tls, name, limits)
-
-
-class TlsTransport:
-    """The Transport of a node holding NAME's credentials: mutual TLS 1.3 over TCP."""
-
-    def __init__(self, creds: NodeCredentials) -> None:
-        self._name = creds.name
-        self._server = server_context(creds)
-        self._client = client_context(creds)
-        # Any node certificate of the deployment CA, for peers dialled by address without a name to
-        # check: node certificates name the node (SAN DNS:NAME), not necessarily the address.
-        self._client_any_node = client_context(creds, check_hostname=False)
-
-    @property
-    def local_name(self) -> str:
-        return self._name
-
-    def listen(self, host: str, port: int, limits: Limits) -> TlsListener:
-        return TlsListener(host, port, self._server, limits)
-
-    def connect(self, host: str, port: int, limits: Limits, server_name: str | None) -> TlsConnection:
-        if server_name is None:
-            return connect_tls(host, port, self._client_any_node, limits)
-        return connect_tls(host, port, self._client, limits, server_hostname=server_name)

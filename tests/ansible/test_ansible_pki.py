@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgefed import pki
 from edgefed.transport import TransportError
-from edgefed.transport.tcp import TlsListener, connect_tls
+from edgefed.transport.mtls import TlsListener, connect_tls
 from edgefed.transport.tls import client_context, server_context
 
 PLAYS = ("playbooks/validate.yml", "playbooks/pki.yml")

@@ -2,6 +2,7 @@
 
 - ed25519_public_hex: an ed25519 public key PEM -> the 64 hex characters stored in ledger.pub
   (the format edgefed.pki.load_ledger_public_key reads);
+- pki_serial_hex: a certificate serial number -> lower-case hex, as edgefed.pki keys revoked.json;
 - pki_san_entries: a node name plus extra addresses -> subjectAltName entries, the same rule as
   edgefed.pki (DNS:name first, IP: for addresses, DNS: for everything else, no duplicates).
 """
@@ -33,6 +34,13 @@ def ed25519_public_hex(pem: str) -> str:
     return der[len(_ED25519_SPKI_PREFIX) :].hex()
 
 
+def pki_serial_hex(serial: int | str) -> str:
+    try:
+        return f"{int(serial):x}"
+    except (TypeError, ValueError):
+        raise AnsibleFilterError(f"pki_serial_hex: {serial!r} is not a serial number") from None
+
+
 def pki_san_entries(name: str, sans: Iterable[str] = ()) -> list[str]:
     """subjectAltName entries for a node: DNS:name, then IP:/DNS: for each extra address."""
     if isinstance(sans, str):
@@ -51,4 +59,5 @@ def pki_san_entries(name: str, sans: Iterable[str] = ()) -> list[str]:
 
 class FilterModule:
     def filters(self) -> dict[str, object]:
-        return {"ed25519_public_hex": ed25519_public_hex, "pki_san_entries": pki_san_entries}
+        return {"ed25519_public_hex": ed25519_public_hex, "pki_san_entries": pki_san_entries,
+                "pki_serial_hex": pki_serial_hex}

@@ -1,0 +1,40 @@
+"""The pki role's CRL: edgefed_pki_revoked becomes a signed crl.pem that edgefed.pki reads, naming the node;
+a second run changes nothing; a revocation made with `edgefed pki revoke` survives the role; the CA close
+to expiry is warned about."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ansible_helpers import base_settings, run_playbook, write_inventory
+
+from edgefed import pki
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_revoked_nodes_are_on_a_signed_crl_and_the_run_is_idempotent(tmp_path: Path) -> None:
+    settings = {**base_settings(tmp_path), "edgefed_pki_revoked": ["pi-2"], "edgefed_pki_renew_days": 4000}
+    inventory = write_inventory(tmp_path / "hosts.yml", settings)
+    first = run_playbook(tmp_path, inventory, "playbooks/validate.yml", "playbooks/pki.yml")
+    assert first.returncode == 0, first.output
+    root = tmp_path / "pki"
+    revocations = pki.load_revocations(root)  # signed by the deployment CA, or this raises
+    pi2 = pki.NodeCredentials(root, "pi-2").certificate().serial_number
+    assert revocations.serials == {pi2}
+    assert revocations.revoked_names == {"pi-2"}
+    # the CA (3650 days) is within the 4000 renewal days: a warning, never a new CA
+    assert "WARNING: the deployment CA" in first.output
+
+    # a revocation made by hand on the controller stays; the role adds nothing and re-signs nothing
+    pki.revoke(root, "pi-1")
+    crl = _digest(pki.crl_path(root))
+    second = run_playbook(tmp_path, write_inventory(tmp_path / "hosts.yml", {**settings, "edgefed_pki_renew_days": 30}),
+                          "playbooks/pki.yml")
+    assert second.returncode == 0, second.output
+    assert second.changed() == 0, second.output
+    assert _digest(pki.crl_path(root)) == crl
+    assert pki.load_revocations(root).revoked_names == {"pi-1", "pi-2"}
