@@ -204,7 +204,7 @@ class ChiefSession:
         log.info("round %d averaged %s", closed.next_round, closed.contributors)
         return RoundResult(
             closed.average, closed.next_round, closed.contributors, closed.final,
-            bytes=closed.bytes_received + broadcast_bytes,
+            bytes=closed.bytes_received + broadcast_bytes, samples=closed.samples,
         )
 
     def participants(self) -> list[str]:

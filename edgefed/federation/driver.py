@@ -29,6 +29,7 @@ class RoundReport:
     seconds: float
     finished: bool
     bytes: int
+    samples: int | None = None  # the samples behind the average (the chief's report; None on a worker)
 
 
 def run_federated(
@@ -51,7 +52,7 @@ def run_federated(
         trainer.set_weights(result.weights)
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
-                             time.monotonic() - started, result.finished, result.bytes)
+                             time.monotonic() - started, result.finished, result.bytes, result.samples)
         reports.append(report)
         if on_round is not None:
             on_round(report)

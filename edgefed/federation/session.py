@@ -26,6 +26,7 @@ class RoundResult:
     participants: list[str] = field(default_factory=list)  # whose updates went into the average
     finished: bool = False
     bytes: int = 0  # frame bytes this node moved for the round (its uploads, broadcasts, downloads)
+    samples: int | None = None  # on the chief: the samples behind the average; a worker does not know
 
 
 def limits_for(federation: FederationSection) -> Limits:
