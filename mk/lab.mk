@@ -4,19 +4,24 @@
 #   make lab-down  remove the containers, the network, the AWS double and the lab's keys
 #   make test-lab  the whole molecule scenario (part of `make test`): up, verify, idempotence,
 #                  teardown check, down
+# EDGEFED_LAB_IROHA=1 make lab: the chief also runs irohad (playbooks/iroha.yml) and the ledger services
+# write to it; needs `make iroha-peer` (run first when missing) and the image with irohad's runtime
+# libraries (molecule/image/build-iroha.sh). Unset, everything here is as without it.
 
 MOLECULE := $(VENV)/bin/molecule
 # The image tag follows the build script's content: it is built once, rebuilt when the script changes.
-LAB_IMAGE = $$(molecule/image/build.sh)
+LAB_IMAGE_SCRIPT := molecule/image/$(if $(filter 1,$(EDGEFED_LAB_IROHA)),build-iroha.sh,build.sh)
+LAB_IMAGE = $$($(LAB_IMAGE_SCRIPT))
+LAB_IROHA_PEER := $(if $(filter 1,$(EDGEFED_LAB_IROHA)),iroha-peer)
 
 .PHONY: lab lab-down test-lab lab-lint lab-image lab-engine
 lab-engine: ## start dockerd if it is not running
 	@scripts/lab/ensure-docker.sh
 
 lab-image: lab-engine ## build the lab's systemd image when its script changed
-	@molecule/image/build.sh >/dev/null
+	@$(LAB_IMAGE_SCRIPT) >/dev/null
 
-lab: setup lab-image ## Docker lab: start, deploy site.yml, train, verify, show status
+lab: setup lab-image $(LAB_IROHA_PEER) ## Docker lab: start, deploy site.yml, train, verify, show status
 	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) converge
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) verify
@@ -31,7 +36,7 @@ lab-lint: setup ## lint the lab's playbooks and helper scripts
 	$(VENV)/bin/ruff check scripts/lab molecule/default/files
 	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py
 
-test-lab: setup lab-lint lab-image ## the whole molecule scenario (up, verify, idempotence, teardown, down)
+test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) ## the whole molecule scenario (up, verify, idempotence, teardown, down)
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test
 
 SLOW_TEST_TARGETS += test-lab
