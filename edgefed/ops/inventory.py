@@ -76,6 +76,7 @@ class InventoryHost:
     # ProxyJump from the inventory's ssh args (-J / -o ProxyJump=...): [user@]host[:port]
     proxy_jump: str | None = None
     aws: AwsTarget | None = None  # on the chief when edgefed_aws_enabled: what `doctor -i` checks in EC2
+    service_user: str = "edgefed"  # edgefed_service_user: who the units run as (doctor's write check)
 
     @property
     def cert_path(self) -> str:
@@ -228,6 +229,7 @@ def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
         config_file=host_vars.text("edgefed_config_file", "edgefed_install_config_file") or DEFAULT_CONFIG_FILE,
         proxy_jump=next(iter(_ssh_option(name, ssh_args, "proxyjump")), None),
         aws=_aws(host_vars) if role == "chief" else None,
+        service_user=host_vars.text("edgefed_service_user") or "edgefed",
     )
 
 

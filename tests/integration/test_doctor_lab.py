@@ -60,8 +60,11 @@ def _deploy(node: Container, name: str, role: str, pki_dir: Path, chief_ip: str,
     node.put(config, "/etc/edgefed/edgefed.toml")
     node.put(pki_dir / "ca.crt", "/etc/edgefed/pki/ca.crt")
     node.put(pki_dir / "nodes" / name / "tls.crt", f"/etc/edgefed/pki/nodes/{name}/tls.crt")
-    # the doctor writes a probe file as the login user (the roles give the directory to the service user)
-    node.sh("install -d -o admin -g admin /var/lib/edgefed && chmod -R a+rX /etc/edgefed")
+    # as the roles leave them: the state directory the service user's alone, the configuration and
+    # the PKI closed to other users (the doctor reads them, and writes its probe file, through sudo)
+    node.sh("useradd --system --user-group --no-create-home edgefed"
+            " && install -d -o edgefed -g edgefed -m 0750 /var/lib/edgefed"
+            " && chgrp -R edgefed /etc/edgefed && chmod -R o-rwx /etc/edgefed")
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +152,18 @@ def test_a_healthy_lab_node(clinic: Clinic) -> None:
         assert checks["pi1"][name]["ok"] is True, checks["pi1"][name]
     # the clock agrees with this machine's (whether the shared kernel clock is NTP-synced is the host's matter)
     assert "behind" not in checks["pi1"]["clock"]["detail"]
+
+
+def test_a_state_directory_the_service_user_cannot_write(clinic: Clinic) -> None:
+    clinic.pi.sh("chown root:root /var/lib/edgefed")
+    try:
+        code, checks, _ = _doctor(clinic)
+    finally:
+        clinic.pi.sh("chown edgefed:edgefed /var/lib/edgefed")
+    assert code == 1
+    state = checks["pi1"]["state directory"]
+    assert state == {"check": "state directory", "ok": False, "detail": "/var/lib/edgefed: not writable by edgefed",
+                     "fix": "chown -R edgefed: /var/lib/edgefed (the services write there)"}
 
 
 def test_a_pi_whose_clock_is_behind(clinic: Clinic, tmp_path: Path) -> None:
