@@ -4,10 +4,15 @@
 #   make lab-down  remove the containers, the network, the AWS double and the lab's keys
 #   make test-lab  the whole molecule scenario (part of `make test`): up, verify, idempotence,
 #                  teardown check, down
+# EDGEFED_LAB_IROHA=1 make lab: the chief also runs irohad (playbooks/iroha.yml) and the ledger services
+# write to it; needs `make iroha-peer` (run first when missing) and the image with irohad's runtime
+# libraries (molecule/image/build-iroha.sh). Unset, everything here is as without it.
 
 MOLECULE := $(VENV)/bin/molecule
 # The image tag follows the build script's content: it is built once, rebuilt when the script changes.
-LAB_IMAGE = $$(molecule/image/build.sh)
+LAB_IMAGE_SCRIPT := molecule/image/$(if $(filter 1,$(EDGEFED_LAB_IROHA)),build-iroha.sh,build.sh)
+LAB_IMAGE = $$($(LAB_IMAGE_SCRIPT))
+LAB_IROHA_PEER := $(if $(filter 1,$(EDGEFED_LAB_IROHA)),iroha-peer)
 # The "fresh host" variant (systemd, sshd, sudo, python3 only) that tests/ansible converges from nothing.
 LAB_FRESH_IMAGE = $$(molecule/image/build.sh --fresh)
 
@@ -16,7 +21,7 @@ lab-engine: ## start dockerd if it is not running
 	@scripts/lab/ensure-docker.sh
 
 lab-image: lab-engine ## build the lab's systemd image when its script changed
-	@molecule/image/build.sh >/dev/null
+	@$(LAB_IMAGE_SCRIPT) >/dev/null
 
 lab-image-arm: lab-engine ## build the arm64 and armhf lab images (qemu-user-static + binfmt_misc)
 	@molecule/image/build.sh --arch arm64 >/dev/null
@@ -25,10 +30,11 @@ lab-image-arm: lab-engine ## build the arm64 and armhf lab images (qemu-user-sta
 lab-arm-smoke: setup lab-engine ## an arm64 container installs the aarch64 wheelhouse offline and trains (times)
 	@molecule/image/build.sh --arch arm64 >/dev/null
 	PYTHON=$(VENV)/bin/python scripts/lab/arm-worker-smoke.sh
+
 lab-image-fresh: lab-engine ## build the fresh-host image (systemd, sshd, python3 only) when its script changed
 	@molecule/image/build.sh --fresh >/dev/null
 
-lab: setup lab-image ## Docker lab: start, deploy site.yml, train, verify, show status
+lab: setup lab-image $(LAB_IROHA_PEER) ## Docker lab: start, deploy site.yml, train, verify, show status
 	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) converge
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) verify
@@ -43,7 +49,7 @@ lab-lint: setup ## lint the lab's playbooks and helper scripts
 	$(VENV)/bin/ruff check scripts/lab molecule/default/files
 	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py
 
-test-lab: setup lab-lint lab-image ## the whole molecule scenario (up, verify, idempotence, teardown, down)
+test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) ## the whole molecule scenario (up, verify, idempotence, teardown, down)
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test
 
 SLOW_TEST_TARGETS += test-lab

@@ -13,9 +13,9 @@ SETUP_TARGETS += status-system-tools
 
 # The status checks against real systemd: one lab container (molecule/image/build.sh builds the
 # image when it is missing). Starts dockerd when it is not running.
-test-status-lab: setup ## edgefed status against real systemd in one lab container
+test-status-lab: setup ## edgefed status and doctor against real systemd in lab containers
 	@docker info >/dev/null 2>&1 || { dockerd >/var/log/dockerd.log 2>&1 & \
 	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
-	$(PY) -m pytest -m lab tests/integration/test_status_lab.py
+	$(PY) -m pytest -m lab tests/integration/test_status_lab.py tests/integration/test_doctor_lab.py
 
 SLOW_TEST_TARGETS += test-status-lab

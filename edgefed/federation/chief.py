@@ -199,7 +199,7 @@ class ChiefSession:
         log.info("round %d averaged %s", closed.next_round, closed.contributors)
         return RoundResult(
             closed.average, closed.next_round, closed.contributors, closed.final,
-            closed.bytes_received + broadcast_bytes, broadcast_bytes, closed.bytes_received,
+            closed.bytes_received + broadcast_bytes, broadcast_bytes, closed.bytes_received, samples=closed.samples,
         )
 
     def participants(self) -> list[str]:

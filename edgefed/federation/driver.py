@@ -31,6 +31,7 @@ class RoundReport:
     bytes: int
     bytes_sent: int = 0  # of bytes: what this node sent for the round (upload, or the chief's broadcast)
     bytes_received: int = 0
+    samples: int | None = None  # the samples behind the average (the chief's report; None on a worker)
 
 
 def run_federated(
@@ -55,7 +56,7 @@ def run_federated(
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
                              time.monotonic() - started, result.finished, result.bytes, result.bytes_sent,
-                             result.bytes_received)
+                             result.bytes_received, result.samples)
         reports.append(report)
         if on_round is not None:
             on_round(report)

@@ -86,6 +86,7 @@ class ClosedRound:
     contributors: list[str]
     bytes_received: int
     refusal: Refusal | None = None  # set when the average was not adopted
+    samples: int | None = None  # the sample counts of every update averaged, the chief's own included
 
 
 S = TypeVar("S", bound=Seat)
@@ -363,4 +364,4 @@ class RoundBook(Generic[S]):
         self.finished = is_final
         self.current = self._new_round(next_round)
         return ClosedRound(average, next_round, is_final, list(current.aggregator.contributors),
-                           current.bytes_received, refusal)
+                           current.bytes_received, refusal, current.aggregator.total_samples)

@@ -28,6 +28,7 @@ class RoundResult:
     bytes: int = 0  # frame bytes this node moved for the round (its uploads, broadcasts, downloads)
     bytes_sent: int = 0  # of which sent: a worker's upload, the chief's broadcast
     bytes_received: int = 0  # of which received: a worker's download, the chief's uploads
+    samples: int | None = None  # on the chief: the samples behind the average; a worker does not know
 
 
 def limits_for(federation: FederationSection) -> Limits:

@@ -18,6 +18,8 @@ from edgefed.config import ConfigError, NodeConfig, config_from_dict
 from edgefed.ops.inventory import InventoryHost
 from edgefed.ops.probe import MISSING, ProbeOutput, Section, root_command, script_prelude
 
+# sh -c WRITE_PROBE DIR: create and remove a file in DIR ($0)
+WRITE_PROBE = 'f="$0/.edgefed-doctor.$$"; (: > "$f") 2>/dev/null && rm -f "$f"'
 ADJTIMEX = (
     "import ctypes; buf = ctypes.create_string_buffer(512); "
     "state = ctypes.CDLL(None, use_errno=True).adjtimex(buf); "
@@ -42,10 +44,16 @@ def build_doctor_script(host: InventoryHost, nonce: str | None = None) -> tuple[
         'begin config; show_file "$CONFIG"; end config $?',
         'begin cert; show_file "$CERT"; end cert $?',
         'begin ca; show_file "$PKI_DIR/ca.crt"; end ca $?',
-        # Writable: really create (and remove) a file, as the login user.
-        f'begin state_write; if [ ! -d "$STATE_DIR" ]; then (exit {MISSING}); else'
-        ' f="$STATE_DIR/.edgefed-doctor.$$"; if (: > "$f") 2>/dev/null; then rm -f "$f";'
-        ' else echo "not writable by $(id -un)"; (exit 1); fi; fi; end state_write $?',
+        # Writable: really create (and remove) a file, as the service user where it exists and this login
+        # may act as it (root, or sudo -n); else as the login user.
+        f"SVC={shlex.quote(host.service_user)}",
+        f"WRITE={shlex.quote(WRITE_PROBE)}",
+        f'begin state_write; if [ ! -d "$STATE_DIR" ]; then (exit {MISSING}); else who=$(id -un); as="";'
+        ' if [ "$who" != "$SVC" ] && id "$SVC" >/dev/null 2>&1; then'
+        ' if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null 2>&1; then who=$SVC; as="runuser -u $SVC --";'
+        ' elif sudo -n -u "$SVC" true 2>/dev/null; then who=$SVC; as="sudo -n -u $SVC"; fi; fi;'
+        ' if $as sh -c "$WRITE" "$STATE_DIR"; then :; else echo "not writable by $who"; (exit 1); fi; fi;'
+        ' end state_write $?',
         'begin disk; d="$STATE_DIR"; while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done;'
         ' df -Pk "$d" 2>&1; end disk $?',
         'begin status.ledger; show_file "$STATE_DIR/status/ledger.json"; end status.ledger $?',

@@ -56,7 +56,12 @@ def doctor_remote(hosts: list[InventoryHost], options: SshOptions, limits: Docto
             message = failure.message if failure is not None else "no output"
             reports.append(HostReport(collected.host, [Check("ssh", False, message, _ssh_fix(failure))]))
             continue
-        reports.append(HostReport(collected.host, diagnose(collected.host, collected.output, limits, time.time())))
+        checks = diagnose(collected.host, collected.output, limits, time.time())
+        if collected.host.aws is not None:  # the chief's security group, where AWS credentials exist
+            from edgefed.ops.doctor_aws import check_security_group
+
+            checks.append(check_security_group(collected.host.aws))
+        reports.append(HostReport(collected.host, checks))
     return reports
 
 

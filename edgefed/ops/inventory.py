@@ -42,6 +42,19 @@ DEFAULT_CONFIG_FILE = "/etc/edgefed/edgefed.toml"
 
 
 @dataclass(frozen=True)
+class AwsTarget:
+    """The chief's AWS side (edgefed_aws_*, edgefed_source_cidrs, aws_security_group_name)."""
+
+    region: str
+    instance_id: str
+    group_name: str
+    port: int  # edgefed_public_port, the port the group opens
+    source_cidrs: tuple[str, ...]
+    endpoint_url: str | None = None  # a moto server in tests and in the lab; None is AWS itself
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
 class InventoryHost:
     """One edgefed node as the inventory describes it: where to reach it and where its files are."""
 
@@ -62,6 +75,8 @@ class InventoryHost:
     config_file: str = DEFAULT_CONFIG_FILE  # the node's edgefed.toml (read by `edgefed doctor`)
     # ProxyJump from the inventory's ssh args (-J / -o ProxyJump=...): [user@]host[:port]
     proxy_jump: str | None = None
+    aws: AwsTarget | None = None  # on the chief when edgefed_aws_enabled: what `doctor -i` checks in EC2
+    service_user: str = "edgefed"  # edgefed_service_user: who the units run as (doctor's write check)
 
     @property
     def cert_path(self) -> str:
@@ -213,6 +228,26 @@ def _host(name: str, role: Role, host_vars: _Vars) -> InventoryHost:
         known_hosts_files=_ssh_option(name, ssh_args, "userknownhostsfile", split=True),
         config_file=host_vars.text("edgefed_config_file", "edgefed_install_config_file") or DEFAULT_CONFIG_FILE,
         proxy_jump=next(iter(_ssh_option(name, ssh_args, "proxyjump")), None),
+        aws=_aws(host_vars) if role == "chief" else None,
+        service_user=host_vars.text("edgefed_service_user") or "edgefed",
+    )
+
+
+def _aws(host_vars: _Vars) -> AwsTarget | None:
+    enabled = host_vars.get("edgefed_aws_enabled")
+    if not enabled or str(enabled).lower() in ("false", "no", "0"):
+        return None
+    cidrs = host_vars.get("edgefed_source_cidrs") or []
+    if isinstance(cidrs, str) or not isinstance(cidrs, list):
+        raise ConfigError(f"inventory host {host_vars.host}: edgefed_source_cidrs must be a list, not {cidrs!r}")
+    return AwsTarget(
+        region=host_vars.text("edgefed_aws_region") or "",
+        instance_id=host_vars.text("edgefed_aws_instance_id") or "",
+        group_name=host_vars.text("aws_security_group_name") or "edgefed-chief",
+        port=host_vars.port("edgefed_public_port", DEFAULT_PUBLIC_PORT),
+        source_cidrs=tuple(str(cidr) for cidr in cidrs),
+        endpoint_url=host_vars.text("edgefed_aws_endpoint_url") or None,
+        profile=host_vars.text("aws_security_group_profile") or None,
     )
 
 

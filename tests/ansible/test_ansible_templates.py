@@ -13,7 +13,7 @@ import pytest
 import yaml
 from ansible_helpers import REPO, run_playbook, write_inventory
 
-from edgefed.config import FederationSection, LedgerSection, NodeSection, TrainerSection, load_config
+from edgefed.config import FederationSection, LedgerSection, MetricsSection, NodeSection, TrainerSection, load_config
 
 UNITS = ("edgefed-chief.service", "edgefed-worker.service", "edgefed-ledger.service")
 # Keys the plays wire from the appliance settings (not free-form role options).
@@ -79,6 +79,29 @@ def test_strings_are_quoted_safely(tmp_path: Path) -> None:
     assert config.ledger.torii == "iroha:50051"
 
 
+def test_metrics_are_off_unless_the_inventory_enables_them(example_render: Path, tmp_path: Path) -> None:
+    """edgefed_install_metrics renders [metrics]; without it the node serves nothing (edgefed's default)."""
+    assert "[metrics]" not in (example_render / "edgefed.toml").read_text()
+    assert load_config(example_render / "edgefed.toml").metrics.enabled is False
+    rendered = _render(tmp_path, {
+        "edgefed_install_node_name": "pi-1",
+        "edgefed_install_chief_public_address": "203.0.113.10",
+        "edgefed_install_chief_private_address": "10.0.0.5",
+        "edgefed_install_metrics": {"enabled": True},
+    })
+    metrics = load_config(rendered / "edgefed.toml").metrics
+    assert (metrics.enabled, metrics.address, metrics.port) == (True, "127.0.0.1", 9477)  # localhost
+    (tmp_path / "bound").mkdir()
+    bound = _render(tmp_path / "bound", {
+        "edgefed_install_node_name": "pi-1",
+        "edgefed_install_chief_public_address": "203.0.113.10",
+        "edgefed_install_chief_private_address": "10.0.0.5",
+        "edgefed_install_metrics": {"enabled": True, "address": "10.0.0.7", "port": 9100},
+    })
+    metrics = load_config(bound / "edgefed.toml").metrics
+    assert (metrics.enabled, metrics.address, metrics.port) == (True, "10.0.0.7", 9100)
+
+
 @pytest.mark.parametrize("unit", UNITS)
 def test_units_run_hardened_as_the_service_user(example_render: Path, unit: str) -> None:
     text = (example_render / unit).read_text()
@@ -117,6 +140,7 @@ _SPEC_TYPES = {int: "int", float: "float", bool: "bool", str: "str", tuple[str, 
     ("edgefed_install_federation", FederationSection, WIRED_FEDERATION),
     ("edgefed_install_trainer", TrainerSection, set()),
     ("edgefed_install_ledger", LedgerSection, set()),
+    ("edgefed_install_metrics", MetricsSection, set()),
 ])
 def test_role_options_match_edgefed_config(option: str, section: type, skip: set[str]) -> None:
     """Every key of edgefed/config.py can be set from the inventory, with the same type, and no other."""

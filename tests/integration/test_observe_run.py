@@ -123,6 +123,8 @@ def test_a_real_run_is_scraped_while_training_and_its_history_plotted(
     for line in lines:
         assert sorted(line["participants"]) == ["chief", "worker1", "worker2"], line
         assert line["bytes_in"] > 0 and line["bytes_out"] > 0 and line["accuracy"] is not None, line
+        assert isinstance(line["samples"], int) and line["samples"] > 0, line  # every round, the chief's too
+    assert len({line["samples"] for line in lines}) == 1  # the same three shards behind every average
     assert lines[-1]["accuracy"] > lines[0]["accuracy"] - 0.2  # trained, not wrecked
 
     # the status files carry the last round's accuracy

@@ -25,23 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from google.protobuf import json_format
-from iroha import Iroha, block_pb2, primitive_pb2
-
 from edgefed.ledger.errors import BackendUnavailable, LedgerError
-from edgefed.ledger.iroha import NODE_ROLE, IrohaClient
-from edgefed.ledger.iroha_bootstrap import NODE_PERMISSIONS
+from edgefed.ledger.iroha import IrohaClient
+from edgefed.ledger.iroha_genesis import DOMAIN, genesis_block
 from edgefed.ledger.iroha_keys import Sha3Ed25519Key
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "iroha" / "build-peer.sh"
-DOMAIN = "edgefed"
 ADMIN = f"admin@{DOMAIN}"
-ADMIN_PERMISSIONS = (
-    "can_add_peer", "can_create_role", "can_create_domain", "can_create_account", "can_append_role",
-    "can_get_roles", "can_get_all_accounts", "can_get_all_acc_detail", "can_get_blocks",
-    "can_get_domain_acc_detail", "can_get_my_acc_detail", "can_grant_can_set_my_account_detail",
-)
 # Block formation: a proposal is cut after this many transactions or this many milliseconds.
 MAX_PROPOSAL_SIZE = 10
 PROPOSAL_TIMEOUT_MS = 1000
@@ -59,27 +50,6 @@ def find_irohad() -> Path | None:
         return Path(os.environ["IROHAD"])
     run = subprocess.run([str(BUILD_SCRIPT), "--print-path"], capture_output=True, text=True, check=False)
     return Path(run.stdout.strip()) if run.returncode == 0 else None
-
-
-def genesis_block(peer_address: str, peer_key: str, admin_key: str, domain: str = DOMAIN) -> dict[str, object]:
-    """Block 1 as irohad reads it (the JSON form of block_pb2.Block)."""
-    perms = primitive_pb2.RolePermission.Value
-    commands = [
-        Iroha.command("AddPeer", peer=primitive_pb2.Peer(address=peer_address, peer_key=peer_key)),
-        Iroha.command("CreateRole", role_name="admin", permissions=[perms(p) for p in ADMIN_PERMISSIONS]),
-        Iroha.command("CreateRole", role_name=NODE_ROLE, permissions=list(NODE_PERMISSIONS)),
-        Iroha.command("CreateDomain", domain_id=domain, default_role=NODE_ROLE),
-        Iroha.command("CreateAccount", account_name="admin", domain_id=domain, public_key=admin_key),
-        Iroha.command("AppendRole", account_id=f"admin@{domain}", role_name="admin"),
-    ]
-    block = block_pb2.Block()
-    tx = block.block_v1.payload.transactions.add()
-    tx.payload.reduced_payload.commands.extend(commands)
-    tx.payload.reduced_payload.quorum = 1
-    block.block_v1.payload.tx_number = 1
-    block.block_v1.payload.height = 1
-    block.block_v1.payload.prev_block_hash = "0" * 64
-    return json_format.MessageToDict(block)
 
 
 class IrohaPeer:
