@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,14 +19,16 @@ import numpy as np
 from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, RefusalEvent, Stage, TransferEvent
 from edgefed.contracts.status import StatusFile
-from edgefed.federation.aggregation import UploadSlots
 from edgefed.federation.broadcast import Broadcaster
-from edgefed.federation.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake, described
+from edgefed.federation.round_end import RoundEnd
 from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, Seat, read_hello
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
+from edgefed.federation.staging import StagingPool, staging_limit
 from edgefed.federation.strategies import distance
+from edgefed.federation.timeline import RoundTimeline
 from edgefed.transport import Connection, Listener, Transport, TransportError
 from edgefed.wire import (
     Bye,
@@ -53,6 +54,7 @@ class _Worker(Seat):
     conn: Connection
     reject_reason: Refusal | None = None  # set by the allocator when an upload is refused before its data
     staging: list[np.ndarray] | None = field(default=None, repr=False)
+    staged_at: float = 0.0  # perf_counter when the upload in flight got its staging buffer
 
 
 class ChiefSession:
@@ -65,16 +67,9 @@ class ChiefSession:
     """
 
     def __init__(
-        self,
-        federation: FederationSection,
-        *,
-        name: str,
-        transport: Transport,
-        status: StatusFile,
-        state_dir: str | Path,
-        events: EventBus | None = None,
-        extra_handlers: dict[MessageType, ExtraHandler] | None = None,
-        hash_payloads: bool = False,
+        self, federation: FederationSection, *, name: str, transport: Transport, status: StatusFile,
+        state_dir: str | Path, events: EventBus | None = None,
+        extra_handlers: dict[MessageType, ExtraHandler] | None = None, hash_payloads: bool = False,
         on_close: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.name = name
@@ -92,7 +87,7 @@ class ChiefSession:
         self._cond = threading.Condition()  # guards _book and every seat
         self._book: RoundBook[_Worker] = RoundBook(RoundRules.from_section(federation), name)
         self._closing = False
-        self._slots: UploadSlots | None = None
+        self._slots: StagingPool | None = None
         self._listener: Listener | None = None
         self._intake: Intake | None = None
         self._deadlines: UploadDeadlines[_Worker] = UploadDeadlines(
@@ -101,9 +96,10 @@ class ChiefSession:
         self._counter_lock = threading.Lock()
         # Long-lived pools: a round must not pay for starting threads.
         self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced)
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint")
-        self.bytes_sent = 0
-        self.bytes_received = 0
+        self.timeline = RoundTimeline()
+        self._round_end = RoundEnd(state_dir, federation.checkpoint_every, status, self.timeline,
+                                   self._broadcast, self.participants)
+        self.bytes_sent = self.bytes_received = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -140,7 +136,7 @@ class ChiefSession:
             weights, start_round, finished = [np.array(w) for w in weights], 0, False
         with self._cond:
             self._book.begin(weights, start_round, finished)
-            self._slots = UploadSlots(self._book.specs, self.federation.max_concurrent_uploads)
+            self._slots = StagingPool(self._book.specs, staging_limit(self._book.specs, self.federation))
         self.listen()
         self.status.update(state="waiting", round=start_round)
         self._wait_for_workers()
@@ -153,6 +149,7 @@ class ChiefSession:
         for worker in joined:
             self._welcome(worker, total)
         self._broadcast(joined, start_round, weights, final=finished)
+        self.timeline.broadcast_done(start_round)
         self.status.update(state="finished" if finished else "training", participants=self.participants())
         return StartInfo(weights, start_round, 0, total, finished=finished)
 
@@ -176,36 +173,28 @@ class ChiefSession:
             number = book.round_number
             expected = book.expected()
             deadline = time.monotonic() + self.federation.round_timeout
+            gathering = time.perf_counter()
             while True:
                 missing = book.missing(expected)
                 remaining = deadline - time.monotonic()
                 if not missing or remaining <= 0 or self._closing:
                     break
                 self._cond.wait(remaining)
+            self.timeline.add(number, "gather", time.perf_counter() - gathering)
             if missing:
                 log.warning("round %d deadline passed without %s", number, sorted(missing))
                 self.status.error(f"round {number}: no update from {', '.join(sorted(missing))}")
-            closed = book.close_round(final)
+            with self.timeline.span(number, "average"):
+                closed = book.close_round(final)
             recipients = book.alive()
         if closed.refusal is not None:
             log.error("%s", closed.refusal)
             self.status.error(str(closed.refusal))
-        # The checkpoint is written while the broadcast runs (a crash in between only repeats a round),
-        # and is on disk before average() returns.
-        checkpointing = self._background.submit(
-            save_checkpoint, self._state_dir, Checkpoint(closed.next_round, closed.average, closed.final)
-        )
-        broadcast_bytes = self._broadcast(recipients, closed.next_round, closed.average, final=closed.final)
-        checkpointing.result()  # a failed write (disk full) stops the chief with its error
-        self.status.update(
-            state="finished" if closed.final else "training", round=closed.next_round,
-            participants=self.participants(),
-        )
+        # checkpoint (when due, while the broadcast runs), broadcast, status file: round_end.py
+        broadcast_bytes = self._round_end.finish(number, recipients, closed.next_round, closed.average, closed.final)
         log.info("round %d averaged %s", closed.next_round, closed.contributors)
-        return RoundResult(
-            closed.average, closed.next_round, closed.contributors, closed.final,
-            bytes=closed.bytes_received + broadcast_bytes,
-        )
+        return RoundResult(closed.average, closed.next_round, closed.contributors, closed.final,
+                           bytes=closed.bytes_received + broadcast_bytes, phases=self.timeline.take(number))
 
     def participants(self) -> list[str]:
         with self._cond:
@@ -229,9 +218,11 @@ class ChiefSession:
             worker.conn.close()
         if self._intake is not None:
             self._intake.close()
+        if self._slots is not None:
+            self._slots.close()
         self._deadlines.close()
+        self._round_end.close()
         self._broadcast.close()
-        self._background.shutdown(wait=True)
 
     # -- joining ----------------------------------------------------------------------------------
     def _wait_for_workers(self) -> None:
@@ -323,7 +314,11 @@ class ChiefSession:
             worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)
         if worker.reject_reason is not None or self._slots is None:
             return None
+        self.timeline.upload_started(header.round)
+        waited = time.perf_counter()
         worker.staging = self._slots.acquire()
+        worker.staged_at = time.perf_counter()
+        self.timeline.add(header.round, "slot_wait", worker.staged_at - waited)
         # The clock starts once the slot is ours (waiting for it is not the worker's fault).
         self._deadlines.begin(worker, sum(spec.nbytes for spec in specs))
         return worker.staging
@@ -340,14 +335,17 @@ class ChiefSession:
             TransferEvent(frame.round, worker.name, self.name, self.name, "receive", participants,
                           frame.wire_bytes, frame.sha256, seconds, "update")
         )
-        reason = worker.reject_reason
+        reason, timeline, validated = worker.reject_reason, self.timeline, time.perf_counter()
+        if worker.staging is not None:
+            timeline.add(frame.round, "receive", validated - worker.staged_at)
         if reason is None and frame.tensors is not None:
             reason = self._book.content_refusal(frame.tensors)
         if reason is None and frame.tensors is not None:
             with self._cond:
                 trained_from = self._book.global_weights
             span = distance(frame.tensors, trained_from)  # outside the lock: it reads the whole update
-            with self._cond:
+            timeline.add(frame.round, "validate", time.perf_counter() - validated)
+            with self._cond, timeline.span(frame.round, "add"):
                 reason = self._book.fold(worker.name, frame.round, frame.tensors, frame.num_samples,
                                          frame.wire_bytes, span)
                 self._cond.notify_all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +29,7 @@ class RoundReport:
     seconds: float
     finished: bool
     bytes: int
+    phases: dict[str, float] = field(default_factory=dict)  # the chief's seconds per phase (timeline.py)
 
 
 def run_federated(
@@ -51,7 +52,7 @@ def run_federated(
         trainer.set_weights(result.weights)
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
-                             time.monotonic() - started, result.finished, result.bytes)
+                             time.monotonic() - started, result.finished, result.bytes, result.phases)
         reports.append(report)
         if on_round is not None:
             on_round(report)

@@ -26,6 +26,7 @@ class RoundResult:
     participants: list[str] = field(default_factory=list)  # whose updates went into the average
     finished: bool = False
     bytes: int = 0  # frame bytes this node moved for the round (its uploads, broadcasts, downloads)
+    phases: dict[str, float] = field(default_factory=dict)  # the chief's seconds per phase (timeline.py)
 
 
 def limits_for(federation: FederationSection) -> Limits:

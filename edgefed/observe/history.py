@@ -88,7 +88,8 @@ class HistoryWriter:
             self._refused += 1
 
     def round(self, round_number: int, participants: list[str], *, accuracy: float | None, loss: float | None,
-              train_loss: float | None, seconds: float, samples: int | None = None) -> dict[str, Any]:
+              train_loss: float | None, seconds: float, samples: int | None = None,
+              phases: dict[str, float] | None = None) -> dict[str, Any]:
         """Append the line for the round just averaged (the chief's average() returns after its
         broadcast, so both directions are tallied by now)."""
         with self._lock:
@@ -116,6 +117,9 @@ class HistoryWriter:
                 "broadcast": round(broadcast.broadcast, 4) if broadcast.bytes_out else None,
             },
         }
+        if phases:  # the chief's timeline of this round (edgefed.federation.timeline)
+            record["phases"] = {name: round(max(value, 0.0), 4) for name, value in phases.items()
+                                if isinstance(value, int | float) and math.isfinite(value)}
         line = json.dumps(record, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as file:  # one write per round; no fsync (SD card)
@@ -153,6 +157,11 @@ def _line_problem(record: Any) -> str | None:
     seconds = record.get("seconds")
     if not isinstance(seconds, dict) or not isinstance(seconds.get("round"), int | float):
         return "seconds.round must be a number"
+    phases = record.get("phases", {})
+    if not isinstance(phases, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in phases.values()
+    ):
+        return "phases must map phase names to non-negative seconds"
     return None
 
 

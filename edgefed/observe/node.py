@@ -76,7 +76,8 @@ class NodeObserver:
                 self.metrics.round_done(report.round, len(report.participants), accuracy, loss, report.seconds)
             if self.history is not None:
                 self.history.round(report.round, list(report.participants), accuracy=accuracy, loss=loss,
-                                   train_loss=_finite(report.train_loss), seconds=report.seconds)
+                                   train_loss=_finite(report.train_loss), seconds=report.seconds,
+                                   phases=report.phases)
         except OSError as exc:  # a full or read-only state dir: the operator sees it in the log
             log.error("cannot record round %d: %s", report.round, exc)
 
