@@ -87,7 +87,7 @@ class ChiefSession:
         self._cond = threading.Condition()  # guards _book and every seat
         self._book: RoundBook[_Worker] = RoundBook(RoundRules.from_section(federation), name)
         self._closing = False
-        self._slots: StagingPool | None = None
+        self.staging: StagingPool | None = None  # its counters are what tests and benchmarks read
         self._listener: Listener | None = None
         self._intake: Intake | None = None
         self._deadlines: UploadDeadlines[_Worker] = UploadDeadlines(
@@ -136,7 +136,7 @@ class ChiefSession:
             weights, start_round, finished = [np.array(w) for w in weights], 0, False
         with self._cond:
             self._book.begin(weights, start_round, finished)
-            self._slots = StagingPool(self._book.specs, staging_limit(self._book.specs, self.federation))
+            self.staging = StagingPool(self._book.specs, staging_limit(self._book.specs, self.federation))
         self.listen()
         self.status.update(state="waiting", round=start_round)
         self._wait_for_workers()
@@ -218,8 +218,8 @@ class ChiefSession:
             worker.conn.close()
         if self._intake is not None:
             self._intake.close()
-        if self._slots is not None:
-            self._slots.close()
+        if self.staging is not None:
+            self.staging.close()
         self._deadlines.close()
         self._round_end.close()
         self._broadcast.close()
@@ -298,8 +298,8 @@ class ChiefSession:
     def _release_staging(self, worker: _Worker) -> None:
         self._deadlines.end(worker)
         staging, worker.staging = worker.staging, None
-        if staging is not None and self._slots is not None:
-            self._slots.release(staging)
+        if staging is not None and self.staging is not None:
+            self.staging.release(staging)
 
     def _allocate_upload(
         self, worker: _Worker, header: FrameHeader, num_samples: int, specs: list[TensorSpec]
@@ -312,11 +312,11 @@ class ChiefSession:
             return None
         with self._cond:
             worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)
-        if worker.reject_reason is not None or self._slots is None:
+        if worker.reject_reason is not None or self.staging is None:
             return None
         self.timeline.upload_started(header.round)
         waited = time.perf_counter()
-        worker.staging = self._slots.acquire()
+        worker.staging = self.staging.acquire()
         worker.staged_at = time.perf_counter()
         self.timeline.add(header.round, "slot_wait", worker.staged_at - waited)
         # The clock starts once the slot is ours (waiting for it is not the worker's fault).
