@@ -1,6 +1,7 @@
 """The chief's training history: one JSON line per round appended to STATE_DIR/history.jsonl.
 
-A line is about 300-400 bytes (6 workers, short names): 100 rounds cost ~40 KB of SD card. Lines are
+A line is about 550 bytes with the chief's phase timeline (6 workers, short names): 100 rounds cost
+~55 KB of SD card. Lines are
 appended without fsync (a crash loses at most the last round's line, which the checkpoint repeats);
 the reader reports a truncated or corrupt line in one sentence instead of failing. The line format is
 edgefed/contracts/schemas/history-line.schema.json.
