@@ -328,6 +328,8 @@ class ChiefSession:
         self._drop(worker, f"upload too slow: not done within {grace:g}s + its size at {rate} B/s")
 
     def _accept_update(self, worker: _Worker, frame: Frame, seconds: float) -> None:
+        if worker.staging is not None:  # the upload's data, from its staging buffer to its last byte
+            self.timeline.add(frame.round, "receive", time.perf_counter() - worker.staged_at)
         with self._cond:
             participants = self._book.total()
         self._count(received=frame.wire_bytes)
@@ -336,8 +338,6 @@ class ChiefSession:
                           frame.wire_bytes, frame.sha256, seconds, "update")
         )
         reason, timeline, validated = worker.reject_reason, self.timeline, time.perf_counter()
-        if worker.staging is not None:
-            timeline.add(frame.round, "receive", validated - worker.staged_at)
         if reason is None and frame.tensors is not None:
             reason = self._book.content_refusal(frame.tensors)
         if reason is None and frame.tensors is not None:

@@ -57,7 +57,6 @@ class RoundEnd(Generic[W]):
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint")
         self._status_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-status")
         self._in_flight: Future[None] | None = None  # a trailing checkpoint write
-        self.checkpoints_written = 0
 
     def finish(
         self, closed_round: int, recipients: list[W], next_round: int, weights: list[np.ndarray], final: bool
@@ -91,7 +90,6 @@ class RoundEnd(Generic[W]):
     def _write(self, checkpoint: Checkpoint) -> None:
         started = time.perf_counter()
         save_checkpoint(self._state_dir, checkpoint)
-        self.checkpoints_written += 1
         self._timeline.add_background("checkpoint_write", time.perf_counter() - started)
 
     def _write_status(self, state: str, round_number: int) -> None:
