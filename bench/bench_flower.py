@@ -14,7 +14,7 @@ to docs/bench/round_cost.json and plots to docs/bench/round_time.png and docs/be
 
     .venv/bin/python bench/bench_flower.py [--workers 2 8 32] [--sizes 1 16 64] [--rounds 4]
         [--flwr-python .venv-flwr/bin/python] [--budget 900] [--no-doc]
-        [--uploads 1 | --memory-mb MB] [--checkpoint-every K] [--systems edgefed raw]
+        [--uploads 1 | --memory-mb MB | --memory-models X] [--checkpoint-every K] [--systems edgefed raw]
 The edgefed rows also carry the median of each phase of the chief's round timeline.
 """
 
@@ -248,7 +248,8 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
         "",
         "Targets: edgefed ≤ 1.5x raw TLS and ahead of Flower at every point (issue 9); edgefed ≤ 1.25x raw "
         "TLS and chief peak RSS ≤ 3x M + 100 MB at every point (issue 14). The edgefed chief's settings: "
-        f"`max_concurrent_uploads = {args.uploads}`, `chief_memory_mb = {args.memory_mb}`, "
+        f"`max_concurrent_uploads = {args.uploads}`, `chief_memory_mb = "
+        f"{f'{args.memory_models:g} x M' if args.memory_models else args.memory_mb}`, "
         f"`checkpoint_every = {args.checkpoint_every}`.",
         "",
         "| workers | model MB | edgefed s | Flower s | raw TLS s | edgefed / raw | Flower / raw | Flower / edgefed "
@@ -363,6 +364,8 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=1, help="the edgefed chief's max_concurrent_uploads")
     parser.add_argument("--memory-mb", type=int, default=0,
                         help="the edgefed chief's chief_memory_mb (sizes its staging pool; 0: --uploads buffers)")
+    parser.add_argument("--memory-models", type=float, default=0.0,
+                        help="the edgefed chief's chief_memory_mb as this many model sizes; overrides --memory-mb")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="the edgefed chief's checkpoint_every")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                         help="which systems to run (a smoke run or an edgefed-vs-raw matrix skips Flower)")

@@ -7,13 +7,14 @@ Reports the median round time of several rounds, the ratio, the chief's peak RSS
 of each phase of the chief's round timeline (edgefed/federation/timeline.py).
 
     .venv/bin/python bench/bench_round.py [--workers 1 4 16] [--sizes 1 16 64] [--rounds 4]
-        [--uploads 1 | --memory-mb MB] [--checkpoint-every K]
+        [--uploads 1 | --memory-mb MB | --memory-models X] [--checkpoint-every K]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import ssl
 import statistics
@@ -39,6 +40,13 @@ from edgefed.transport.tcp import tune_socket  # noqa: E402
 from edgefed.wiring import build_chief, build_worker  # noqa: E402
 
 
+def chief_memory_mb(args: argparse.Namespace) -> int:
+    """--memory-mb as given, or --memory-models times this run's model size (a budget per size)."""
+    if args.memory_models:
+        return math.ceil(args.memory_models * args.size)
+    return int(args.memory_mb)
+
+
 def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
     """The benchmark's node: ledger.enabled only switches the payload digests on (--digests); no
     records are written, that cost is bench_ledger.py's."""
@@ -47,7 +55,7 @@ def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
         "federation": {"private_ip": "127.0.0.1", "private_port": args.port, "public_ip": "127.0.0.1",
                        "public_port": args.port, "wait_time": 300.0, "min_workers": args.workers,
                        "rounds": args.rounds, "round_timeout": 600.0, "max_frame_bytes": 1 << 31,
-                       "max_concurrent_uploads": args.uploads, "chief_memory_mb": args.memory_mb,
+                       "max_concurrent_uploads": args.uploads, "chief_memory_mb": chief_memory_mb(args),
                        "checkpoint_every": args.checkpoint_every},
         "ledger": {"enabled": args.digests},
     })
@@ -210,7 +218,7 @@ def write_markdown(rows: list[dict[str, Any]], command: str) -> str:
 def edgefed_options(args: argparse.Namespace) -> list[str]:
     """The chief's settings under test, as this script's role options."""
     return ["--uploads", str(args.uploads), "--memory-mb", str(args.memory_mb),
-            "--checkpoint-every", str(args.checkpoint_every)]
+            "--memory-models", str(args.memory_models), "--checkpoint-every", str(args.checkpoint_every)]
 
 
 def main() -> None:
@@ -227,6 +235,9 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=1, help="the chief's max_concurrent_uploads")
     parser.add_argument("--memory-mb", type=int, default=0,
                         help="the chief's chief_memory_mb (sizes its staging pool; 0: --uploads buffers)")
+    parser.add_argument("--memory-models", type=float, default=0.0,
+                        help="chief_memory_mb as this many model sizes (5: the global model, the float64 sum "
+                        "and two staging buffers); overrides --memory-mb")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="the chief's checkpoint_every")
     parser.add_argument("--digests", action="store_true",
                         help="compute the payload sha256 digests the ledger records (on when a ledger is configured)")
