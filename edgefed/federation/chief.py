@@ -386,12 +386,13 @@ class ChiefSession:
         with self._cond:
             if not self._book.leave(worker):
                 return
+            if not orderly and not self._closing:  # on file before a round waiting for this worker wakes
+                self.status.error(f"{worker.name} left: {reason}")
             self._cond.notify_all()
         worker.conn.close()
         if orderly:  # a BYE: the worker finished or was stopped; not an error
             log.info("worker %s left: %s", worker.name, reason)
         elif not self._closing:
             log.warning("worker %s left: %s", worker.name, reason)
-            self.status.error(f"{worker.name} left: {reason}")
         if not self._closing:
             self.status.update(participants=self.participants())
