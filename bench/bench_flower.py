@@ -14,6 +14,8 @@ to docs/bench/round_cost.json and plots to docs/bench/round_time.png and docs/be
 
     .venv/bin/python bench/bench_flower.py [--workers 2 8 32] [--sizes 1 16 64] [--rounds 4]
         [--flwr-python .venv-flwr/bin/python] [--budget 900] [--no-doc]
+        [--uploads 1 | --memory-mb MB | --memory-models X] [--checkpoint-every K] [--systems edgefed raw]
+The edgefed rows also carry the median of each phase of the chief's round timeline.
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ def measure_point(args: argparse.Namespace, pki_dir: str, workers: int, size: in
     row: dict[str, Any] = {"workers": workers, "size_mb": size, "load_before": load_average(),
                            "timed_rounds": rounds - 1}
     for system in SYSTEMS:
+        if system not in args.systems:
+            row[system] = {"error": "not run (--systems)"}
+            continue
         started = time.monotonic()
         # Do not start a run the machine cannot hold: an OOM kill would hit other people's work too.
         needed, available = needed_mb(system, workers, size), available_memory_mb() - SAFETY_MB
@@ -132,7 +137,8 @@ def measure_point(args: argparse.Namespace, pki_dir: str, workers: int, size: in
             if system == "flower":
                 result = measure_flower(args.flwr_python, pki_dir, workers, size, rounds, args.timeout)
             else:
-                result = bench_round.measure(system, pki_dir, workers, size, rounds, args.timeout)
+                options = bench_round.edgefed_options(args) if system == "edgefed" else ()
+                result = bench_round.measure(system, pki_dir, workers, size, rounds, args.timeout, options)
         except (BenchFailure, ValueError, KeyError) as exc:
             result = {"error": str(exc)}
         result["run_s"] = round(time.monotonic() - started, 1)
@@ -183,6 +189,10 @@ def verdicts(row: dict[str, Any]) -> str:
     notes = []
     if ours is not None and raw is not None:
         notes.append("≤1.5x raw: " + ("met" if ours <= 1.5 * raw else "**missed**"))
+        notes.append("≤1.25x raw: " + ("met" if ours <= 1.25 * raw else "**missed**"))
+    rss = row["edgefed"].get("peak_rss_mb")
+    if rss is not None:
+        notes.append("chief RSS ≤ 3x M + 100 MB: " + ("met" if rss <= 3 * row["size_mb"] + 100 else "**missed**"))
     if ours is not None and flower is not None:
         notes.append("ahead of Flower: " + ("met" if ours < flower else "**missed**"))
     errors = [f"{LABELS[s]}: {row[s]['error']}" for s in SYSTEMS if "error" in row[s]]
@@ -230,13 +240,17 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
         "averages). Workers answer at once with the arrays they received. All processes on loopback, the "
         "model is 4 float32 tensors. Raw TLS = the same bytes through the same mutual-TLS 1.3 sockets with "
         "sendall/recv_into: no framing, hashing, checkpoint or averaging. The edgefed chief also writes its "
-        "checkpoint every round (as in production) and contributes its own copy of the model. "
+        "checkpoint (every `checkpoint_every` rounds, below) and contributes its own copy of the model. "
         f"Median of the timed rounds of each run: {args.rounds - 1}, {2 * args.rounds - 1} where a round moves "
         f"at most {args.light_mb:.0f} MB, one fewer where it moves more than {args.heavy_mb:.0f} MB (the first "
         "round, which includes joining, is dropped); "
         "'load' is the machine's 1-minute load average when the point started (other work shares the 2 cores).",
         "",
-        "Targets: edgefed ≤ 1.5x raw TLS and ahead of Flower at every point.",
+        "Targets: edgefed ≤ 1.5x raw TLS and ahead of Flower at every point (issue 9); edgefed ≤ 1.25x raw "
+        "TLS and chief peak RSS ≤ 3x M + 100 MB at every point (issue 14). The edgefed chief's settings: "
+        f"`max_concurrent_uploads = {args.uploads}`, `chief_memory_mb = "
+        f"{f'{args.memory_models:g} x M' if args.memory_models else args.memory_mb}`, "
+        f"`checkpoint_every = {args.checkpoint_every}`.",
         "",
         "| workers | model MB | edgefed s | Flower s | raw TLS s | edgefed / raw | Flower / raw | Flower / edgefed "
         "| timed rounds | load | targets |",
@@ -265,6 +279,9 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
         "|---:|---:|---:|---:|---:|",
         *(f"| {c['size_mb']} | {c['sha256_ms']} | {c['add_ms']} | {c['average_ms']} | {c['checkpoint_ms']} |"
           for c in own_work),
+        "",
+        *bench_round.phase_table([{"workers": r["workers"], "size": r["size_mb"],
+                                   "phases_median": r["edgefed"].get("phases_median")} for r in rows]),
         "",
         "![round time](bench/round_time.png)",
         "",
@@ -344,10 +361,18 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=780.0,
                         help="seconds for the whole matrix; the points after it are reported as not run")
     parser.add_argument("--no-doc", action="store_true", help="print the section, do not update docs/")
+    parser.add_argument("--uploads", type=int, default=1, help="the edgefed chief's max_concurrent_uploads")
+    parser.add_argument("--memory-mb", type=int, default=0,
+                        help="the edgefed chief's chief_memory_mb (sizes its staging pool; 0: --uploads buffers)")
+    parser.add_argument("--memory-models", type=float, default=0.0,
+                        help="the edgefed chief's chief_memory_mb as this many model sizes; overrides --memory-mb")
+    parser.add_argument("--checkpoint-every", type=int, default=1, help="the edgefed chief's checkpoint_every")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
+                        help="which systems to run (a smoke run or an edgefed-vs-raw matrix skips Flower)")
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the first round is dropped)")
-    if not Path(args.flwr_python).exists():
+    if "flower" in args.systems and not Path(args.flwr_python).exists():
         parser.error(f"--flwr-python {args.flwr_python} does not exist (make .venv-flwr/.installed builds it)")
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
@@ -357,7 +382,7 @@ def main() -> None:
         pki.issue_node(pki_dir, "chief", ["127.0.0.1"])
         for i in range(max(args.workers)):
             pki.issue_node(pki_dir, f"w{i}")
-        args.flower_tls = flower_tls(args.flwr_python, pki_dir)
+        args.flower_tls = flower_tls(args.flwr_python, pki_dir) if "flower" in args.systems else "not run"
         # small models first: if the budget runs out, what is left unmeasured is the largest points
         for size in sorted(args.sizes):
             for workers in sorted(args.workers):

@@ -3,15 +3,18 @@
 For each N workers and model size, runs a chief process and N worker processes (no training: a
 worker answers each broadcast at once, so the round is pure protocol), then pushes the same bytes
 through plain TLS sockets (sendall / recv_into, no framing, no averaging) with the same certificates.
-Reports the median round time of several rounds, the ratio, and the chief's peak RSS.
+Reports the median round time of several rounds, the ratio, the chief's peak RSS and the median
+of each phase of the chief's round timeline (edgefed/federation/timeline.py).
 
     .venv/bin/python bench/bench_round.py [--workers 1 4 16] [--sizes 1 16 64] [--rounds 4]
+        [--uploads 1 | --memory-mb MB | --memory-models X] [--checkpoint-every K]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import ssl
 import statistics
@@ -30,10 +33,18 @@ from common import machine, model, peak_rss_mb, run_server_and_clients, update_d
 
 from edgefed import pki  # noqa: E402
 from edgefed.config import config_from_dict  # noqa: E402
+from edgefed.federation.timeline import PHASES  # noqa: E402
 from edgefed.pki import NodeCredentials  # noqa: E402
 from edgefed.transport import client_context, server_context  # noqa: E402
 from edgefed.transport.tcp import tune_socket  # noqa: E402
 from edgefed.wiring import build_chief, build_worker  # noqa: E402
+
+
+def chief_memory_mb(args: argparse.Namespace) -> int:
+    """--memory-mb as given, or --memory-models times this run's model size (a budget per size)."""
+    if args.memory_models:
+        return math.ceil(args.memory_models * args.size)
+    return int(args.memory_mb)
 
 
 def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
@@ -44,7 +55,8 @@ def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
         "federation": {"private_ip": "127.0.0.1", "private_port": args.port, "public_ip": "127.0.0.1",
                        "public_port": args.port, "wait_time": 300.0, "min_workers": args.workers,
                        "rounds": args.rounds, "round_timeout": 600.0, "max_frame_bytes": 1 << 31,
-                       "max_concurrent_uploads": args.uploads},
+                       "max_concurrent_uploads": args.uploads, "chief_memory_mb": chief_memory_mb(args),
+                       "checkpoint_every": args.checkpoint_every},
         "ledger": {"enabled": args.digests},
     })
 
@@ -56,14 +68,18 @@ def run_chief(args: argparse.Namespace) -> None:
     chief.listen()
     print("listening", flush=True)
     current = chief.start(model(args.size)).weights  # keep no other reference: it is the chief's model
-    times = []
+    times, phases = [], []
     for _ in range(args.rounds):
         started = time.perf_counter()
         result = chief.average(current, 1)
         times.append(time.perf_counter() - started)
+        phases.append(result.phases)
         current = result.weights
+    staging = chief.staging
     chief.close()
-    print(json.dumps({"times": times, "peak_rss_mb": peak_rss_mb()}), flush=True)
+    print(json.dumps({"times": times, "phases": phases, "peak_rss_mb": peak_rss_mb(),
+                      "staging": {"limit": staging.limit, "created": staging.created, "peak": staging.peak_in_use}
+                      if staging is not None else None}), flush=True)
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -149,7 +165,30 @@ def measure(
             timeout,
         )
     # the first round includes connection warm-up; report the median of the rest
+    timed = out.get("phases", [])[1:]
+    if timed:
+        out["phases_median"] = {name: round(statistics.median(p.get(name, 0.0) for p in timed), 4) for name in PHASES}
     return {"median_s": statistics.median(out["times"][1:]), **out}
+
+
+def phase_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: per point, the median milliseconds of each phase of the chief's timeline.
+    rows: dicts with workers, size (MB) and phases_median (seconds)."""
+    lines = [
+        "Where the chief's round goes (median ms per phase, `edgefed/federation/timeline.py`: turnaround is "
+        "the slowest worker's, receive / validate / add / slot_wait are summed over uploads, which overlap "
+        "when several staging buffers exist; checkpoint is the wait on the round's critical path, "
+        "checkpoint_write and status the background writes):",
+        "",
+        "| workers | model MB | " + " | ".join(PHASES) + " |",
+        "|---:|---:|" + "---:|" * len(PHASES),
+    ]
+    for row in rows:
+        phases = row.get("phases_median")
+        if phases:
+            lines.append(f"| {row['workers']} | {row['size']} | "
+                         + " | ".join(f"{1000 * phases.get(name, 0.0):.1f}" for name in PHASES) + " |")
+    return lines
 
 
 def write_markdown(rows: list[dict[str, Any]], command: str) -> str:
@@ -161,18 +200,25 @@ def write_markdown(rows: list[dict[str, Any]], command: str) -> str:
         "A round = every worker uploads the model, the chief averages, the chief broadcasts the average. "
         "Raw TLS = the same bytes through the same mutual-TLS 1.3 sockets with sendall/recv_into and no "
         "framing, validation, hashing or averaging. Median of the timed rounds (the first is dropped). "
-        "Targets: edgefed <= 1.5x raw; chief peak RSS <= 3x model + 150 MB at N = 16.",
+        "Targets (issue 14): edgefed <= 1.25x raw; chief peak RSS <= 3x model + 100 MB at every N.",
         "",
         "| workers | model MB | edgefed s | raw TLS s | ratio | chief RSS MB | RSS target MB | raw server RSS MB |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        target = 3 * row["size"] + 150
+        target = 3 * row["size"] + 100
         lines.append(
             f"| {row['workers']} | {row['size']} | {row['edgefed_s']:.3f} | {row['raw_s']:.3f} | "
             f"{row['edgefed_s'] / row['raw_s']:.2f} | {row['chief_rss_mb']:.0f} | {target} | {row['raw_rss_mb']:.0f} |"
         )
+    lines += ["", *phase_table(rows)]
     return "\n".join(lines) + "\n"
+
+
+def edgefed_options(args: argparse.Namespace) -> list[str]:
+    """The chief's settings under test, as this script's role options."""
+    return ["--uploads", str(args.uploads), "--memory-mb", str(args.memory_mb),
+            "--memory-models", str(args.memory_models), "--checkpoint-every", str(args.checkpoint_every)]
 
 
 def main() -> None:
@@ -187,6 +233,12 @@ def main() -> None:
     parser.add_argument("--size", type=int)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--uploads", type=int, default=1, help="the chief's max_concurrent_uploads")
+    parser.add_argument("--memory-mb", type=int, default=0,
+                        help="the chief's chief_memory_mb (sizes its staging pool; 0: --uploads buffers)")
+    parser.add_argument("--memory-models", type=float, default=0.0,
+                        help="chief_memory_mb as this many model sizes (5: the global model, the float64 sum "
+                        "and two staging buffers); overrides --memory-mb")
+    parser.add_argument("--checkpoint-every", type=int, default=1, help="the chief's checkpoint_every")
     parser.add_argument("--digests", action="store_true",
                         help="compute the payload sha256 digests the ledger records (on when a ledger is configured)")
     parser.add_argument("--no-doc", action="store_true", help="print the table, do not update docs/benchmarks.md")
@@ -205,11 +257,12 @@ def main() -> None:
             pki.issue_node(pki_dir, f"w{i}")
         for workers in args.workers:
             for size in args.sizes:
-                options = ["--uploads", str(args.uploads), *(["--digests"] if args.digests else [])]
+                options = [*edgefed_options(args), *(["--digests"] if args.digests else [])]
                 ours = measure("edgefed", pki_dir, workers, size, args.rounds, options=options)
                 raw = measure("raw", pki_dir, workers, size, args.rounds, options=options)
                 row = {"workers": workers, "size": size, "edgefed_s": ours["median_s"], "raw_s": raw["median_s"],
-                       "chief_rss_mb": ours["peak_rss_mb"], "raw_rss_mb": raw["peak_rss_mb"]}
+                       "chief_rss_mb": ours["peak_rss_mb"], "raw_rss_mb": raw["peak_rss_mb"],
+                       "phases_median": ours.get("phases_median"), "staging": ours.get("staging")}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     command = "python bench/bench_round.py " + " ".join(sys.argv[1:])

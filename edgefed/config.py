@@ -84,6 +84,9 @@ class FederationSection:
     model_wait: float = 300.0  # worker: seconds to wait for the model after the last round
     # none | fp16 | int8 | topk:F | topk:F+int8 (docs/compression.md); chief and workers must agree
     compression: str = "none"
+    # -- round cost and chief memory (issue 14, items 2-3; docs/configuration.md) --
+    checkpoint_every: int = 1  # 1: every round, durable before the next; K: every K rounds, in the background
+    chief_memory_mb: int = 0  # 0: max_concurrent_uploads staging buffers; else as many as fit in this budget
 
 
 @dataclass(frozen=True)
@@ -123,12 +126,14 @@ _POSITIVE = {
     "federation.max_buffered_updates", "federation.min_upload_rate", "federation.max_pending_connections",
     "federation.max_model_bytes",
     "trainer.batch_size",
+    "federation.checkpoint_every",  # issue 14, round cost
 }
 _NON_NEGATIVE = {
     "federation.wait_time", "federation.round_timeout", "federation.min_workers",
     "federation.reconnect_max_delay", "federation.reconnect_timeout", "ledger.commit_timeout", "trainer.learning_rate",
     "federation.clip_factor", "federation.screen_factor", "federation.upload_grace", "federation.robust_fraction",
     "federation.hello_timeout", "federation.model_wait", "federation.push_model_every",
+    "federation.chief_memory_mb",  # issue 14, chief memory (0: off)
 }
 _PORTS = {"federation.private_port", "federation.public_port"}
 _LEDGER_PROCESS = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # it becomes part of Iroha detail keys

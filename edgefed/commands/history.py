@@ -25,6 +25,10 @@ def register(subcommands: Any) -> None:
     parser.add_argument("--plot", type=Path, metavar="FILE.png",
                         help="draw accuracy, loss, participants and round time ")
     parser.add_argument("--last", type=int, metavar="N", help="only the last N rounds")
+    parser.add_argument("--phases", action="store_true",
+                        help="where each round's time went on the chief: milliseconds per phase"
+                        " (broadcast, worker turnaround, upload receive, validation, add, average, checkpoint,"
+                        " status; docs/benchmarks.md)")
     parser.set_defaults(handler=run)
 
 
@@ -58,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"format": "edgefed-history/1", "path": str(path), "records": records,
                    "problems": history.problems}, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif args.phases:
+        sys.stdout.write(render_phases(records))
     else:
         sys.stdout.write(render_table(records))
     if args.plot is not None:
@@ -100,4 +106,20 @@ def render_table(records: list[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     if not records:
         lines.append("(no rounds recorded)")
+    return "\n".join(lines) + "\n"
+
+
+def render_phases(records: list[dict[str, Any]]) -> str:
+    """One row per round, one column per phase of the chief's timeline, in milliseconds."""
+    from edgefed.federation.timeline import PHASES
+
+    header: tuple[str, ...] = ("round", *PHASES)
+    rows: list[tuple[str, ...]] = [header]
+    for r in records:
+        phases = r.get("phases") or {}
+        rows.append((str(r["round"]), *(_cell(None if p not in phases else 1000 * phases[p], ".1f") for p in PHASES)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    if not any(r.get("phases") for r in records):
+        lines.append("(no phases recorded: written by chiefs since issue 14)")
     return "\n".join(lines) + "\n"

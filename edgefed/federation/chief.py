@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ import numpy as np
 from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
-from edgefed.federation.aggregation import UploadSlots
 from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.compressed import received_update, update_distance
@@ -28,9 +26,12 @@ from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake, described
 from edgefed.federation.provenance import ModelProvenance
 from edgefed.federation.refusals import report_refusal
+from edgefed.federation.round_end import RoundEnd
 from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, read_hello
 from edgefed.federation.seat import WorkerSeat as _Worker
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
+from edgefed.federation.staging import StagingPool, staging_limit
+from edgefed.federation.timeline import RoundTimeline
 from edgefed.transport import Connection, Listener, Transport, TransportError
 from edgefed.wire import (
     Bye,
@@ -59,16 +60,9 @@ class ChiefSession:
     """
 
     def __init__(
-        self,
-        federation: FederationSection,
-        *,
-        name: str,
-        transport: Transport,
-        status: StatusFile,
-        state_dir: str | Path,
-        events: EventBus | None = None,
-        extra_handlers: dict[MessageType, ExtraHandler] | None = None,
-        hash_payloads: bool = False,
+        self, federation: FederationSection, *, name: str, transport: Transport, status: StatusFile,
+        state_dir: str | Path, events: EventBus | None = None,
+        extra_handlers: dict[MessageType, ExtraHandler] | None = None, hash_payloads: bool = False,
         on_close: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.name = name
@@ -87,7 +81,7 @@ class ChiefSession:
         self._cond = threading.Condition()  # guards _book and every seat
         self._book: RoundBook[_Worker] = RoundBook(RoundRules.from_section(federation), name)
         self._closing = False
-        self._slots: UploadSlots | None = None
+        self.staging: StagingPool | None = None  # its counters are what tests and benchmarks read
         self._listener: Listener | None = None
         self._intake: Intake | None = None
         self._deadlines: UploadDeadlines[_Worker] = UploadDeadlines(
@@ -97,9 +91,10 @@ class ChiefSession:
         # Long-lived pools: a round must not pay for starting threads.
         self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced)
         self._provenance = ModelProvenance(name, self.events, hash_payloads)  # model records for the ledger
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chief-checkpoint")
-        self.bytes_sent = 0
-        self.bytes_received = 0
+        self.timeline = RoundTimeline()
+        self._round_end = RoundEnd(state_dir, federation.checkpoint_every, status, self.timeline,
+                                   self._broadcast, self.participants)
+        self.bytes_sent = self.bytes_received = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -136,7 +131,8 @@ class ChiefSession:
             weights, start_round, finished = [np.array(w) for w in weights], 0, False
         with self._cond:
             self._book.begin(weights, start_round, finished)
-            self._slots = UploadSlots(self._book.upload_specs, self.federation.max_concurrent_uploads)
+            book = self._book
+            self.staging = StagingPool(book.upload_specs, staging_limit(book.specs, self.federation, book.upload_specs))
         self._provenance.started(start_round, weights)
         self.listen()
         self.status.update(state="waiting", round=start_round)
@@ -150,6 +146,7 @@ class ChiefSession:
         for worker in joined:
             self._welcome(worker, total)
         self._broadcast(joined, start_round, weights, final=finished)
+        self.timeline.broadcast_done(start_round)
         self.status.update(state="finished" if finished else "training", participants=self.participants())
         return StartInfo(weights, start_round, 0, total, finished=finished)
 
@@ -173,33 +170,32 @@ class ChiefSession:
             number = book.round_number
             expected = book.expected()
             deadline = time.monotonic() + self.federation.round_timeout
+            gathering = time.perf_counter()
             while True:
                 missing = book.missing(expected)
                 remaining = deadline - time.monotonic()
                 if not missing or remaining <= 0 or self._closing:
                     break
                 self._cond.wait(remaining)
+            self.timeline.add(number, "gather", time.perf_counter() - gathering)
             if missing:
                 log.warning("round %d deadline passed without %s", number, sorted(missing))
                 self.status.error(f"round {number}: no update from {', '.join(sorted(missing))}")
-            closed = book.close_round(final)
+            with self.timeline.span(number, "average"):
+                closed = book.close_round(final)
             recipients = book.alive()
         if closed.refusal is not None:
             log.error("%s", closed.refusal)
             self.status.error(str(closed.refusal))
-        # The checkpoint is written (then the model recorded) while the broadcast runs (a crash in between
-        # only repeats a round), and is on disk before average() returns.
-        checkpointing = self._background.submit(self._provenance.keep, self._state_dir, closed)
-        broadcast_bytes = self._broadcast(recipients, closed.next_round, closed.average, final=closed.final)
-        checkpointing.result()  # a failed write (disk full) stops the chief with its error
-        self.status.update(
-            state="finished" if closed.final else "training", round=closed.next_round,
-            participants=self.participants(),
-        )
+        # checkpoint (when due, while the broadcast runs), then the model's provenance record, broadcast,
+        # status file: round_end.py
+        broadcast_bytes = self._round_end.finish(number, recipients, closed.next_round, closed.average, closed.final,
+                                                 after_checkpoint=lambda: self._provenance.record(closed))
         log.info("round %d averaged %s", closed.next_round, closed.contributors)
         return RoundResult(
             closed.average, closed.next_round, closed.contributors, closed.final,
             closed.bytes_received + broadcast_bytes, broadcast_bytes, closed.bytes_received, samples=closed.samples,
+            phases=self.timeline.take(number),
         )
 
     def participants(self) -> list[str]:
@@ -230,9 +226,11 @@ class ChiefSession:
             worker.conn.close()
         if self._intake is not None:
             self._intake.close()
+        if self.staging is not None:
+            self.staging.close()
         self._deadlines.close()
+        self._round_end.close()
         self._broadcast.close()
-        self._background.shutdown(wait=True)
 
     # -- joining ----------------------------------------------------------------------------------
     def _wait_for_workers(self) -> None:
@@ -309,8 +307,8 @@ class ChiefSession:
     def _release_staging(self, worker: _Worker) -> None:
         self._deadlines.end(worker)
         staging, worker.staging = worker.staging, None
-        if staging is not None and self._slots is not None:
-            self._slots.release(staging)
+        if staging is not None and self.staging is not None:
+            self.staging.release(staging)
 
     def _allocate_upload(
         self, worker: _Worker, header: FrameHeader, num_samples: int, specs: list[TensorSpec]
@@ -323,9 +321,13 @@ class ChiefSession:
             return None
         with self._cond:
             worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)
-        if worker.reject_reason is not None or self._slots is None:
+        if worker.reject_reason is not None or self.staging is None:
             return None
-        worker.staging = self._slots.acquire()
+        self.timeline.upload_started(header.round)
+        waited = time.perf_counter()
+        worker.staging = self.staging.acquire()
+        worker.staged_at = time.perf_counter()
+        self.timeline.add(header.round, "slot_wait", worker.staged_at - waited)
         # The clock starts once the slot is ours (waiting for it is not the worker's fault).
         self._deadlines.begin(worker, sum(spec.nbytes for spec in specs))
         return worker.staging
@@ -335,6 +337,8 @@ class ChiefSession:
         self._drop(worker, f"upload too slow: not done within {grace:g}s + its size at {rate} B/s")
 
     def _accept_update(self, worker: _Worker, frame: Frame, seconds: float) -> None:
+        if worker.staging is not None:  # the upload's data, from its staging buffer to its last byte
+            self.timeline.add(frame.round, "receive", time.perf_counter() - worker.staged_at)
         with self._cond:
             participants = self._book.total()
         self._count(received=frame.wire_bytes)
@@ -342,14 +346,15 @@ class ChiefSession:
             TransferEvent(frame.round, worker.name, self.name, self.name, "receive", participants,
                           frame.wire_bytes, frame.sha256, seconds, "update")
         )
-        reason = worker.reject_reason
+        reason, timeline, validated = worker.reject_reason, self.timeline, time.perf_counter()
         if reason is None and frame.decoded is not None:
             reason = self._book.content_refusal(frame.decoded)
         if reason is None and frame.decoded is not None:
             with self._cond:
                 trained_from = self._book.global_weights
             update, span = received_update(frame.decoded, self._book.rules.compression, trained_from)  # unlocked
-            with self._cond:
+            timeline.add(frame.round, "validate", time.perf_counter() - validated)
+            with self._cond, timeline.span(frame.round, "add"):
                 reason = self._book.fold(worker.name, frame.round, update, frame.num_samples,
                                          frame.wire_bytes, span)
                 self._cond.notify_all()
@@ -382,12 +387,13 @@ class ChiefSession:
         with self._cond:
             if not self._book.leave(worker):
                 return
+            if not orderly and not self._closing:  # on file before a round waiting for this worker wakes
+                self.status.error(f"{worker.name} left: {reason}")
             self._cond.notify_all()
         worker.conn.close()
         if orderly:  # a BYE: the worker finished or was stopped; not an error
             log.info("worker %s left: %s", worker.name, reason)
         elif not self._closing:
             log.warning("worker %s left: %s", worker.name, reason)
-            self.status.error(f"{worker.name} left: {reason}")
         if not self._closing:
             self.status.update(participants=self.participants())

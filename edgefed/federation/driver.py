@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +32,7 @@ class RoundReport:
     bytes_sent: int = 0  # of bytes: what this node sent for the round (upload, or the chief's broadcast)
     bytes_received: int = 0
     samples: int | None = None  # the samples behind the average (the chief's report; None on a worker)
+    phases: dict[str, float] = field(default_factory=dict)  # the chief's seconds per phase (timeline.py)
 
 
 def run_federated(
@@ -56,7 +57,7 @@ def run_federated(
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
                              time.monotonic() - started, result.finished, result.bytes, result.bytes_sent,
-                             result.bytes_received, result.samples)
+                             result.bytes_received, result.samples, result.phases)
         reports.append(report)
         if on_round is not None:
             on_round(report)

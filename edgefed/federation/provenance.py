@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from edgefed.contracts.events import EventBus, ModelEvent, TransferEvent
-from edgefed.federation.checkpoint import Checkpoint, save_checkpoint
 from edgefed.federation.rounds import ClosedRound
 from edgefed.wire.digest import weights_digest
 
@@ -59,9 +57,8 @@ class ModelProvenance:
             self._events.model(ModelEvent(0, digest, size, "", (), self._name))
         self._previous = digest
 
-    def keep(self, state_dir: str | Path, closed: ClosedRound) -> None:
-        """Write the round's checkpoint, then record the model it holds (on the checkpoint thread)."""
-        save_checkpoint(state_dir, Checkpoint(closed.next_round, closed.average, closed.final))
+    def record(self, closed: ClosedRound) -> None:
+        """Record the model the round adopted (on the chief's checkpoint thread, after its checkpoint)."""
         if not self._enabled:
             return
         with self._lock:

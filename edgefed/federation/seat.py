@@ -17,3 +17,4 @@ class WorkerSeat(Seat):
     conn: Connection
     reject_reason: Refusal | None = None  # set by the allocator when an upload is refused before its data
     staging: list[np.ndarray] | None = field(default=None, repr=False)
+    staged_at: float = 0.0  # perf_counter when the upload in flight got its staging buffer

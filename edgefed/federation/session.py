@@ -29,6 +29,7 @@ class RoundResult:
     bytes_sent: int = 0  # of which sent: a worker's upload, the chief's broadcast
     bytes_received: int = 0  # of which received: a worker's download, the chief's uploads
     samples: int | None = None  # on the chief: the samples behind the average; a worker does not know
+    phases: dict[str, float] = field(default_factory=dict)  # the chief's seconds per phase (timeline.py)
 
 
 def limits_for(federation: FederationSection) -> Limits:

@@ -53,7 +53,9 @@ def distance(update: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> f
         flat, ref = np.asarray(mine).reshape(-1), np.asarray(theirs).reshape(-1)
         for start in range(0, flat.size, 1 << 20):
             diff = flat[start:start + (1 << 20)].astype(np.float64) - ref[start:start + (1 << 20)]
-            total += float(np.dot(diff, diff))
+            # einsum's own loop, not BLAS: np.dot's OpenBLAS threads spin against the chief's other
+            # threads (measured on 2 loaded cores: 17 vs 7.6 ms per 1M-element chunk, 37 vs 10 ms with 2 callers)
+            total += float(np.einsum("i,i->", diff, diff))
     return math.sqrt(total)
 
 

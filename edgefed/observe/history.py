@@ -1,6 +1,7 @@
 """The chief's training history: one JSON line per round appended to STATE_DIR/history.jsonl.
 
-A line is about 300-400 bytes (6 workers, short names): 100 rounds cost ~40 KB of SD card. Lines are
+A line is about 550 bytes with the chief's phase timeline (6 workers, short names): 100 rounds cost
+~55 KB of SD card. Lines are
 appended without fsync (a crash loses at most the last round's line, which the checkpoint repeats);
 the reader reports a truncated or corrupt line in one sentence instead of failing. The line format is
 edgefed/contracts/schemas/history-line.schema.json.
@@ -90,7 +91,7 @@ class HistoryWriter:
 
     def round(self, round_number: int, participants: list[str], *, accuracy: float | None, loss: float | None,
               train_loss: float | None, seconds: float, samples: int | None = None,
-              dp_epsilon: float | None = None) -> dict[str, Any]:
+              dp_epsilon: float | None = None, phases: dict[str, float] | None = None) -> dict[str, Any]:
         """Append the line for the round just averaged (the chief's average() returns after its
         broadcast, so both directions are tallied by now)."""
         with self._lock:
@@ -122,6 +123,9 @@ class HistoryWriter:
             record["dp_epsilon"] = dp_epsilon
         if self.compression is not None:
             record["compression"] = self.compression
+        if phases:  # the chief's timeline of this round (edgefed.federation.timeline)
+            record["phases"] = {name: round(max(value, 0.0), 4) for name, value in phases.items()
+                                if isinstance(value, int | float) and math.isfinite(value)}
         line = json.dumps(record, separators=(",", ":")) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as file:  # one write per round; no fsync (SD card)
@@ -159,6 +163,11 @@ def _line_problem(record: Any) -> str | None:
     seconds = record.get("seconds")
     if not isinstance(seconds, dict) or not isinstance(seconds.get("round"), int | float):
         return "seconds.round must be a number"
+    phases = record.get("phases", {})
+    if not isinstance(phases, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in phases.values()
+    ):
+        return "phases must map phase names to non-negative seconds"
     return None
 
 

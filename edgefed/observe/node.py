@@ -82,7 +82,7 @@ class NodeObserver:
             if self.history is not None:
                 self.history.round(report.round, list(report.participants), accuracy=accuracy, loss=loss,
                                    train_loss=_finite(report.train_loss), seconds=report.seconds,
-                                   samples=report.samples, **privacy)
+                                   samples=report.samples, phases=report.phases, **privacy)
         except OSError as exc:  # a full or read-only state dir: the operator sees it in the log
             log.error("cannot record round %d: %s", report.round, exc)
 

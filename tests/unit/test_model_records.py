@@ -125,9 +125,9 @@ def test_the_chief_names_each_round_its_folded_uploads_and_ignores_other_round_n
     upload("mallory", 10**9, "e" * 64)  # a far-off round number from a hostile worker: ignored
     upload("worker2", 1, "2" * 64)  # a fast worker already on the next round before the chief checkpointed
     first = [np.ones((3, 2), np.float32)]
-    provenance.keep(tmp_path, ClosedRound(first, 1, False, ["worker1", "chief"], 200))
+    provenance.record(ClosedRound(first, 1, False, ["worker1", "chief"], 200))
     upload("worker1", 1, "3" * 64)
-    provenance.keep(tmp_path, ClosedRound([first[0] * 2], 2, True, ["worker2", "worker1", "chief"], 200))
+    provenance.record(ClosedRound([first[0] * 2], 2, True, ["worker2", "worker1", "chief"], 200))
     assert [(m.round, m.previous, m.inputs) for m in models] == [
         (0, "", ()),
         (1, weights_digest(start)[0], (("chief", ""), ("worker1", "1" * 64))),

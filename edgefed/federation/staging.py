@@ -1,0 +1,107 @@
+"""The chief's staging buffers: where uploads are received, one upload per buffer, a bounded number.
+
+The bound is either federation.max_concurrent_uploads (the default way) or, with
+federation.chief_memory_mb set, what fits in that memory budget once the round's other model-sized
+buffers are counted (staging_limit). Buffers are created when an upload first needs one and reused
+afterwards, so a pool larger than the uploads that ever overlap costs nothing; an upload that finds
+every buffer taken waits (its bytes wait in the kernel's socket buffers: TCP flow control).
+The counters (created, in_use, peak_in_use) are what tests and benchmarks observe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgefed.config import FederationSection
+from edgefed.errors import user_error
+from edgefed.wire import TensorSpec
+
+MB = 1 << 20
+
+
+@user_error
+class MemoryBudgetError(ValueError):
+    """federation.chief_memory_mb is too small for the model; the message says how much is needed."""
+
+
+def held_model_bytes(specs: Sequence[TensorSpec], aggregation: str, max_buffered_updates: int) -> int:
+    """Bytes the chief holds for a round besides its staging buffers: the global model and the
+    aggregator's state (fedavg and clip: a float64 running sum; the other strategies: up to
+    max_buffered_updates copies of the model)."""
+    model = sum(spec.nbytes for spec in specs)
+    if aggregation in ("fedavg", "clip"):
+        state = sum(8 * spec.nbytes // max(np.dtype(spec.dtype).itemsize, 1) for spec in specs)
+    else:
+        state = max_buffered_updates * model
+    return model + state
+
+
+def staging_limit(
+    specs: Sequence[TensorSpec], federation: FederationSection, upload_specs: Sequence[TensorSpec] | None = None,
+) -> int:
+    """How many uploads the chief receives at once. Without a budget (chief_memory_mb 0):
+    max_concurrent_uploads. With one: as many staging buffers as fit in chief_memory_mb after the
+    global model and the aggregator's state; fewer than one is a configuration error. upload_specs:
+    what one upload carries when it differs from the model (federation.compression: encoded bytes)."""
+    memory_mb, aggregation = federation.chief_memory_mb, federation.aggregation
+    if memory_mb <= 0:
+        return federation.max_concurrent_uploads
+    model = max(sum(spec.nbytes for spec in (specs if upload_specs is None else upload_specs)), 1)
+    held = held_model_bytes(specs, aggregation, federation.max_buffered_updates)
+    fits = (memory_mb * MB - held) // model
+    if fits < 1:
+        need = -(-(held + model) // MB)
+        raise MemoryBudgetError(
+            f"federation.chief_memory_mb = {memory_mb} is too small for this model ({model / MB:.1f} MB) with "
+            f"{aggregation}: the global model, the aggregator and one staging buffer need {need} MB"
+        )
+    return int(fits)
+
+
+class StagingPool:
+    """At most limit staging buffers in use at once; acquire() waits for a free one."""
+
+    def __init__(self, specs: Sequence[TensorSpec], limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a staging pool needs at least one buffer")
+        self.limit = limit
+        self._specs = list(specs)
+        self._free: list[list[np.ndarray]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self.created = 0  # buffers that exist (never more than limit)
+        self.in_use = 0
+        self.peak_in_use = 0  # the most held at once since the pool was made
+
+    def acquire(self) -> list[np.ndarray] | None:
+        """A staging buffer for one upload, or None once the pool is closed."""
+        with self._cond:
+            while not self._free and self.created >= self.limit and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            if self._free:
+                buffers = self._free.pop()
+            else:
+                # spec.storage: the tensor itself, or the bytes of an encoded one (federation.compression)
+                buffers = [np.empty(shape, np.dtype(dtype).newbyteorder("<"))
+                           for dtype, shape in (spec.storage for spec in self._specs)]
+                self.created += 1
+            self.in_use += 1
+            self.peak_in_use = max(self.peak_in_use, self.in_use)
+            return buffers
+
+    def release(self, buffers: list[np.ndarray]) -> None:
+        with self._cond:
+            self.in_use -= 1
+            self._free.append(buffers)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Wake every waiter (they get None): the chief is shutting down."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

@@ -1,0 +1,121 @@
+"""Issue 14 items 2-3 with real processes on 127.0.0.1: checkpoints every K rounds still resume a
+killed chief, and uploads overlap within the chief's memory budget with plain FedAvg's result."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgefed.config import NodeConfig
+from edgefed.federation.checkpoint import load_checkpoint
+from edgefed.federation.timeline import PHASES
+from edgefed.wiring import build_chief
+from tests.conftest import Processes, free_port, wait_for
+
+HELPERS = Path(__file__).parent / "helpers"
+
+
+def test_a_chief_checkpointing_every_3_rounds_killed_after_round_7_resumes_from_its_last_checkpoint(
+    processes: Processes, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    port, rounds, every, killed_after = free_port(), 10, 3, 7
+    settings = {"rounds": rounds, "interval_steps": 200, "min_workers": 2, "wait_time": 30.0}
+    chief_config = str(write_config("chief", "chief", port, checkpoint_every=every, **settings))
+    workers = [
+        processes.edgefed("worker", "--config", str(write_config(f"worker{i}", "worker", port, **settings)),
+                          "--exit-when-done", log_name=f"worker{i}")
+        for i in (1, 2)
+    ]
+    first = processes.edgefed("chief", "--config", chief_config, "--exit-when-done", "--progress-jsonl",
+                              log_name="chief", stdout=subprocess.PIPE)
+    assert first.stdout is not None
+    while json.loads(first.stdout.readline()).get("round") != killed_after:
+        pass
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    checkpoint = load_checkpoint(tmp_path / "state" / "chief")
+    # only multiples of 3: round 6's write may still have been in flight (it trails; round 3's was
+    # awaited before it began), and 9 only if the chief ran two more rounds before the SIGKILL landed
+    assert checkpoint is not None and checkpoint.round in (3, 6, 9) and not checkpoint.finished
+
+    second = processes.edgefed("chief", "--config", chief_config, "--exit-when-done", "--progress-jsonl",
+                               log_name="chief", stdout=subprocess.PIPE)
+    out, _ = second.communicate(timeout=180)
+    assert second.returncode == 0, processes.log("chief")
+    resumed = [json.loads(line)["round"] for line in out.decode().splitlines() if '"round"' in line]
+    assert resumed == list(range(checkpoint.round + 1, rounds + 1))
+    assert f"resuming from checkpoint at round {checkpoint.round}" in processes.log("chief")
+    for index, worker in enumerate(workers, start=1):
+        assert worker.wait(timeout=60) == 0, processes.log(f"worker{index}")
+    final = load_checkpoint(tmp_path / "state" / "chief")  # the last round's is awaited
+    assert final is not None and final.round == rounds and final.finished
+
+
+MODEL = [np.linspace(-1.0, 1.0, 256 * 512, dtype=np.float32).reshape(256, 512), np.zeros(131072, np.float32)]
+WORKERS = {"worker1": (0.5, 10), "worker2": (-1.0, 20), "worker3": (2.0, 30)}  # offset, samples
+CHIEF_SAMPLES = 40
+
+
+def fedavg_of_offsets(global_weights: list[np.ndarray]) -> list[np.ndarray]:
+    """The round's FedAvg: the chief sends the global weights, each worker global + its offset."""
+    result = []
+    for tensor in global_weights:
+        total = CHIEF_SAMPLES * tensor.astype(np.float64)
+        for offset, samples in WORKERS.values():
+            total += samples * (tensor + np.float32(offset)).astype(np.float64)
+        result.append((total / (CHIEF_SAMPLES + sum(s for _, s in WORKERS.values()))).astype(np.float32))
+    return result
+
+
+def test_uploads_overlap_within_the_chiefs_memory_budget_and_average_to_plain_fedavg(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], pki_dir: Path
+) -> None:
+    # a 1 MiB model: 5 MiB hold the global model (1), the float64 sum (2) and two staging buffers
+    port = free_port()
+    settings = {"rounds": 3, "round_timeout": 120.0, "upload_grace": 300.0}
+    chief = build_chief(make_config("chief", "chief", port, chief_memory_mb=5, min_workers=1, **settings),
+                        ledger=False)
+    received: list[tuple[int, str]] = []  # (round, worker) of every whole update the chief read
+    chief.events.subscribe(lambda e: received.append((e.round, e.sender)) if e.direction == "receive" else None)
+    try:
+        chief.listen()
+        # worker4 sends half an update and stalls: it holds one of the two buffers for the whole round
+        staller = processes.python(str(HELPERS / "partial_upload.py"), str(pki_dir), "worker4", str(port),
+                                   log_name="worker4", stdout=subprocess.PIPE)
+        chief.start(MODEL)
+        assert chief.staging is not None and chief.staging.limit == 2
+        assert staller.stdout is not None and staller.stdout.readline().strip() == b"joined"
+        assert staller.stdout.readline().strip() == b"sent-half"
+        wait_for(lambda: chief.staging is not None and chief.staging.in_use == 1, 30, "worker4 to hold a buffer")
+        workers = {  # late joiners: they get round 0's weights at once
+            name: processes.python(str(HELPERS / "offset_worker.py"),
+                                   str(write_config(name, "worker", port, **settings)), str(offset), str(samples),
+                                   log_name=name)
+            for name, (offset, samples) in WORKERS.items()
+        }
+        wait_for(lambda: {w for r, w in received if r == 0} == set(WORKERS), 60, "the three round-0 updates")
+        assert chief.staging.in_use == 1 and chief.staging.peak_in_use == 2  # they came in beside worker4's
+        staller.send_signal(signal.SIGKILL)
+        staller.wait(timeout=10)
+
+        expected, result = fedavg_of_offsets(MODEL), chief.average(MODEL, CHIEF_SAMPLES)
+        while True:
+            assert sorted(result.participants) == ["chief", *WORKERS]
+            for got, want in zip(result.weights, expected, strict=True):
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+            assert set(result.phases) == set(PHASES) and result.phases["receive"] > 0
+            if result.finished:
+                break
+            expected, result = fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
+        assert result.round == 3
+        # never more buffers than the budget holds, however the three uploads of rounds 2 and 3 overlapped
+        assert chief.staging.created <= 2 and chief.staging.peak_in_use == 2
+        for name, worker in workers.items():  # each got the final weights and left
+            assert worker.wait(timeout=60) == 0, processes.log(name)
+    finally:
+        chief.close()
