@@ -13,7 +13,7 @@
 # molecule lab's job (mk/lab.mk).
 INVENTORY ?= inventory/example
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
-ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example
+ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example inventory/example-mpi
 ANSIBLE_PYTHON := roles/pki/filter_plugins roles/edgefed_install/files scripts/role_readme.py
 
 .PHONY: ansible-check role-readmes test-ansible test-ansible-hosts site teardown
