@@ -26,3 +26,12 @@ test-lab-mpi: setup lab-image ## the MPI lab scenario (molecule/mpi): site.yml w
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test -s mpi
 
 SLOW_TEST_TARGETS += test-lab-mpi
+
+# The benchmark (docs/mpi.md, Benchmark): MPI vs edgefed's sockets vs Flower at bench_flower's points;
+# part of `make bench`. The seed's table (make bench-seed-table) has its MPI row as --modes mpi.
+BENCH_MPI_ARGS ?=
+.PHONY: bench-mpi
+bench-mpi: setup $(FLWR_VENV)/.installed ## one FedAvg round: MPI vs edgefed TLS and plain TCP vs Flower
+	$(PY) bench/bench_mpi.py --flwr-python $(FLWR_VENV)/bin/python $(BENCH_MPI_ARGS)
+
+bench: bench-mpi

@@ -9,8 +9,8 @@ check=false
 if [ "${1:-}" = "--check" ]; then check=true; shift; fi
 mkdir -p "$dest"
 cd "$dest"
-changed=false
 files=""
+missing=""
 for spec in "$@"; do
   name=${spec%%:*}
   rest=${spec#*:}
@@ -18,13 +18,21 @@ for spec in "$@"; do
   version=${rest#*=}
   # apt's file name: the epoch's ':' is written %3a.
   file="${name}_$(printf '%s' "$version" | sed 's/:/%3a/')_${arch}.deb"
-  if [ ! -f "$file" ]; then
-    changed=true
-    if [ "$check" = false ]; then
-      apt-get download -q "$name:$arch=$version" >&2
-      [ -f "$file" ] || { echo "fetch-debs.sh: apt-get download $spec made no $file" >&2; exit 1; }
-    fi
-  fi
+  [ -f "$file" ] || missing="$missing $spec"
   files="$files${files:+, }\"$file\""
 done
+changed=false
+if [ -n "$missing" ]; then
+  changed=true
+  # One apt-get for all of them: it resolves and fetches in parallel.
+  # shellcheck disable=SC2086
+  [ "$check" = true ] || apt-get download -q $missing >&2
+fi
+if [ "$check" = false ]; then
+  for spec in "$@"; do
+    name=${spec%%:*}; rest=${spec#*:}; arch=${rest%%=*}; version=${rest#*=}
+    file="${name}_$(printf '%s' "$version" | sed 's/:/%3a/')_${arch}.deb"
+    [ -f "$file" ] || { echo "fetch-debs.sh: apt-get download $spec made no $file" >&2; exit 1; }
+  done
+fi
 printf '{"changed": %s, "files": [%s]}\n' "$changed" "$files"
