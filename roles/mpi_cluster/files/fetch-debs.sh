@@ -1,7 +1,9 @@
 #!/bin/sh
 # Makes DEST hold the .deb of each NAME:ARCH=VERSION given (apt-get download, on the controller).
 #   fetch-debs.sh DEST [--check] NAME:ARCH=VERSION...
-# Prints {"changed": bool, "files": [the .deb file names, in DEST]}; --check downloads nothing.
+# and packs them into DEST/bundles/SHA.tar (named after the list: one file to copy to a node).
+# Prints {"changed": bool, "files": [the .deb file names, in DEST], "archive": "DEST/bundles/SHA.tar"};
+# --check downloads and packs nothing.
 set -eu
 dest=$1
 shift
@@ -35,4 +37,19 @@ if [ "$check" = false ]; then
     [ -f "$file" ] || { echo "fetch-debs.sh: apt-get download $spec made no $file" >&2; exit 1; }
   done
 fi
-printf '{"changed": %s, "files": [%s]}\n' "$changed" "$files"
+archive="$dest/bundles/$(printf '%s\n' "$@" | sha1sum | cut -c1-12).tar"
+if [ ! -f "$archive" ]; then
+  changed=true
+  if [ "$check" = false ]; then
+    mkdir -p "$dest/bundles"
+    list=""
+    for spec in "$@"; do
+      name=${spec%%:*}; rest=${spec#*:}; arch=${rest%%=*}; version=${rest#*=}
+      list="$list ${name}_$(printf '%s' "$version" | sed 's/:/%3a/')_${arch}.deb"
+    done
+    # shellcheck disable=SC2086
+    tar --owner=0 --group=0 --numeric-owner --mtime=@315532800 -cf "$archive.tmp" $list
+    mv "$archive.tmp" "$archive"
+  fi
+fi
+printf '{"changed": %s, "files": [%s], "archive": "%s"}\n' "$changed" "$files" "$archive"
