@@ -35,7 +35,7 @@ from edgefed import pki  # noqa: E402
 from edgefed.config import config_from_dict  # noqa: E402
 from edgefed.federation.timeline import PHASES  # noqa: E402
 from edgefed.pki import NodeCredentials  # noqa: E402
-from edgefed.transport import client_context, server_context  # noqa: E402
+from edgefed.transport import Transport, client_context, server_context  # noqa: E402
 from edgefed.transport.tcp import tune_socket  # noqa: E402
 from edgefed.wiring import build_chief, build_worker  # noqa: E402
 
@@ -62,9 +62,10 @@ def node_config(args: argparse.Namespace, name: str, role: str) -> Any:
 
 
 # -- edgefed -----------------------------------------------------------------------------------------
-def run_chief(args: argparse.Namespace) -> None:
-    config = node_config(args, "chief", "chief")
-    chief = build_chief(config, ledger=False)  # digests only (--digests), no records
+def run_chief(args: argparse.Namespace, transport: Transport | None = None, name: str = "chief") -> None:
+    """The chief's rounds; transport: TLS unless given (bench_mpi.py: MPI, plain TCP)."""
+    config = node_config(args, name, "chief")
+    chief = build_chief(config, ledger=False, transport=transport)  # digests only (--digests), no records
     chief.listen()
     print("listening", flush=True)
     current = chief.start(model(args.size)).weights  # keep no other reference: it is the chief's model
@@ -82,9 +83,9 @@ def run_chief(args: argparse.Namespace) -> None:
                       if staging is not None else None}), flush=True)
 
 
-def run_worker(args: argparse.Namespace) -> None:
+def run_worker(args: argparse.Namespace, transport: Transport | None = None) -> None:
     config = node_config(args, args.name, "worker")
-    session = build_worker(config, ledger=False)
+    session = build_worker(config, ledger=False, transport=transport)
     info = session.start()
     weights, finished = info.weights, info.finished
     while not finished:

@@ -5,7 +5,9 @@ about 100x less bandwidth than distributed SGD and trains about 4x faster. This 
 with edgefed itself:
 - single: one process trains the Keras classifier (edgefed/tf/trainer.py) on the whole training set;
 - sync SGD: the chief and 5 workers (6 nodes) average after every local step (interval_steps = 1);
-- FedAvg: the same 6 nodes average after every 100 local steps (interval_steps = 100).
+- FedAvg: the same 6 nodes average after every 100 local steps (interval_steps = 100);
+- FedAvg over MPI (--modes mpi, issue 17): the same FedAvg as one `mpirun` job, rank i in namespace i,
+  OpenMPI's TCP path only (`--mca btl tcp,self`, on the shaped 10.77.0.0/24 links), no TLS.
 Every mode processes the same number of samples: each of the 6 nodes runs --steps minibatch steps
 on its shard, the single node 6 x --steps on the whole set. Data: scikit-learn's bundled digits.
 
@@ -36,6 +38,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,13 +59,13 @@ SUBNET = "10.77.0"
 HUB_IP = f"{SUBNET}.1"
 CHIEF_IP = f"{SUBNET}.10"
 PUBLIC_PORT, PRIVATE_PORT = 7777, 3389
-MODES = {"sync": 1, "fedavg": 100, "fedavg-int8": 100, "fedavg-topk": 100}  # interval_steps
+MODES = {"sync": 1, "fedavg": 100, "fedavg-int8": 100, "fedavg-topk": 100, "mpi": 100}  # interval_steps
 COMPRESSION = {"fedavg-int8": "int8", "fedavg-topk": "topk:0.01+int8"}  # federation.compression (else none)
 LABELS = {"single": "single node", "sync": "synchronous SGD (average every step)",
           "fedavg": "FedAvg (average every 100 steps)", "fedavg-int8": "FedAvg + int8 updates",
-          "fedavg-topk": "FedAvg + top-1 % int8 updates"}
+          "fedavg-topk": "FedAvg + top-1 % int8 updates", "mpi": "FedAvg over MPI (average every 100 steps)"}
 COLORS = {"single": "tab:blue", "sync": "tab:orange", "fedavg": "tab:green", "fedavg-int8": "tab:red",
-          "fedavg-topk": "tab:purple"}
+          "fedavg-topk": "tab:purple", "mpi": "tab:brown"}
 
 
 # -- network namespaces ------------------------------------------------------------------------------
@@ -272,13 +275,23 @@ def evaluate(trainer: Any, snapshots: list[dict[str, Any]]) -> list[dict[str, An
     return snapshots
 
 
+def mpi_transport(args: argparse.Namespace, name: str) -> Any:
+    """The MPI transport in mode mpi (every rank constructs it at once), TLS (None) otherwise."""
+    if args.mode != "mpi":
+        return None
+    from edgefed.transport.mpi import MpiTransport
+
+    return MpiTransport(name)
+
+
 def run_chief(args: argparse.Namespace) -> None:
     from edgefed.wiring import build_chief
 
     trainer = make_trainer(args)
     interval = MODES[args.mode]
     rounds = args.steps // interval
-    chief = build_chief(node_config(args, "chief", "chief", rounds), ledger=False)
+    chief = build_chief(node_config(args, "chief", "chief", rounds), ledger=False,
+                        transport=mpi_transport(args, "chief"))
     chief.listen()
     print("listening", flush=True)
     info = chief.start(trainer.get_weights(), trainer.num_samples)
@@ -312,7 +325,8 @@ def run_worker(args: argparse.Namespace) -> None:
 
     trainer = make_trainer(args)
     interval = MODES[args.mode]
-    session = build_worker(node_config(args, args.name, "worker", args.steps // interval), ledger=False)
+    session = build_worker(node_config(args, args.name, "worker", args.steps // interval), ledger=False,
+                           transport=mpi_transport(args, args.name))
     info = session.start(None, trainer.num_samples)
     trainer.use_shard(info.task_index, info.total)
     trainer.set_weights(info.weights)
@@ -372,7 +386,45 @@ def run_federated_mode(args: argparse.Namespace, bed: Testbed, pki_dir: str, mod
         return run_federated_nodes(args, bed, pki_dir, mode, state)
 
 
+def mpi_job(args: argparse.Namespace, bed: Testbed, pki_dir: str, state: str) -> list[str]:
+    """One mpirun job, rank i in namespace i (MPMD: `ip netns exec` starts each rank). mpirun runs in the
+    hub namespace, its PMIx server listening on the bridge (PMIx's TCP would otherwise be on a loopback
+    no rank's namespace shares); the ranks' own traffic goes over TCP on the shaped links only."""
+    hostfile = Path(state) / "hostfile"
+    hostfile.write_text(f"localhost slots={NODES}\n")
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        raise BenchFailure("mpirun not found: install openmpi-bin (make setup does)")
+    # This script runs as root (ip netns, tc); OpenMPI refuses root unless told.
+    command = [*bed.exec_in(bed.hub), "env", f"PMIX_MCA_ptl_tcp_if_include={SUBNET}.0/24",
+               "PMIX_MCA_ptl_tcp_remote_connections=1",
+               mpirun, "--hostfile", str(hostfile), "--oversubscribe", "--allow-run-as-root",
+               "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", f"{SUBNET}.0/24"]
+    common = ["--pki", pki_dir, "--state", state, "--mode", "mpi", "--public-ip", CHIEF_IP,
+              "--public-port", str(PRIVATE_PORT)]
+    for i in range(NODES):
+        role = ["chief"] if i == 0 else ["worker", "--name", f"w{i}"]
+        command += [*([":"] if i else []), "-np", "1", *bed.exec_in(bed.node(i)),
+                    *role_command(args, role[0], *common, *role[1:])]
+    return command
+
+
+def run_mpi_nodes(args: argparse.Namespace, bed: Testbed, pki_dir: str, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + args.max_seconds + 300
+    with process_group() as children:
+        job = spawn(mpi_job(args, bed, pki_dir, state), child_env(), subprocess.PIPE)
+        children.append(job)
+        assert job.stdout is not None
+        while not (line := read_line(job.stdout, deadline, "the MPI chief's result")).startswith("{"):
+            continue  # "listening", mpirun's notices
+        result = json.loads(line)
+        reap([job], deadline)
+    return dict(result)
+
+
 def run_federated_nodes(args: argparse.Namespace, bed: Testbed, pki_dir: str, mode: str, state: str) -> dict[str, Any]:
+    if mode == "mpi":
+        return run_mpi_nodes(args, bed, pki_dir, state)
     common = ["--pki", pki_dir, "--state", state, "--mode", mode]
     if bed.netem:  # no relay: workers dial the chief directly
         common += ["--public-ip", CHIEF_IP, "--public-port", str(PRIVATE_PORT)]
@@ -504,6 +556,12 @@ def write_markdown(summary: dict[str, dict[str, Any]], args: argparse.Namespace,
         lines.append(f"- {LABELS[mode]} (`{setting}`): bytes for the whole run "
                      + (f"{whole:.1f}x fewer" if whole else "not measurable") + f"; bytes to {target:.2f} "
                      + (f"{to_target:.1f}x fewer" if to_target else "not measurable (a mode did not reach it)"))
+    mpi = summary.get("mpi")
+    if fed and mpi:
+        time_ratio, bytes_ratio = ratio(fed["seconds"], mpi["seconds"]), ratio(fed["bytes"], mpi["bytes"])
+        lines += ["", f"FedAvg over TLS vs over MPI (the same rounds): {time_ratio or 0:.2f}x the time, "
+                  f"{bytes_ratio or 0:.2f}x the bytes on the chief's link. The MPI ranks connect directly: when the "
+                  "kernel lacks netem, the TLS modes' latency comes from the relay and MPI's links have none."]
     lines += ["", "![accuracy vs time](bench/seed_accuracy.png)", ""]
     return "\n".join(lines) + "\n"
 
@@ -517,7 +575,7 @@ def plot(results: dict[str, dict[str, Any]], target: float) -> None:
     figure, (by_time, by_bytes) = plt.subplots(1, 2, figsize=(10, 3.8))
     for mode, result in results.items():
         points = result["snapshots"]
-        marker = "." if mode.startswith("fedavg") else None
+        marker = "." if mode.startswith("fedavg") or mode == "mpi" else None
         by_time.plot([p["seconds"] for p in points], [p["accuracy"] for p in points], color=COLORS[mode],
                      marker=marker, label=LABELS[mode])
         if mode != "single":

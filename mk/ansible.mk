@@ -15,7 +15,7 @@
 # molecule lab's job (mk/lab.mk).
 INVENTORY ?= inventory/example
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
-ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example
+ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example inventory/example-mpi
 ANSIBLE_PYTHON := roles/pki/filter_plugins roles/aws_security_group/filter_plugins roles/port_forward/filter_plugins \
 	roles/edgefed_install/files scripts/role_readme.py
 

@@ -15,3 +15,23 @@ $(VENV)/.mpi4py-$(MPI4PY_VERSION): $(VENV)/.installed | mpi-system-packages
 	touch $@
 
 SETUP_TARGETS += mpi-system-packages $(VENV)/.mpi4py-$(MPI4PY_VERSION)
+
+# The MPI lab (molecule/mpi, docs/lab.md): chief + 2 workers as containers of the lab image on their own
+# network (edgefed-mpi, 172.30.78.0/24) and state directory (.lab-mpi/), so it can run beside the
+# default lab; site.yml with edgefed_transport: mpi, the job across the containers, verify,
+# idempotence, the teardown check.
+.PHONY: test-lab-mpi
+test-lab-mpi: setup lab-image ## the MPI lab scenario (molecule/mpi): site.yml with mpirun across containers, verify, idempotence
+	$(VENV)/bin/ansible-lint --offline --profile production molecule/mpi inventory/lab-mpi
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test -s mpi
+
+SLOW_TEST_TARGETS += test-lab-mpi
+
+# The benchmark (docs/mpi.md, Benchmark): MPI vs edgefed's sockets vs Flower at bench_flower's points;
+# part of `make bench`. The seed's table (make bench-seed-table) has its MPI row as --modes mpi.
+BENCH_MPI_ARGS ?=
+.PHONY: bench-mpi
+bench-mpi: setup $(FLWR_VENV)/.installed ## one FedAvg round: MPI vs edgefed TLS and plain TCP vs Flower
+	$(PY) bench/bench_mpi.py --flwr-python $(FLWR_VENV)/bin/python $(BENCH_MPI_ARGS)
+
+bench: bench-mpi

@@ -35,4 +35,8 @@ def _run_rank(args: argparse.Namespace) -> int:
     # An MPI job ends with its training: nothing is left to serve once the ranks exit.
     progress = print_jsonl if args.progress_jsonl and rank == CHIEF_RANK else None  # the chief's view only
     run_node(config, exit_when_done=True, progress=progress, transport=transport)
+    # No ledger service can reach an MPI chief: the job delivers every rank's records before it ends.
+    from edgefed.mpi_ledger import deliver_outboxes
+
+    deliver_outboxes(config, transport)
     return 0

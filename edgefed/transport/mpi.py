@@ -259,6 +259,25 @@ class MpiTransport:
         return MpiConnection(self.comm, CHIEF_RANK, tag, chief, limits)
 
 
+    def barrier(self, timeout: float) -> bool:
+        """Wait until every rank reached this point (a non-blocking barrier, polled); False past timeout.
+
+        A barrier cannot be cancelled: past the deadline the rank goes on, and a rank that never comes
+        is mpirun's business (it ends the job when a rank dies)."""
+        deadline = time.monotonic() + timeout
+        with _MPI_LOCK:
+            request = self.comm.Ibarrier()
+        pause = 0.0002
+        while True:
+            with _MPI_LOCK:
+                if request.Test():
+                    return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+
 def rank_of_this_process() -> int:
     """This process's rank in the job (0 when started without mpirun: a one-rank job)."""
     with _MPI_LOCK:

@@ -5,6 +5,7 @@
 #
 #   scripts/lab/playbook.sh site.yml
 #   scripts/lab/playbook.sh teardown.yml -e edgefed_teardown_stop_services=true
+#   EDGEFED_LAB_INVENTORY=inventory/lab-mpi scripts/lab/playbook.sh site.yml   (the MPI lab)
 #
 # The one lab-specific part is the AWS test double's credentials (moto accepts any); against AWS,
 # the operator's own credentials are in the environment instead.
@@ -23,4 +24,4 @@ playbook=${1:?usage: playbook.sh PLAYBOOK [ansible-playbook args...]}
 shift
 ansible_playbook=ansible-playbook
 [ -x "$root/.venv/bin/ansible-playbook" ] && ansible_playbook="$root/.venv/bin/ansible-playbook"
-exec "$ansible_playbook" -i inventory/lab "$playbook" "$@"
+exec "$ansible_playbook" -i "${EDGEFED_LAB_INVENTORY:-inventory/lab}" "$playbook" "$@"

@@ -4,12 +4,14 @@
 # A run of `molecule test` then installs one version of the code from converge to teardown, even
 # while someone edits the working tree (the idempotence step would otherwise see a new wheel).
 # `make lab` refreshes the snapshot before each converge, so edits do reach a running lab.
-# Prints "changed" when the snapshot was replaced, "unchanged" otherwise.
+# Prints "changed" when the snapshot was replaced, "unchanged" otherwise. EDGEFED_LAB_STATE names
+# another state directory than .lab (the MPI lab's .lab-mpi).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-dest="$root/.lab/src"
-mkdir -p "$root/.lab"
-new=$(mktemp -d "$root/.lab/src.XXXXXX")
+state=${EDGEFED_LAB_STATE:-$root/.lab}
+dest="$state/src"
+mkdir -p "$state"
+new=$(mktemp -d "$state/src.XXXXXX")
 trap 'rm -rf "$new"' EXIT
 
 files=()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ansible_helpers import BIN, REPO, ansible_env
 
-LINTED = ["site.yml", "teardown.yml", "playbooks", "roles", "inventory/example"]
+LINTED = ["site.yml", "teardown.yml", "playbooks", "roles", "inventory/example", "inventory/example-mpi"]
 
 
 def test_ansible_lint_production_profile_is_clean(tmp_path: Path) -> None:
@@ -21,7 +21,9 @@ def test_ansible_lint_production_profile_is_clean(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("playbook", ["site.yml", "teardown.yml"])
-@pytest.mark.parametrize("inventory", ["inventory/example", "inventory/lab"])
+@pytest.mark.parametrize(
+    "inventory", ["inventory/example", "inventory/lab", "inventory/example-mpi", "inventory/lab-mpi"]
+)
 def test_syntax_check(tmp_path: Path, playbook: str, inventory: str) -> None:
     if not (REPO / inventory).exists():
         pytest.skip(f"{inventory} is not in this checkout")

@@ -19,6 +19,7 @@ import pytest
 from edgefed.demo import CHIEF, prepare_pki, run_demo, worker_names, write_node_config
 from edgefed.demo_mpi import UNUSED_PORT, mpirun_command
 from edgefed.federation.checkpoint import load_checkpoint
+from edgefed.ledger.verify import verify_ledger
 
 pytestmark = pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI not installed (make setup)")
 
@@ -47,10 +48,19 @@ def test_mpi_demo_reaches_the_socket_average(tmp_path: Path) -> None:
     assert len(mpi_final.weights) == len(tls_final.weights)
     for ours, theirs in zip(mpi_final.weights, tls_final.weights, strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
-    # Each rank signed its transfers into its own ledger outbox, as over sockets.
-    for name in [CHIEF, *worker_names(WORKERS)]:
+    # Each rank signed its transfers into its own outbox, as over sockets, and the job delivered every
+    # outbox to the chief's chain before it ended (no ledger service can reach an MPI chief).
+    names = [CHIEF, *worker_names(WORKERS)]
+    for name in names:
         with sqlite3.connect(mpi_dir / name / "ledger-outbox.sqlite") as outbox:
-            assert outbox.execute("SELECT count(*) FROM outbox").fetchone()[0] > 0
+            assert outbox.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    report = verify_ledger(mpi_dir / CHIEF / "ledger.sqlite", mpi_dir / "pki")
+    assert report.ok, report.problems
+    assert sorted(report.signers) == sorted(names)
+    # Every record has its other end's: each transfer (at least down and up per worker and round) is
+    # proven by both sides.
+    assert report.proven_transfers >= ROUNDS * WORKERS * 2
+    assert report.records == 2 * report.proven_transfers
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:
