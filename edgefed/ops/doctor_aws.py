@@ -22,6 +22,9 @@ PLAYBOOK_FIX = "ansible-playbook site.yml --tags aws_security_group (role aws_se
 
 def check_security_group(target: AwsTarget, timeout: float = 10.0) -> Check:
     """One line: the rule is there and the group attached, or what is wrong and the fix."""
+    if target.unresolved is not None:
+        return Check(NAME, False, f"the inventory's AWS variables cannot be read: {target.unresolved}",
+                     "fix edgefed_aws_* in the inventory (or set edgefed_aws_enabled: false)")
     try:
         import boto3
         from botocore.config import Config

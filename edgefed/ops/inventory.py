@@ -52,6 +52,7 @@ class AwsTarget:
     source_cidrs: tuple[str, ...]
     endpoint_url: str | None = None  # a moto server in tests and in the lab; None is AWS itself
     profile: str | None = None
+    unresolved: str | None = None  # why the variables could not be read (then only doctor's check says so)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def load_inventory(
     path = Path(source)
     if not path.exists():
         raise ConfigError(f"inventory {source} does not exist")
+    _plugins_ready()
     loader = DataLoader()
     try:
         _vault_secrets(loader, vault_password_files)
@@ -158,6 +160,19 @@ def load_inventory(
             " (nor with edgefed_role); if it could not be parsed, ansible's warnings above say why"
         )
     return sorted(hosts, key=lambda h: (h.role != "chief", h.name))
+
+
+_PLUGINS: list[bool] = []
+
+
+def _plugins_ready() -> None:
+    """Ansible's plugin loader with its collection finder, as ansible-playbook sets it up: without it an
+    inventory's `lookup('ansible.builtin.file', ...)` (the lab's AWS double address) cannot be resolved."""
+    if not _PLUGINS:
+        from ansible.plugins.loader import init_plugin_loader
+
+        init_plugin_loader()
+        _PLUGINS.append(True)
 
 
 class _Vars:
@@ -237,6 +252,13 @@ def _aws(host_vars: _Vars) -> AwsTarget | None:
     enabled = host_vars.get("edgefed_aws_enabled")
     if not enabled or str(enabled).lower() in ("false", "no", "0"):
         return None
+    try:
+        return _aws_target(host_vars)
+    except AnsibleError as exc:  # e.g. a lookup of a file that is not there: status goes on without it
+        return AwsTarget("", "", "", DEFAULT_PUBLIC_PORT, (), unresolved=str(exc.message))
+
+
+def _aws_target(host_vars: _Vars) -> AwsTarget:
     cidrs = host_vars.get("edgefed_source_cidrs") or []
     if isinstance(cidrs, str) or not isinstance(cidrs, list):
         raise ConfigError(f"inventory host {host_vars.host}: edgefed_source_cidrs must be a list, not {cidrs!r}")

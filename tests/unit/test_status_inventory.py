@@ -153,3 +153,30 @@ def test_known_hosts_file_from_ansible_ssh_args(tmp_path: Path) -> None:
     )  # fmt: skip
     hosts = {host.name: host.known_hosts_files for host in load_inventory(source)}
     assert hosts == {"pi1": ("/lab/known_hosts",), "pi2": ("~/a", "~/b"), "pi3": (), "pi4": ()}
+
+
+def test_lookups_resolve_and_an_unreadable_aws_variable_costs_only_the_security_group_check(tmp_path: Path) -> None:
+    """The lab's inventory reads its AWS double's address with lookup('ansible.builtin.file'): status
+    resolves such lookups, and a file that is not there leaves the hosts readable (doctor says why)."""
+    from edgefed.ops.doctor_aws import check_security_group
+
+    _write(tmp_path / "endpoint", "http://127.0.0.1:5000\n")
+    inventory = {"all": {
+        "vars": {"edgefed_aws_enabled": True, "edgefed_aws_region": "eu-west-1",
+                 "edgefed_source_cidrs": ["192.0.2.0/24"],
+                 "edgefed_aws_endpoint_url": "{{ lookup('ansible.builtin.file', '%s') }}" % (tmp_path / "endpoint"),
+                 "edgefed_aws_instance_id": "{{ lookup('ansible.builtin.file', '%s') }}" % (tmp_path / "absent")},
+        "children": {"chief": {"hosts": {"chief": {"ansible_host": "192.0.2.10"}}},
+                     "workers": {"hosts": {"pi1": {"ansible_host": "192.0.2.11"}}}}}}
+    source = _write(tmp_path / "hosts.yml", yaml.safe_dump(inventory))
+    hosts = {host.name: host for host in load_inventory(source)}
+    assert set(hosts) == {"chief", "pi1"} and hosts["pi1"].aws is None
+    aws = hosts["chief"].aws
+    assert aws is not None and aws.unresolved is not None and "absent" in aws.unresolved
+    check = check_security_group(aws)
+    assert check.ok is False and "cannot be read" in check.detail and "edgefed_aws_" in check.fix
+
+    _write(tmp_path / "absent", "i-0123456789abcdef0\n")
+    resolved = {host.name: host for host in load_inventory(source)}["chief"].aws
+    assert resolved is not None and resolved.unresolved is None
+    assert resolved.instance_id == "i-0123456789abcdef0" and resolved.endpoint_url == "http://127.0.0.1:5000"
