@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,72 +16,32 @@ from typing import Any
 import pytest
 import yaml
 from ansible_helpers import run_playbook
+from lab_containers import PROBE, docker, image_missing, systemd_hosts, wait_for_systemd
 
 pytestmark = pytest.mark.lab
 
 IMAGE = os.environ.get("EDGEFED_LAB_IMAGE", "edgefed-lab:current")
 P2P_PORT = 7000
-PROBE = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
-    print("open")
-except ConnectionRefusedError:
-    print("refused")
-except OSError as error:
-    print(type(error).__name__)
-"""
-
-
-def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=check)
-
-
-def _wait_for_systemd(name: str) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        state = _docker("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
-        if state in {"running", "degraded"}:
-            return
-        time.sleep(0.5)
-    pytest.fail(f"systemd in {name} did not finish booting")
 
 
 def _start_listeners(chief: str, address: str) -> None:
     """What the chief would serve: its private port and the p2p port (nothing listens on 7777)."""
     for port in (3389, P2P_PORT):
-        _docker("exec", "-d", chief, "python3", "-m", "http.server", str(port), "--bind", address)
+        docker("exec", "-d", chief, "python3", "-m", "http.server", str(port), "--bind", address)
     for port in (3389, P2P_PORT):
         deadline = time.monotonic() + 30
-        while _docker("exec", chief, "python3", "-c", PROBE, address, str(port)).stdout.strip() != "open":
+        while docker("exec", chief, "python3", "-c", PROBE, address, str(port)).stdout.strip() != "open":
             assert time.monotonic() < deadline, f"the chief's test listener on {port} did not start"
             time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[dict[str, str]]:
-    if shutil.which("docker") is None or _docker("image", "inspect", IMAGE, check=False).returncode != 0:
+    if shutil.which("docker") is None or image_missing(IMAGE):
         pytest.skip(f"docker or the lab image {IMAGE} is missing (make lab-image builds it)")
-    tag = uuid.uuid4().hex[:8]
-    network = f"deploy-fw-{tag}"
-    names = {"chief": f"deploy-fw-chief-{tag}", "pi-1": f"deploy-fw-pi1-{tag}"}
-    _docker("network", "create", network)
-    try:
-        for role, name in names.items():
-            caps = ["--cap-add", "NET_ADMIN"] if role == "chief" else []
-            _docker("run", "-d", "--name", name, "--hostname", role, "--network", network,
-                    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
-                    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--cgroupns=host", *caps, IMAGE, "/lib/systemd/systemd")
-        for name in names.values():
-            _wait_for_systemd(name)
-        address = _docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                          names["chief"]).stdout.strip()
-        _start_listeners(names["chief"], address)
-        yield {**names, "address": address}
-    finally:
-        for name in names.values():
-            _docker("rm", "-f", name, check=False)
-        _docker("network", "rm", network, check=False)
+    with systemd_hosts(IMAGE, "deploy-fw") as hosts:
+        _start_listeners(hosts["chief"], hosts["address"])
+        yield hosts
 
 
 def _inventory(tmp_path: Path, settings: dict[str, Any], hosts: dict[str, str], **extra: Any) -> Path:
@@ -100,12 +58,12 @@ def _inventory(tmp_path: Path, settings: dict[str, Any], hosts: dict[str, str], 
 
 
 def _from_worker(hosts: dict[str, str]) -> dict[int, str]:
-    return {port: _docker("exec", hosts["pi-1"], "python3", "-c", PROBE, hosts["address"], str(port)).stdout.strip()
+    return {port: docker("exec", hosts["pi-1"], "python3", "-c", PROBE, hosts["address"], str(port)).stdout.strip()
             for port in (7777, 3389, P2P_PORT)}
 
 
 def _rules(hosts: dict[str, str]) -> list[str]:
-    saved = _docker("exec", hosts["chief"], "iptables-save").stdout
+    saved = docker("exec", hosts["chief"], "iptables-save").stdout
     return [line for line in saved.splitlines() if "edgefed" in line]
 
 
@@ -115,8 +73,8 @@ def _site(tmp_path: Path, inventory: Path) -> Any:
 
 
 def _reboot(hosts: dict[str, str]) -> None:
-    _docker("restart", hosts["chief"])
-    _wait_for_systemd(hosts["chief"])
+    docker("restart", hosts["chief"])
+    wait_for_systemd(hosts["chief"])
     _start_listeners(hosts["chief"], hosts["address"])
 
 
@@ -124,23 +82,23 @@ def test_refuses_an_enabled_nftables_service_before_any_change(tmp_path: Path, s
                                                                hosts: dict[str, str]) -> None:
     unit = "[Service]\nType=oneshot\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"
     chief = hosts["chief"]
-    _docker("exec", chief, "sh", "-c", f"printf '{unit}' > /etc/systemd/system/nftables.service"
+    docker("exec", chief, "sh", "-c", f"printf '{unit}' > /etc/systemd/system/nftables.service"
             " && systemctl daemon-reload && systemctl enable nftables.service")
     try:
         run = _site(tmp_path, _inventory(tmp_path, settings, hosts))
         assert run.returncode != 0, run.output
         assert "nftables.service is enabled on chief" in run.output, run.output
         assert _rules(hosts) == []
-        assert _docker("exec", chief, "test", "-e", "/usr/local/sbin/edgefed-firewall", check=False).returncode != 0
+        assert docker("exec", chief, "test", "-e", "/usr/local/sbin/edgefed-firewall", check=False).returncode != 0
     finally:
-        _docker("exec", chief, "sh", "-c", "systemctl disable nftables.service;"
+        docker("exec", chief, "sh", "-c", "systemctl disable nftables.service;"
                 " rm -f /etc/systemd/system/nftables.service && systemctl daemon-reload")
 
 
 def test_open_close_and_reboot(tmp_path: Path, settings: dict[str, Any], hosts: dict[str, str]) -> None:
     chief, address = hosts["chief"], hosts["address"]
     # What an older version left: the DNAT without an address match, and a dump of every rule.
-    _docker("exec", chief, "sh", "-c",
+    docker("exec", chief, "sh", "-c",
             f"iptables -t nat -A PREROUTING -p tcp --dport 7777 -m comment --comment 'edgefed federation port forward'"
             f" -j DNAT --to-destination {address}:3389"
             " && iptables -A INPUT -p tcp --dport 9999 -m comment --comment 'operator rule' -j ACCEPT"
@@ -156,8 +114,8 @@ def test_open_close_and_reboot(tmp_path: Path, settings: dict[str, Any], hosts: 
     assert dnat == [f'-A PREROUTING -d {address}/32 -p tcp -m tcp --dport 7777 -m comment --comment'
                     f' "edgefed federation port forward" -j DNAT --to-destination {address}:3389'], rules
     assert len([r for r in rules if "-j ACCEPT" in r and f"-d {address}/32" in r]) == 2, rules
-    assert "edgefed" not in _docker("exec", chief, "cat", "/etc/iptables/rules.v4").stdout
-    script = _docker("exec", chief, "cat", "/usr/local/sbin/edgefed-firewall").stdout
+    assert "edgefed" not in docker("exec", chief, "cat", "/etc/iptables/rules.v4").stdout
+    script = docker("exec", chief, "cat", "/usr/local/sbin/edgefed-firewall").stdout
     assert "operator rule" not in script and "DOCKER" not in script, script
     assert _from_worker(hosts) == {7777: "open", 3389: "open", P2P_PORT: "open"}
     again = _site(tmp_path, inventory)
@@ -165,7 +123,7 @@ def test_open_close_and_reboot(tmp_path: Path, settings: dict[str, Any], hosts: 
 
     _reboot(hosts)  # the boot unit restores edgefed's rules, and only those
     assert sorted(_rules(hosts)) == sorted(rules)
-    assert "operator rule" not in _docker("exec", chief, "iptables-save").stdout
+    assert "operator rule" not in docker("exec", chief, "iptables-save").stdout
     assert _from_worker(hosts) == {7777: "open", 3389: "open", P2P_PORT: "open"}
 
     for _ in range(2):
@@ -174,7 +132,7 @@ def test_open_close_and_reboot(tmp_path: Path, settings: dict[str, Any], hosts: 
     assert down.changed("chief") == 0, down.output
     closed = {7777: "refused", 3389: "refused", P2P_PORT: "refused"}
     assert _from_worker(hosts) == closed  # the listeners still run; the ACCEPT policy is unchanged
-    assert "-P INPUT ACCEPT" in _docker("exec", chief, "iptables", "-S", "INPUT").stdout
+    assert "-P INPUT ACCEPT" in docker("exec", chief, "iptables", "-S", "INPUT").stdout
     assert all("REJECT" in rule for rule in _rules(hosts)), _rules(hosts)
 
     _reboot(hosts)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,54 +15,20 @@ from typing import Any
 import pytest
 import yaml
 from ansible_helpers import REPO, run_playbook
+from lab_containers import PROBE, docker, image_missing, systemd_hosts
 
 pytestmark = pytest.mark.lab
 
 IMAGE = os.environ.get("EDGEFED_LAB_FRESH_IMAGE", "edgefed-lab-fresh:current")
 P2P_PORT = 7000
-PROBE = """
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
-    print("open")
-except ConnectionRefusedError:
-    print("refused")
-except OSError as error:
-    print(type(error).__name__)
-"""
-
-
-def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=check)
 
 
 @pytest.fixture(scope="module")
 def fresh() -> Iterator[dict[str, str]]:
-    if shutil.which("docker") is None or _docker("image", "inspect", IMAGE, check=False).returncode != 0:
+    if shutil.which("docker") is None or image_missing(IMAGE):
         pytest.skip(f"docker or the fresh-host image {IMAGE} is missing (make lab-image-fresh builds it)")
-    tag = uuid.uuid4().hex[:8]
-    network = f"deploy-fresh-{tag}"
-    names = {"chief": f"deploy-fresh-chief-{tag}", "pi-1": f"deploy-fresh-pi1-{tag}"}
-    _docker("network", "create", network)  # not internal: apt and pip reach their registries
-    try:
-        for role, name in names.items():
-            caps = ["--cap-add", "NET_ADMIN"] if role == "chief" else []
-            _docker("run", "-d", "--name", name, "--hostname", role, "--network", network,
-                    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
-                    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--cgroupns=host", *caps, IMAGE, "/lib/systemd/systemd")
-        for name in names.values():
-            deadline = time.monotonic() + 90
-            while _docker("exec", name, "systemctl", "is-system-running", check=False).stdout.strip() not in {
-                    "running", "degraded"}:
-                assert time.monotonic() < deadline, f"systemd in {name} did not finish booting"
-                time.sleep(0.5)
-        address = _docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                          names["chief"]).stdout.strip()
-        yield {**names, "address": address}
-    finally:
-        for name in names.values():
-            _docker("rm", "-f", name, check=False)
-        _docker("network", "rm", network, check=False)
+    with systemd_hosts(IMAGE, "deploy-fresh") as hosts:
+        yield hosts
 
 
 def _source(tmp_path: Path, name: str, extra_dependency: str = "") -> Path:
@@ -105,16 +68,16 @@ def _inventory(tmp_path: Path, settings: dict[str, Any], fresh: dict[str, str], 
 
 
 def _in_venv(fresh: dict[str, str], host: str, code: str) -> str:
-    return _docker("exec", fresh[host], "/opt/edgefed/venv/bin/python", "-c", code).stdout.strip()
+    return docker("exec", fresh[host], "/opt/edgefed/venv/bin/python", "-c", code).stdout.strip()
 
 
 def _started(fresh: dict[str, str], host: str, unit: str) -> str:
-    return _docker("exec", fresh[host], "systemctl", "show", "-p", "ActiveState,ExecMainStartTimestampMonotonic",
+    return docker("exec", fresh[host], "systemctl", "show", "-p", "ActiveState,ExecMainStartTimestampMonotonic",
                    unit).stdout
 
 
 def _from_worker(fresh: dict[str, str]) -> dict[int, str]:
-    return {port: _docker("exec", fresh["pi-1"], "python3", "-c", PROBE, fresh["address"], str(port)).stdout.strip()
+    return {port: docker("exec", fresh["pi-1"], "python3", "-c", PROBE, fresh["address"], str(port)).stdout.strip()
             for port in (7777, 3389, P2P_PORT)}
 
 
@@ -130,7 +93,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, fresh: dict[str, str]) 
 
 def test_site_converges_fresh_hosts_from_nothing(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
     for host in ("chief", "pi-1"):  # really fresh: none of what the roles need is there
-        missing = _docker("exec", fresh[host], "sh", "-c",
+        missing = docker("exec", fresh[host], "sh", "-c",
                           "for p in python3-apt python3-venv iptables; do dpkg -s $p >/dev/null 2>&1 || echo $p; done")
         assert missing.stdout.split() == ["python3-apt", "python3-venv", "iptables"]
     converge = run_playbook(deployment["tmp"], deployment["a"], "site.yml")
@@ -158,7 +121,7 @@ def test_upgrade_to_a_version_with_a_new_dependency(deployment: dict[str, Any], 
         assert _in_venv(fresh, host, "import six, edgefed.release_b; print('b')") == "b"  # B's new dependency
         after = _started(fresh, host, unit)
         assert "ActiveState=active" in after and after != before[host], (before[host], after)  # restarted on B
-        requirements = _docker("exec", fresh[host], "cat", "/opt/edgefed/requirements.txt").stdout
+        requirements = docker("exec", fresh[host], "cat", "/opt/edgefed/requirements.txt").stdout
         assert f"edgefed[demo]=={version_b}" in requirements
 
 
