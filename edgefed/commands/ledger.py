@@ -147,9 +147,10 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif report.ok:
+        models = f", {report.models} model records" if report.models else ""  # none in a p2p-only ledger
         print(
             f"ledger OK: {report.entries} entries, {report.records} records, "
-            f"{report.proven_transfers} transfers proven by both sides, {report.models} model records; "
+            f"{report.proven_transfers} transfers proven by both sides{models}; "
             f"signers: {', '.join(report.signers)}"
         )
     else:

@@ -51,7 +51,9 @@ def test_every_join_order_trains_every_round_with_fixed_shards(
             "worker", "--config", str(write_config(name, "worker", port, **settings)), "--exit-when-done",
             log_name=name,
         )
-        wait_for(lambda n=joined: len(_participants(tmp_path)) >= n, 120, f"{name} to join (order {order})")
+        # The worker's own status keeps its task index once WELCOMEd; the chief's participants do not stay
+        # (after the last join the two rounds can end, and the workers leave, between two polls).
+        wait_for(lambda n=name: "task_index" in _status(tmp_path, n, "worker"), 120, f"{name} to join (order {order})")
         assert _status(tmp_path, "chief", "chief").get("state") == "waiting" or joined == len(order)
 
     out, _ = chief.communicate(timeout=120)

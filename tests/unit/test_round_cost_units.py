@@ -145,3 +145,36 @@ def test_a_history_line_with_bad_phases_is_named_and_skipped(tmp_path: Path) -> 
         file.write(json.dumps(line) + "\n")
     history = read_history(writer.path)
     assert len(history.records) == 1 and "phases must map phase names" in history.problems[0]
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_the_step_after_a_checkpoint_sees_it_on_disk_and_a_failing_step_costs_no_round(
+    tmp_path: Path, every: int
+) -> None:
+    """The chief's model record (provenance) runs after the round's checkpoint on the same writer thread;
+    with checkpoint_every = 1 it is done before finish() returns; a step that raises is logged, not fatal."""
+    from edgefed.contracts.status import StatusFile
+    from edgefed.federation.checkpoint import load_checkpoint
+    from edgefed.federation.round_end import RoundEnd
+
+    seen: list[int | None] = []
+
+    def record() -> None:
+        checkpoint = load_checkpoint(tmp_path)
+        seen.append(None if checkpoint is None else checkpoint.round)
+
+    def broken() -> None:
+        raise RuntimeError("the ledger sink failed")
+
+    status = StatusFile(tmp_path, "chief", "chief")
+    end: RoundEnd = RoundEnd(tmp_path, every, status, RoundTimeline(), lambda *_: 0, lambda: [])
+    weights = [np.ones(3, np.float32)]
+    for round_number in (1, 2, 3):
+        end.finish(round_number - 1, [], round_number, weights, round_number == 3,
+                   after_checkpoint=broken if round_number == 2 else record)
+        if every == 1 and round_number != 2:
+            assert seen[-1] == round_number  # already made, with its own checkpoint on disk
+    end.close()
+    assert seen[-1] == 3 and len(seen) == 2  # rounds 1 and 3 recorded; round 2's failure only logged
+    if every == 3:
+        assert seen[0] is None  # round 1 is no checkpoint round: the step runs all the same
