@@ -261,6 +261,8 @@ class WorkerSession:
                 self.task_index, self.total = welcome.task_index, welcome.total
                 log.info("joined %s as task %d of %d", self.chief, self.task_index, self.total)
                 self._pinned_chief = self.chief
+                # joined: the status shows it (and its shard) while the chief waits for the rest of the fleet
+                self.status.update(state="waiting", task_index=self.task_index, participants=[self.chief])
             elif frame.type is MessageType.WEIGHTS:
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)

@@ -51,9 +51,10 @@ def test_every_join_order_trains_every_round_with_fixed_shards(
             "worker", "--config", str(write_config(name, "worker", port, **settings)), "--exit-when-done",
             log_name=name,
         )
-        # The worker's own status keeps its task index once WELCOMEd; the chief's participants do not stay
-        # (after the last join the two rounds can end, and the workers leave, between two polls).
-        wait_for(lambda n=name: "task_index" in _status(tmp_path, n, "worker"), 120, f"{name} to join (order {order})")
+        # The chief's log keeps the join; its participants do not stay (after the last join the two rounds
+        # can end, and the workers leave, between two polls on a loaded machine).
+        wait_for(lambda n=name: f"{n} joined (task index" in processes.log("chief"), 120,
+                 f"{name} to join (order {order})")
         assert _status(tmp_path, "chief", "chief").get("state") == "waiting" or joined == len(order)
 
     out, _ = chief.communicate(timeout=120)
