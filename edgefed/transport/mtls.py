@@ -60,6 +60,11 @@ def server_handshake(
     except (ssl.SSLError, OSError, ValueError) as exc:
         tls.close()
         raise TransportError(f"TLS handshake refused: {exc}") from exc
+    return _established(tls, name, limits, trust)
+
+
+def _established(tls: ssl.SSLSocket, name: str, limits: Limits | None, trust: Trust | None) -> TlsConnection:
+    """Either side, once the peer is verified: blocking again, and known to the trust that may revoke it."""
     tls.settimeout(None)
     connection = TlsConnection(tls, name, limits)
     if trust is not None:
@@ -149,11 +154,7 @@ def connect_tls(
         raw.close()
         refused = PeerRefused if isinstance(exc, ssl.SSLCertVerificationError | PeerRevoked) else TransportError
         raise refused(f"TLS handshake with {host}:{port} failed: {exc}") from exc
-    tls.settimeout(None)
-    connection = TlsConnection(tls, name, limits)
-    if trust is not None:
-        trust.track(connection, name, tls)
-    return connection
+    return _established(tls, name, limits, trust)
 
 
 class TlsTransport:
