@@ -69,7 +69,7 @@ def serve(state_dir: Path) -> int:
 
 
 def _client(endpoint_url: str) -> Any:
-    import boto3  # type: ignore[import-untyped]
+    import boto3
 
     return boto3.client("ec2", region_name=REGION, endpoint_url=endpoint_url, **CREDENTIALS)
 
