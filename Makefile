@@ -7,9 +7,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# Fragments append to these: extra setup steps, and test targets run by `make test`.
+# Fragments append to these: extra setup steps, test targets run by `make test`, and what those
+# targets build first (the lab images), which `make test` builds while the fast suite runs.
 SETUP_TARGETS := $(VENV)/.installed
 SLOW_TEST_TARGETS :=
+SLOW_TEST_IMAGES :=
 
 .PHONY: setup test test-fast lint demo clean help
 help: ## this list: every target with its comment (Makefile and mk/*.mk)
@@ -32,7 +34,15 @@ lint: setup ## ruff and mypy over edgefed, tests and bench
 test-fast: setup lint ## lint, unit and loopback integration tests (no Docker)
 	$(PY) -m pytest -m "not lab" tests
 
-test: test-fast $(SLOW_TEST_TARGETS) ## the whole suite: test-fast, then the slow targets (Docker lab, Ansible hosts)
+# Two phases, each two jobs wide (the machines have 2 cores): the fast suite while the lab images
+# build (debootstrap mostly downloads and unpacks), then the slow targets side by side (each has its own
+# containers, network and state directory). Setup and the Docker engine come first, alone: both may
+# run apt-get, which takes a lock. --output-sync keeps each target's output in one piece.
+PARALLEL_MAKE := $(MAKE) --no-print-directory -j2 --output-sync=target
+test: setup ## the whole suite: test-fast (while the lab images build), then the slow targets two at a time
+	@$(MAKE) --no-print-directory $(if $(SLOW_TEST_IMAGES),lab-engine)
+	$(PARALLEL_MAKE) test-fast $(sort $(SLOW_TEST_IMAGES))
+	$(PARALLEL_MAKE) $(SLOW_TEST_TARGETS)
 
 demo: setup ## chief + 3 workers on loopback, 5 rounds on the digits data set
 	$(VENV)/bin/edgefed demo --workers 3 --rounds 5

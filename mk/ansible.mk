@@ -37,6 +37,7 @@ test-ansible-hosts: setup lab-image lab-image-fresh ## site.yml --check, the fir
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_FRESH_IMAGE=$(LAB_FRESH_IMAGE) $(PY) -m pytest -m lab tests/ansible
 
 SLOW_TEST_TARGETS += test-ansible-hosts
+SLOW_TEST_IMAGES += lab-image lab-image-fresh
 
 site: setup ## deploy: ansible-playbook -i $(INVENTORY) site.yml
 	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml

@@ -53,3 +53,4 @@ test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) ## the whole molecule scena
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test
 
 SLOW_TEST_TARGETS += test-lab
+SLOW_TEST_IMAGES += lab-image
