@@ -230,10 +230,11 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
         "",
         f"Command: `{command}` (part of `make bench`), {elapsed / 60:.1f} min  ",
         f"Machine: {machine()}  ",
-        f"Flower: flwr {flwr_version} in `.venv-flwr`, legacy `start_server`/`start_client` (gRPC bidi stream), "
-        "its own TLS on with the certificates `edgefed.pki` issued (ECDSA P-256; Flower authenticates the "
-        f"server only, edgefed and raw TLS authenticate both ends; a client handshake with the Flower server "
-        f"negotiated {args.flower_tls}), strategy FedAvg, server thread pool = N.  ",
+        (f"Flower: flwr {flwr_version} in `.venv-flwr`, legacy `start_server`/`start_client` (gRPC bidi stream), "
+         "its own TLS on with the certificates `edgefed.pki` issued (ECDSA P-256; Flower authenticates the "
+         f"server only, edgefed and raw TLS authenticate both ends; a client handshake with the Flower server "
+         f"negotiated {args.flower_tls}), strategy FedAvg, server thread pool = N.  "
+         if "flower" in args.systems else "Flower: not run in this run (`--systems`).  "),
         "",
         "A round: every worker uploads the model, the chief averages, the chief broadcasts the average "
         "(Flower: the server sends the model in each fit instruction, every client returns it, the server "
@@ -244,7 +245,8 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
         f"Median of the timed rounds of each run: {args.rounds - 1}, {2 * args.rounds - 1} where a round moves "
         f"at most {args.light_mb:.0f} MB, one fewer where it moves more than {args.heavy_mb:.0f} MB (the first "
         "round, which includes joining, is dropped); "
-        "'load' is the machine's 1-minute load average when the point started (other work shares the 2 cores).",
+        "'load' is the machine's 1-minute load average when the point started (it counts the benchmark's own "
+        "processes of the previous point too, so it is high after the N = 32 points even on a quiet machine).",
         "",
         "Targets: edgefed ≤ 1.5x raw TLS and ahead of Flower at every point (issue 9); edgefed ≤ 1.25x raw "
         "TLS and chief peak RSS ≤ 3x M + 100 MB at every point (issue 14). The edgefed chief's settings: "
