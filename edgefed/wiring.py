@@ -18,6 +18,7 @@ from edgefed.contracts.status import StatusFile
 from edgefed.federation.chief import ChiefSession, ExtraHandler
 from edgefed.federation.worker import WorkerSession
 from edgefed.ledger.hooks import NodeLedgerHooks
+from edgefed.malloc_arenas import limit_malloc_arenas
 from edgefed.pki import NodeCredentials
 from edgefed.transport import TlsTransport, Transport
 from edgefed.wire import MessageType
@@ -60,6 +61,7 @@ def build_chief(
     bus = events or EventBus()
     # first: a missing certificate fails before anything is opened; an MPI job hands its own transport
     transport = transport or node_transport(config)
+    limit_malloc_arenas()  # before the chief's threads: its memory stays flat in the number of workers
     status = StatusFile(
         config.node.state_dir, "chief", config.node.name, role="chief", task_index=0, round=0,
         rounds_total=config.federation.rounds, participants=[], compression=_compression(config),
