@@ -196,7 +196,8 @@ class GlobalDecoder:
                                      f"{list(tensor.shape)}) does not fit the model's {base.dtype}{list(base.shape)}")
         for index, (tensor, base) in enumerate(zip(tensors, held, strict=True)):
             if isinstance(tensor, EncodedTensor):
-                add_into(base, tensor)
+                with np.errstate(over="ignore", invalid="ignore"):  # checked right after
+                    add_into(base, tensor)
                 if not all_finite(base):
                     self.reset()  # what is held is now wrong: only a keyframe can follow
                     raise BroadcastError(f"delta broadcast tensor {index} takes the model to NaN or Inf")
