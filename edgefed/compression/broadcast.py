@@ -182,8 +182,8 @@ class GlobalDecoder:
     def _apply_delta(self, round_number: int, tensors: Sequence[Tensor]) -> list[np.ndarray]:
         held = self._held
         if held is None or self.round != round_number - 1:
-            have = "no model" if held is None else f"round {self.round}'s model"
-            raise BroadcastError(f"a delta broadcast for round {round_number} but this worker holds {have}")
+            holds = "no model" if held is None else f"round {self.round}'s model"
+            raise BroadcastError(f"a delta broadcast for round {round_number} but this worker holds {holds}")
         if len(tensors) != len(held):
             raise BroadcastError(f"a delta broadcast of {len(tensors)} tensors for a model of {len(held)}")
         for index, (tensor, base) in enumerate(zip(tensors, held, strict=True)):
