@@ -203,13 +203,14 @@ def broadcast_markdown(rows: list[dict[str, Any]], runs: dict[tuple[str, str], S
         f"FedAvg on digits as above ({args.workers} simulated workers, {args.rounds} rounds), every broadcast "
         "through the frame codec and decoded by the workers, who train from what they decoded:",
         "",
-        "| upload | broadcast | final accuracy | vs none/none (points) | WEIGHTS bytes / round, per worker |",
-        "|---|---|---:|---:|---:|",
-        f"| `none` | `none` | {base.final_accuracy:.3f} | +0.0 | {statistics.mean(base.broadcast_bytes):,.0f} |",
+        "| upload | broadcast | final accuracy | vs none/none (points) | rounds to 0.90 | rounds to 0.95 "
+        "| WEIGHTS bytes / round, per worker |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for (upload, broadcast), result in runs.items():
+    for (upload, broadcast), result in {("none", "none"): base, **runs}.items():
         lines.append(f"| `{upload}` | `{broadcast}` | {result.final_accuracy:.3f} "
                      f"| {100 * (result.final_accuracy - base.final_accuracy):+.1f} "
+                     f"| {rounds_to(result, 0.90)} | {rounds_to(result, 0.95)} "
                      f"| {statistics.mean(result.broadcast_bytes):,.0f} |")
     return lines
 
