@@ -18,9 +18,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from edgefed.compression import NONE, CompressionSetting, parse_compression, upload_specs
+from edgefed.compression.broadcast import GlobalEncoder, parse_broadcast_compression
 from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
-from edgefed.federation.compressed import Update, content_problem, fold_update, hello_mismatch
+from edgefed.federation.compressed import Update, broadcast_mismatch, content_problem, fold_update, hello_mismatch
 from edgefed.federation.joining import JoinPlan
 from edgefed.federation.strategies import Aggregator, make_aggregator
 from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, Tensor, TensorSpec, specs_of
@@ -40,6 +41,7 @@ class RoundRules:
     max_buffered_updates: int = 64
     expected_workers: tuple[str, ...] = ()
     compression: CompressionSetting = NONE  # what uploads must be (edgefed.federation.compressed)
+    broadcast_compression: str = "none"  # how the global weights travel (edgefed.compression.broadcast)
 
     @classmethod
     def from_section(cls, federation: FederationSection) -> RoundRules:
@@ -47,7 +49,7 @@ class RoundRules:
             federation.rounds, federation.min_workers, federation.allow_late_joiners, federation.aggregation,
             federation.robust_fraction, federation.clip_factor, federation.screen_factor,
             federation.max_buffered_updates, tuple(federation.expected_workers),
-            parse_compression(federation.compression),
+            parse_compression(federation.compression), parse_broadcast_compression(federation.broadcast_compression),
         )
 
     @property
@@ -168,16 +170,19 @@ class RoundBook(Generic[S]):
         self.specs: list[TensorSpec] = []
         self.upload_specs: list[TensorSpec] = []  # what an upload must carry: the specs, or encoded ones
         self.current: Round | None = None  # None until begin()
+        self.broadcast = GlobalEncoder(rules.broadcast_compression)  # the global is what the workers hold
         # distances from the global model of recently taken updates: the scale for clip and screening
         self.distances: deque[float] = deque(maxlen=RECENT_DISTANCES)
 
-    def begin(self, weights: list[np.ndarray], start_round: int, finished: bool) -> None:
-        """Take the starting weights (the caller's, or a checkpoint's) and open start_round."""
-        self.global_weights = freeze(weights)
+    def begin(self, weights: list[np.ndarray], start_round: int, finished: bool) -> list[np.ndarray]:
+        """Take the starting weights (the caller's, or a checkpoint's) and open start_round; returns the
+        global weights (what the workers will hold: broadcast_compression may round them)."""
+        self.global_weights = freeze(self.broadcast.start(weights))
         self.specs = specs_of(weights)
         self.upload_specs = upload_specs(self.specs, self.rules.compression)
         self.finished = finished or start_round >= self.rules.rounds
         self.current = self._new_round(start_round)
+        return self.global_weights
 
     def _new_round(self, number: int) -> Round:
         rules = self.rules
@@ -236,7 +241,8 @@ class RoundBook(Generic[S]):
 
     def compression_refusal(self, hello: Hello) -> Refusal | None:
         """A worker whose federation.compression differs from the chief's is refused for good."""
-        mismatch = hello_mismatch(hello, self.rules.compression)
+        mismatch = hello_mismatch(hello, self.rules.compression) or broadcast_mismatch(
+            hello, self.rules.broadcast_compression)
         return None if mismatch is None else Refusal(*mismatch)
 
     def task_index_for(self, name: str) -> int:
@@ -359,6 +365,8 @@ class RoundBook(Generic[S]):
                               f"in tensor {bad}; the previous global weights are kept")
             average = self.global_weights
         next_round = current.number + 1
+        if refusal is None:  # what the workers will hold (the broadcast's residual stays in its encoder)
+            average = self.broadcast.advance(average, next_round)
         is_final = final if final is not None else next_round >= self.rules.rounds
         self.global_weights = freeze(average)
         self.finished = is_final

@@ -18,7 +18,7 @@ from edgefed.backoff import Backoff
 from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
-from edgefed.federation.compressed import WorkerUploads
+from edgefed.federation.compressed import WorkerBroadcasts, WorkerUploads
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.model_push import MODEL_FRAMES, ModelReceiver
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
@@ -72,6 +72,7 @@ class WorkerSession:
         self._limits = limits_for(federation)
         self._hash_payloads = hash_payloads  # digests exist for the ledger's records
         self._uploads = WorkerUploads(federation.compression)  # weights, or compressed deltas
+        self._broadcasts = WorkerBroadcasts(federation.broadcast_compression)  # WEIGHTS frames -> global weights
         self._on_close = list(on_close)  # run first in close(): e.g. the ledger flushes its outbox
         self.status = status
         self.events.subscribe(self.status.transfer)
@@ -161,7 +162,7 @@ class WorkerSession:
         sent = self._upload(conn, submitted, weights, num_samples)
         while True:
             frame = self._recv_weights_or_control(conn)
-            if frame.type is MessageType.WEIGHTS and frame.round > submitted:
+            if frame.type is MessageType.WEIGHTS and frame.tensors is not None and frame.round > submitted:
                 assert frame.tensors is not None
                 self._uploads.received_global(frame.tensors)
                 self.status.update(state="finished" if self.finished else "training", round=self.round)
@@ -189,12 +190,13 @@ class WorkerSession:
         started = time.monotonic()
         frame = conn.recv(hash_payload=self._hash_payloads)
         if frame.type is MessageType.WEIGHTS:
+            frame.tensors = self._broadcasts.weights(frame)  # None: a stale full model, ignored
             self.bytes_received += frame.wire_bytes
             self.events.emit(
                 TransferEvent(frame.round, self.chief, self.name, self.name, "receive", self.total,
                               frame.wire_bytes, frame.sha256, time.monotonic() - started, "weights")
             )
-            if frame.round > self.round or frame.flags & Flags.FINAL:
+            if frame.tensors is not None and (frame.round > self.round or frame.flags & Flags.FINAL):
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)
         elif frame.type is MessageType.REJECT:
@@ -245,8 +247,10 @@ class WorkerSession:
             raise TransportError(f"the node at {federation.public_ip}:{federation.public_port} is {conn.peer!r}, "
                                  f"not the chief {expected!r}")
         self.chief = conn.peer
+        self._broadcasts.new_connection()  # the chief sends a new connection a full model first
         conn.send([encode_message(Hello(num_samples=self.num_samples, protocol=PROTOCOL_VERSION,
-                                        compression=self._uploads.hello_value))])
+                                        compression=self._uploads.hello_value,
+                                        broadcast=self._broadcasts.hello_value))])
         while True:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
@@ -264,6 +268,7 @@ class WorkerSession:
                 # joined: the status shows it (and its shard) while the chief waits for the rest of the fleet
                 self.status.update(state="waiting", task_index=self.task_index, participants=[self.chief])
             elif frame.type is MessageType.WEIGHTS:
+                frame.tensors = self._broadcasts.weights(frame)  # checked; never stale on a new connection
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)
                 self.bytes_received += frame.wire_bytes
