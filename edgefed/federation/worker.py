@@ -89,6 +89,7 @@ class WorkerSession:
         self.bytes_received = 0
         # the chief's exported model, when it sends one (federation.push_model); None: FILE_* frames are refused
         self.models = ModelReceiver(state_dir, federation.max_model_bytes) if state_dir is not None else None
+        self._unconfirmed: TransferEvent | None = None  # the update in flight, recorded once the chief answers
 
     # -- public API -------------------------------------------------------------------------------
     def start(self, weights: list[np.ndarray] | None = None, num_samples: int = 0) -> StartInfo:
@@ -110,6 +111,7 @@ class WorkerSession:
         except (TransportError, ProtocolError) as exc:
             log.warning("lost the chief during round %d (%s); rejoining", self.round, exc)
             self.status.error(f"round {self.round}: {exc}; rejoining")
+            self._forget_unconfirmed(str(exc))
             self._disconnect()
             global_weights = self._join()
             return RoundResult(global_weights, self.round, [], finished=self.finished)
@@ -148,6 +150,7 @@ class WorkerSession:
             self._leave()
 
     def _leave(self) -> None:
+        self._forget_unconfirmed("leaving")
         if self._conn is not None:
             with contextlib.suppress(TransportError):
                 self._conn.send([encode_message(Bye(ReasonCode.LEAVING, "leaving"), self.round)])
@@ -180,15 +183,33 @@ class WorkerSession:
         digest = digest_while_sending(parts, self._hash_payloads)
         sent = conn.send(parts)
         self.bytes_sent += sent
-        self.events.emit(
-            TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent, digest.result(),
-                          time.monotonic() - started, "update")
-        )
+        # Recorded once the chief has answered this round on this connection (_confirm_upload): a link
+        # lost while the update is in flight leaves no send record the chief's receive can never match.
+        self._unconfirmed = TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent,
+                                          digest.result(), time.monotonic() - started, "update")
         return sent
+
+    def _confirm_upload(self, frame: Frame) -> None:
+        """The chief answered the round of the update in flight (later weights, or a REJECT of it):
+        the update reached it, and the send record goes to the ledger."""
+        pending = self._unconfirmed
+        if pending is None:
+            return
+        if (frame.type is MessageType.WEIGHTS and frame.round > pending.round) or (
+                frame.type is MessageType.REJECT and frame.round == pending.round):
+            self._unconfirmed = None
+            self.events.emit(pending)
+
+    def _forget_unconfirmed(self, why: str) -> None:
+        if self._unconfirmed is not None:
+            log.warning("the update for round %d was not confirmed by the chief (%s); not recorded as sent",
+                        self._unconfirmed.round, why)
+            self._unconfirmed = None
 
     def _recv_weights_or_control(self, conn: Connection) -> Frame:
         started = time.monotonic()
         frame = conn.recv(hash_payload=self._hash_payloads)
+        self._confirm_upload(frame)
         if frame.type is MessageType.WEIGHTS:
             frame.tensors = self._broadcasts.weights(frame)  # None: a stale full model, ignored
             self.bytes_received += frame.wire_bytes
