@@ -111,7 +111,7 @@ class WorkerSession:
         except (TransportError, ProtocolError) as exc:
             log.warning("lost the chief during round %d (%s); rejoining", self.round, exc)
             self.status.error(f"round {self.round}: {exc}; rejoining")
-            self._forget_unconfirmed(str(exc))
+            self._forget_unconfirmed("the connection ended; the line above says why")
             self._disconnect()
             global_weights = self._join()
             return RoundResult(global_weights, self.round, [], finished=self.finished)
