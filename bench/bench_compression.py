@@ -223,9 +223,11 @@ def write_markdown(codec: list[dict[str, Any]], runs: dict[str, SimResult], args
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
-        f"Load: 1-minute load average {loads[0]} at the start and {loads[1]} at the end. **The machine was "
-        "shared** with other sessions' work on its 2 cores while this ran, so the throughputs are lower "
-        "bounds and move between runs; byte counts and accuracies do not depend on load (fixed seeds).",
+        f"Load: 1-minute load average {loads[0]} at the start and {loads[1]} at the end"
+        + (". **The machine was shared** with other work on its 2 cores while this ran, so the throughputs are "
+           "lower bounds and move between runs" if max(float(x) for x in loads) > 2 else
+           " (a quiet machine)")
+        + "; byte counts and accuracies do not depend on load (fixed seeds).",
         "",
         f"Per setting, on a {args.mb} MiB float32 model ({TENSORS} tensors of random deltas), best of "
         f"{args.repeats}, in MB of float32 model per second: **compress** = the worker's side (delta formed in "
