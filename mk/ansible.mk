@@ -19,7 +19,7 @@ ANSIBLE_LINTED := site.yml teardown.yml playbooks roles inventory/example invent
 ANSIBLE_PYTHON := roles/pki/filter_plugins roles/aws_security_group/filter_plugins roles/port_forward/filter_plugins \
 	roles/edgefed_install/files scripts/role_readme.py
 
-.PHONY: ansible-check role-readmes test-ansible test-ansible-hosts site teardown
+.PHONY: ansible-check role-readmes test-ansible test-ansible-hosts test-ansible-fresh site teardown
 ansible-check: setup ## ansible-lint (production profile), --syntax-check of the playbooks, role READMEs up to date
 	$(VENV)/bin/ansible-lint --offline --profile production $(ANSIBLE_LINTED)
 	$(ANSIBLE_PLAYBOOK) -i inventory/example --syntax-check site.yml teardown.yml
@@ -33,10 +33,16 @@ role-readmes: setup ## regenerate roles/*/README.md from their argument specs
 test-ansible: setup ## tests/ansible: the playbooks' gates, pki, templates, validation (no hosts)
 	$(PY) -m pytest -m "not lab" tests/ansible
 
-test-ansible-hosts: setup lab-image lab-image-fresh ## site.yml --check, the firewall, a fresh-host converge and upgrade, against containers
-	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_FRESH_IMAGE=$(LAB_FRESH_IMAGE) $(PY) -m pytest -m lab tests/ansible
+# Two targets so that `make test` can run them side by side with the labs (the converge from nothing
+# is the longest single module).
+FRESH_CONVERGE_TESTS := tests/ansible/test_ansible_fresh_converge.py
+test-ansible-hosts: setup lab-image ## site.yml --check, teardown and the firewall against containers of the lab image
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(PY) -m pytest -m lab tests/ansible --ignore=$(FRESH_CONVERGE_TESTS)
 
-SLOW_TEST_TARGETS += test-ansible-hosts
+test-ansible-fresh: setup lab-image-fresh ## site.yml from nothing on fresh-host containers: converge, idempotence, upgrade A -> B, teardown
+	EDGEFED_LAB_FRESH_IMAGE=$(LAB_FRESH_IMAGE) $(PY) -m pytest -m lab $(FRESH_CONVERGE_TESTS)
+
+SLOW_TEST_TARGETS += test-ansible-fresh test-ansible-hosts
 SLOW_TEST_IMAGES += lab-image lab-image-fresh
 
 site: setup ## deploy: ansible-playbook -i $(INVENTORY) site.yml

@@ -1,8 +1,8 @@
 """site.yml from nothing on "fresh host" containers (molecule/image/build.sh --fresh: systemd, sshd,
-sudo and python3 only, like a cloud image or a new Pi OS Lite), then an upgrade from version A to a
-version B that adds a dependency, then teardown.yml: from the worker nothing answers on 7777, 3389 or
-the p2p port. The containers reach Debian's mirror and PyPI (apt and pip run for real); the network
-and containers are this module's own (deploy-fresh-*)."""
+sudo and python3 only, like a cloud image or a new Pi OS Lite), a second run that changes nothing, an
+upgrade from version A to a version B that adds a dependency, then teardown.yml: from the worker nothing
+answers on 7777, 3389 or the p2p port. The containers reach Debian's mirror and PyPI (apt and pip run
+for real); the network and containers are this module's own (deploy-fresh-*)."""
 
 from __future__ import annotations
 
@@ -81,9 +81,10 @@ def _from_worker(fresh: dict[str, str]) -> dict[int, str]:
             for port in (7777, 3389, P2P_PORT)}
 
 
-# One deployment, three steps in file order (each its own test, so each stays within the per-test
-# timeout on a quiet machine): converge from nothing, upgrade A -> B, teardown. A second run changing
-# nothing is the molecule lab's idempotence step (make test-lab); repeating it here cost ~3 minutes.
+# One deployment, four steps in file order (each its own test, so each stays within the per-test
+# timeout on a quiet machine): converge from nothing, idempotence, upgrade A -> B, teardown. The
+# idempotence run is here as well as in the molecule lab because only a fresh host takes the roles'
+# install paths (apt packages, the venv, iptables); the lab image has them already.
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, fresh: dict[str, str]) -> dict[str, Any]:
     tmp_path = tmp_path_factory.mktemp("fresh")
@@ -102,6 +103,12 @@ def test_site_converges_fresh_hosts_from_nothing(deployment: dict[str, Any], fre
     assert "ActiveState=active" in _started(fresh, "chief", "edgefed-chief.service")
     assert "ActiveState=active" in _started(fresh, "pi-1", "edgefed-worker.service")
     assert _from_worker(fresh)[7777] == "open"
+
+
+def test_a_second_run_changes_nothing(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
+    again = run_playbook(deployment["tmp"], deployment["a"], "site.yml")
+    assert again.returncode == 0, again.output
+    assert again.changed("chief") == 0 and again.changed("pi-1") == 0, again.output
 
 
 def test_upgrade_to_a_version_with_a_new_dependency(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
