@@ -125,10 +125,12 @@ def run_demo(
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
     attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
     ledger_settings: dict[str, Any] | None = None, dp_epsilon: float = 0.0, compression: str = "none",
+    secure_aggregation: bool = False,
 ) -> DemoResult:
     """attackers: how many of the workers (the last ones) poison their updates with attack
     (edgefed.attacks); aggregation: the chief's federation.aggregation; dp_epsilon: every node's
-    federation.dp_epsilon (0: off); compression: every node's federation.compression (docs/compression.md)."""
+    federation.dp_epsilon (0: off); compression: every node's federation.compression (docs/compression.md);
+    secure_aggregation: every node's federation.secure_aggregation (docs/privacy.md)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if not 0 <= attackers <= workers:
@@ -145,6 +147,8 @@ def run_demo(
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
         extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation, "compression": compression}}
+        if secure_aggregation:
+            extra["federation"]["secure_aggregation"] = True
         if privacy:
             extra["federation"].update({key: privacy[key] for key in ("dp_epsilon", "dp_delta", "dp_clip_norm")})
         if not ledger:
@@ -224,6 +228,8 @@ def run_demo(
             attackers=attackers, attack=attack if attackers else None, aggregation=aggregation,
             compression=compression,
         )
+        if secure_aggregation:
+            result.summary["secure_aggregation"] = True
         if privacy:
             result.summary.update(privacy, dp_epsilon_spent=_spent(root / CHIEF / "status" / "chief.json"))
     return result

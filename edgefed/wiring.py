@@ -16,9 +16,10 @@ from edgefed.config import NodeConfig
 from edgefed.contracts.events import EventBus
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.chief import ChiefSession, ExtraHandler
+from edgefed.federation.secure_worker import SecAggIdentity
 from edgefed.federation.worker import WorkerSession
 from edgefed.ledger.hooks import NodeLedgerHooks
-from edgefed.pki import NodeCredentials
+from edgefed.pki import NodeCredentials, ledger_public_keys
 from edgefed.transport import TlsTransport, Transport
 from edgefed.wire import MessageType
 
@@ -31,6 +32,15 @@ def node_transport(config: NodeConfig) -> Transport:
 def _compression(config: NodeConfig) -> str:
     """federation.compression in its canonical spelling (what HELLO carries; the status file shows it)."""
     return str(parse_compression(config.federation.compression))
+
+
+def secagg_identity(config: NodeConfig) -> SecAggIdentity | None:
+    """With federation.secure_aggregation: this node's Ed25519 key (the ledger's) signs its round keys,
+    and every node's public one, under PKI_DIR/nodes/*/ledger.pub, checks the others'."""
+    if not config.federation.secure_aggregation:
+        return None
+    key = NodeCredentials.load(config.node.pki_dir, config.node.name).ledger_signing_key()
+    return SecAggIdentity(key, ledger_public_keys(config.node.pki_dir))
 
 
 def _ledger_hooks(config: NodeConfig, bus: EventBus, ledger: bool) -> NodeLedgerHooks:
@@ -70,6 +80,7 @@ def build_chief(
         state_dir=config.node.state_dir, events=bus, extra_handlers={**hooks.extra_handlers, **(extra_handlers or {})},
         hash_payloads=config.ledger.enabled,
         on_close=[hooks.close],  # first: it ends the ledger connections the chief's close() would wait for
+        secagg_directory=identity.directory if (identity := secagg_identity(config)) else None,
     )
 
 
@@ -85,6 +96,7 @@ def build_worker(
     return WorkerSession(
         config.federation, name=config.node.name, transport=transport, status=status,
         events=bus, hash_payloads=config.ledger.enabled, on_close=[hooks.close], state_dir=config.node.state_dir,
+        secagg=secagg_identity(config),
     )
 
 

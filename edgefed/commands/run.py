@@ -47,6 +47,9 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--compression", default="none",
                       help="how workers encode their updates: none, fp16, int8, topk:F, topk:F+int8 "
                            "(federation.compression, docs/compression.md)")
+    demo.add_argument("--secure-aggregation", action="store_true",
+                      help="the chief learns only the sum of each round's updates (federation.secure_aggregation, "
+                           "docs/privacy.md)")
     demo.add_argument("--transport", choices=("tls", "mpi"), default="tls",
                       help="mutual TLS between processes, or one mpirun job (docs/mpi.md)")
     demo.set_defaults(handler=_demo)
@@ -79,9 +82,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.transport == "mpi":
         if args.attackers or args.aggregation != "fedavg" or args.no_ledger or args.dp_epsilon \
-                or args.compression != "none":
+                or args.compression != "none" or args.secure_aggregation:
             raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation, --no-ledger, "
-                             "--compression or --dp-epsilon")
+                             "--compression, --dp-epsilon or --secure-aggregation")
         from edgefed.demo_mpi import run_mpi_demo
 
         result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer,
@@ -91,7 +94,7 @@ def _demo(args: argparse.Namespace) -> int:
             args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
             out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
             attackers=args.attackers, attack=args.attack, aggregation=args.aggregation, dp_epsilon=args.dp_epsilon,
-            compression=args.compression,
+            compression=args.compression, secure_aggregation=args.secure_aggregation,
         )
     if args.json:
         print(json.dumps(result.summary))
