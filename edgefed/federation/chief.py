@@ -327,7 +327,7 @@ class ChiefSession:
             reason = self._book.content_refusal(frame.decoded)
         if reason is None and frame.decoded is not None and self._secure is not None:  # a masked ring vector
             with self._cond:
-                reason = self._secure.masked(worker.name, frame.round, frame.decoded, frame.num_samples)
+                reason = self._secure.masked(worker.name, frame, frame.decoded)
                 self._cond.notify_all()
         elif reason is None and frame.decoded is not None:
             with self._cond:

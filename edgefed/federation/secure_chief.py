@@ -91,8 +91,9 @@ class SecureChief(Generic[W]):
         if fault is not None:
             self._drop(worker, f"secure aggregation: {fault.reason}")
 
-    def masked(self, name: str, round_number: int, tensors: Sequence[Tensor], num_samples: int) -> Refusal | None:
+    def masked(self, name: str, frame: Frame, tensors: Sequence[Tensor]) -> Refusal | None:
         """A masked update (an UPDATE of one int32 vector), folded into the ring sum. Caller holds the lock."""
+        round_number, num_samples = frame.round, frame.num_samples
         machine = self._machine_for(round_number)
         current = self._book.current
         if machine is None or current is None:
@@ -104,6 +105,7 @@ class SecureChief(Generic[W]):
             return Refusal(ReasonCode.PROTOCOL_ERROR, f"secure aggregation: {fault.reason}")
         current.submitted.add(name)
         current.answered.add(name)
+        current.bytes_received += frame.wire_bytes
         return None
 
     # -- the training thread ----------------------------------------------------------------------

@@ -52,7 +52,8 @@ class SecureUploads:
         self._global = [np.array(array) for array in weights]
 
     def exchange(self, conn: Connection, number: int, weights: Sequence[np.ndarray], num_samples: int,
-                 recv: Callable[[Connection], Frame]) -> tuple[int, Frame | None]:
+                 recv: Callable[[Connection], Frame], send_update: Callable[[list[bytes | memoryview]], int],
+                 ) -> tuple[int, Frame | None]:
         """Run round number's phases: (bytes sent, None), or the WEIGHTS frame of a later round when the
         chief closed this one without us (refused, or it dropped this worker's part)."""
         machine = WorkerRound(self.name, number, self.identity.key, self.identity.directory, self.threshold)
@@ -68,7 +69,7 @@ class SecureUploads:
             weight = min(max(num_samples, 1), ring.MAX_TOTAL_WEIGHT)
             quantized = ring.quantize(ring.flatten(weights) - ring.flatten(self._global), self.bound, weight)
             masked = machine.mask(inbox, quantized)
-            sent += conn.send(encode_tensor_frame(MessageType.UPDATE, number, [masked.view(np.int32)], weight))
+            sent += send_update(encode_tensor_frame(MessageType.UPDATE, number, [masked.view(np.int32)], weight))
             request = self._await(conn, number, SecAggUnmaskRequest, recv)
             if isinstance(request, Frame):
                 return sent, request

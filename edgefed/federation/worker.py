@@ -168,7 +168,8 @@ class WorkerSession:
         submitted = self.round
         early: Frame | None = None  # a later round's weights that arrived during secure aggregation's phases
         if self._secure is not None:
-            sent, early = self._secure.exchange(conn, submitted, weights, num_samples, self._recv_weights_or_control)
+            sent, early = self._secure.exchange(conn, submitted, weights, num_samples, self._recv_weights_or_control,
+                                                lambda parts: self._send_update(conn, submitted, parts))
         else:
             sent = self._upload(conn, submitted, weights, num_samples)
         while True:
@@ -192,6 +193,10 @@ class WorkerSession:
             self.status.error(f"round {submitted}: the trained weights hold NaN or Inf; no update sent")
             return 0
         parts = encode_tensor_frame(MessageType.UPDATE, submitted, tensors, num_samples)
+        return self._send_update(conn, submitted, parts)
+
+    def _send_update(self, conn: Connection, submitted: int, parts: list[bytes | memoryview]) -> int:
+        """Send an UPDATE frame, recorded as this round's upload (plain, compressed or masked)."""
         started = time.monotonic()
         digest = digest_while_sending(parts, self._hash_payloads)
         sent = conn.send(parts)

@@ -137,9 +137,9 @@ def test_the_chief_sees_only_the_sum_and_survives_a_worker_killed_after_masking(
 ) -> None:
     decoded: list[np.ndarray] = []  # every array the chief's aggregation path decodes from a worker
     original = SecureChief.masked
-    monkeypatch.setattr(SecureChief, "masked", lambda self, name, number, tensors, samples: (
+    monkeypatch.setattr(SecureChief, "masked", lambda self, name, frame, tensors: (
         decoded.extend(np.asarray(t).reshape(-1).view(ring.RING_DTYPE).copy() for t in tensors),
-        original(self, name, number, tensors, samples))[1])
+        original(self, name, frame, tensors))[1])
     caplog.set_level(logging.DEBUG)
     chief, port = federation(min_workers=4)
     weights = SoftmaxTrainer().get_weights()
@@ -190,6 +190,9 @@ def test_below_the_threshold_the_round_is_refused_and_not_adopted(
         thread.join(timeout=60)
     for got, before in zip(result.weights, weights, strict=True):
         np.testing.assert_array_equal(got, before)  # not adopted: the previous model stays
+    assert sorted(results) == ["worker1", "worker2", "worker3"]  # the workers go on with it
+    for name in results:
+        np.testing.assert_array_equal(results[name].weights[0], weights[0])
     errors = [e["message"] for e in json.loads(chief.status.path.read_text())["errors"]]
     assert any("3 workers answered the unmask request, below the threshold 4: refusing to unmask" in e
                for e in errors), errors
