@@ -76,7 +76,7 @@ class ChiefRound:
     # -- keys -------------------------------------------------------------------------------------
     def add_advert(self, sender: str, advert: SecAggAdvert) -> None:
         if self.threshold:
-            raise PeerFault(sender, "advert after the roster was sent")
+            return  # too late for this round's roster: not a fault; the worker waits for the next round
         identity = self._directory.get(sender)
         if advert.name != sender or identity is None:
             raise PeerFault(sender, f"advert names {advert.name[:40]!r}")
@@ -94,8 +94,10 @@ class ChiefRound:
 
     # -- shares -----------------------------------------------------------------------------------
     def add_shares(self, sender: str, shares: SecAggShares) -> None:
-        if not self.threshold or self._sharers:
-            raise PeerFault(sender, "shares out of order")
+        if self._sharers:
+            return  # too late for this round's inboxes: not a fault; the worker waits for the next round
+        if not self.threshold:
+            raise PeerFault(sender, "shares before the roster")
         if sender not in self._adverts or sender in self._shares:
             raise PeerFault(sender, "shares from outside the roster, or twice")
         if set(shares.shares) != set(self._adverts) - {sender}:

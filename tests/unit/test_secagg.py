@@ -162,3 +162,18 @@ def test_config_refuses_what_secure_aggregation_rules_out() -> None:
                          ({"secure_aggregation_threshold": 1}, "must be >= 2")]:
         with pytest.raises(ConfigError, match=words):
             config_from_dict({**base, "federation": {"secure_aggregation": True, **extra}})
+
+
+def test_a_late_advert_is_left_out_of_the_round_without_a_fault() -> None:
+    from edgefed.secagg.chief_round import ChiefRound
+    from edgefed.secagg.simulate import identities
+    from edgefed.secagg.worker_round import WorkerRound
+
+    names = ["w0", "w1", "w2", "w3"]
+    private, directory = identities(names)
+    chief = ChiefRound(5, 16, 2, directory)
+    for name in names[:3]:
+        chief.add_advert(name, WorkerRound(name, 5, private[name], directory).advert())
+    roster = chief.roster()
+    chief.add_advert("w3", WorkerRound("w3", 5, private["w3"], directory).advert())
+    assert [advert["name"] for advert in roster.adverts] == names[:3] and chief.advertised == set(names[:3])
