@@ -8,7 +8,11 @@ No sockets: what is measured is the library and the codec (edgefed/compression, 
 - bytes of one worker's UPDATE frame for that model, and the ratio to `none`;
 - FedAvg on digits (numpy softmax trainer, --workers simulated workers, --rounds rounds of --steps
   steps), every upload compressed with error feedback and sent through the frame codec: accuracy
-  per round against the round and against the bytes sent.
+  per round against the round and against the bytes sent;
+- compressed broadcasts (federation.broadcast_compression): the chief's encode (GlobalEncoder.advance)
+  and a worker's frame+decode (FrameReader + GlobalDecoder) in MB of model per second, the WEIGHTS
+  frame a worker gets per round, the link speed below which the saved bytes outweigh the extra CPU,
+  and FedAvg on digits with the broadcast compressed (alone, and with int8 uploads).
 Writes its section of docs/benchmarks.md (markers bench_compression) and docs/bench/compression.png.
 """
 
@@ -30,13 +34,15 @@ sys.path.insert(0, str(REPO))
 
 from common import PLOTS, load_average, machine, update_doc  # noqa: E402
 
-from edgefed.compression import Compressor, DeltaSum, parse_compression  # noqa: E402
+from edgefed.compression import Compressor, DeltaSum, GlobalDecoder, GlobalEncoder, parse_compression  # noqa: E402
 from edgefed.compression.simulate import SimResult, simulate_fedavg  # noqa: E402
 from edgefed.trainers.data import load_dataset  # noqa: E402
 from edgefed.trainers.softmax import SoftmaxTrainer  # noqa: E402
 from edgefed.wire import FrameReader, Limits, MessageType, encode_tensor_frame, specs_of  # noqa: E402
 
 SETTINGS = ["none", "fp16", "int8", "topk:0.01", "topk:0.01+int8"]
+BROADCASTS = ["none", "fp16", "int8"]
+BROADCAST_RUNS = [("none", "fp16"), ("none", "int8"), ("int8", "int8")]  # (upload, broadcast) beside none/none
 TENSORS = 4
 
 
@@ -84,10 +90,58 @@ def measure_codec(text: str, megabytes: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def measure_accuracy(text: str, args: argparse.Namespace) -> SimResult:
+def measure_accuracy(text: str, args: argparse.Namespace, broadcast: str = "none") -> SimResult:
     data = load_dataset("digits", seed=0)
     return simulate_fedavg(lambda _index: SoftmaxTrainer(seed=0, data=data), parse_compression(text),
-                           workers=args.workers, rounds=args.rounds, steps=args.steps)
+                           workers=args.workers, rounds=args.rounds, steps=args.steps, broadcast=broadcast)
+
+
+def measure_broadcast(setting: str, megabytes: int, repeats: int) -> dict[str, Any]:
+    """One steady-state broadcast of a --mb model: the chief's encode, a worker's frame+decode."""
+    start = [d * np.float32(100) for d in deltas(megabytes, 1)]  # weights of magnitude ~1
+    step = deltas(megabytes, 2)
+    model_mb = sum(w.nbytes for w in start) / 1e6
+    limits = Limits(max_frame_bytes=1 << 31)
+
+    def chief() -> tuple[GlobalEncoder, list[np.ndarray]]:
+        encoder = GlobalEncoder(setting)
+        held = encoder.start([w.copy() for w in start])
+        return encoder, held
+
+    encoder, held = chief()
+    average = [h + s for h, s in zip(held, step, strict=True)]
+    encode_s = best_seconds(lambda: chief()[0].advance([a.copy() for a in average], 1), repeats)
+    encode_s -= best_seconds(lambda: [a.copy() for a in average], repeats)  # the copies are the harness's
+    new = encoder.advance([a.copy() for a in average], 1)
+    data = b"".join(bytes(p) for p in encode_tensor_frame(MessageType.WEIGHTS, 1, encoder.delta_for(1)
+                                                         or encoder.full(new), 0))
+    base = b"".join(bytes(p) for p in encode_tensor_frame(MessageType.WEIGHTS, 0, encoder.full(held), 0))
+
+    def receive(decoder: GlobalDecoder, round_number: int, frame_bytes: bytes) -> None:
+        (frame,) = FrameReader(limits, hash_payloads=False).feed(frame_bytes)
+        if setting != "none":  # under none the worker takes the frame's arrays as they are
+            decoder.receive(round_number, frame.decoded or [])
+
+    def worker() -> None:
+        decoder = GlobalDecoder(setting)
+        receive(decoder, 0, base)
+        receive(decoder, 1, data)
+
+    def first_only() -> None:
+        receive(GlobalDecoder(setting), 0, base)
+
+    decode_s = best_seconds(worker, repeats) - best_seconds(first_only, repeats)
+    return {"setting": setting, "bytes": len(data), "encode_s": max(encode_s, 0.0), "decode_s": max(decode_s, 1e-9),
+            "encode_mbps": model_mb / max(encode_s, 1e-9), "decode_mbps": model_mb / max(decode_s, 1e-9)}
+
+
+def pays_below(row: dict[str, Any], none: dict[str, Any]) -> str:
+    """The link speed (Mbit/s) below which the saved bytes take longer to send than the extra CPU."""
+    extra = row["encode_s"] + row["decode_s"] - none["decode_s"]
+    saved = none["bytes"] - row["bytes"]
+    if saved <= 0:
+        return "-"
+    return "any" if extra <= 0 else f"{saved * 8 / extra / 1e6:,.0f}"
 
 
 def rounds_to(result: SimResult, target: float) -> str:
@@ -123,6 +177,44 @@ def plot(runs: dict[str, SimResult], codec: list[dict[str, Any]], megabytes: int
     plt.close(figure)
 
 
+def broadcast_markdown(rows: list[dict[str, Any]], runs: dict[tuple[str, str], SimResult],
+                       base: SimResult, args: argparse.Namespace) -> list[str]:
+    none = rows[0]
+    lines = [
+        "",
+        f"Compressed broadcasts (`federation.broadcast_compression`), one steady-state round on the {args.mb} MiB "
+        f"model: **encode** = the chief's `GlobalEncoder.advance` (fp16 of the new global, or its int8 delta from "
+        "what the workers hold, residual kept); **frame+decode** = a worker reading the WEIGHTS frame back and "
+        "`GlobalDecoder` turning it into the model (checked; the int8 delta added onto the model it holds), beyond "
+        "what a float32 frame costs; **pays below** = the link speed under which sending the saved bytes takes "
+        "longer than the extra CPU of both ends. Bytes = the WEIGHTS frame one worker gets (a worker that does "
+        "not hold the previous round gets a float32 keyframe: the `none` size).",
+        "",
+        "| broadcast | WEIGHTS bytes per worker | x fewer than none | encode MB/s | frame+decode MB/s | pays below"
+        " Mbit/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        encode = "-" if row["setting"] == "none" else f"{row['encode_mbps']:.0f}"
+        lines.append(f"| `{row['setting']}` | {row['bytes']:,} | {none['bytes'] / row['bytes']:.2f} | {encode} "
+                     f"| {row['decode_mbps']:.0f} | {pays_below(row, none) if row['setting'] != 'none' else '-'} |")
+    lines += [
+        "",
+        f"FedAvg on digits as above ({args.workers} simulated workers, {args.rounds} rounds), every broadcast "
+        "through the frame codec and decoded by the workers, who train from what they decoded:",
+        "",
+        "| upload | broadcast | final accuracy | vs none/none (points) | rounds to 0.90 | rounds to 0.95 "
+        "| WEIGHTS bytes / round, per worker |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for (upload, broadcast), result in {("none", "none"): base, **runs}.items():
+        lines.append(f"| `{upload}` | `{broadcast}` | {result.final_accuracy:.3f} "
+                     f"| {100 * (result.final_accuracy - base.final_accuracy):+.1f} "
+                     f"| {rounds_to(result, 0.90)} | {rounds_to(result, 0.95)} "
+                     f"| {statistics.mean(result.broadcast_bytes):,.0f} |")
+    return lines
+
+
 def write_markdown(codec: list[dict[str, Any]], runs: dict[str, SimResult], args: argparse.Namespace,
                    command: str, loads: tuple[str, str]) -> str:
     base = runs["none"]
@@ -131,9 +223,11 @@ def write_markdown(codec: list[dict[str, Any]], runs: dict[str, SimResult], args
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
-        f"Load: 1-minute load average {loads[0]} at the start and {loads[1]} at the end. **The machine was "
-        "shared** with other sessions' work on its 2 cores while this ran, so the throughputs are lower "
-        "bounds and move between runs; byte counts and accuracies do not depend on load (fixed seeds).",
+        f"Load: 1-minute load average {loads[0]} at the start and {loads[1]} at the end"
+        + (". **The machine was shared** with other work on its 2 cores while this ran, so the throughputs are "
+           "lower bounds and move between runs" if max(float(x) for x in loads) > 2 else
+           " (a quiet machine)")
+        + "; byte counts and accuracies do not depend on load (fixed seeds).",
         "",
         f"Per setting, on a {args.mb} MiB float32 model ({TENSORS} tensors of random deltas), best of "
         f"{args.repeats}, in MB of float32 model per second: **compress** = the worker's side (delta formed in "
@@ -190,8 +284,11 @@ def write_markdown(codec: list[dict[str, Any]], runs: dict[str, SimResult], args
         f"Adding it into the sum was faster than float32 for {', '.join(faster) or 'none of them'} and slower "
         f"for {', '.join(slower) or 'none of them'} in this run: dense encodings convert and scale every "
         "value (in chunks, no decoded copy), top-k touches 1 % of them.",
-        "- Not measured here: rounds over sockets (the federation does not send compressed updates yet) "
-        "and a compressed broadcast.",
+        "- Not measured here: rounds over sockets (tests/integration/test_compression_federation.py and "
+        "test_broadcast_compression.py check the bytes of real rounds).",
+    ]
+    lines += broadcast_markdown(args.broadcast_rows, args.broadcast_runs, base, args)
+    lines += [
         "",
         "![accuracy per round and per byte, and bytes per format](bench/compression.png)",
         "",
@@ -211,6 +308,8 @@ def main() -> None:
     load_start = load_average()
     codec = [measure_codec(text, args.mb, args.repeats) for text in SETTINGS]
     runs = {text: measure_accuracy(text, args) for text in SETTINGS}
+    args.broadcast_rows = [measure_broadcast(text, args.mb, args.repeats) for text in BROADCASTS]
+    args.broadcast_runs = {pair: measure_accuracy(pair[0], args, pair[1]) for pair in BROADCAST_RUNS}
     command = "python bench/bench_compression.py " + shlex.join(sys.argv[1:])
     section = write_markdown(codec, runs, args, command.strip(), (load_start, load_average()))
     print(section)

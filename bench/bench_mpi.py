@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -88,9 +89,18 @@ def measure_mpi(pki_dir: str, workers: int, size: int, rounds: int, timeout: flo
             raise BenchFailure(f"the mpirun job did not end within {timeout:.0f}s") from exc
     results = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not results:
-        raise BenchFailure(f"mpirun exited {done.returncode}: {done.stderr.strip()[-400:]}")
+        raise BenchFailure(f"mpirun exited {done.returncode}: {_rank_error(done.stderr)}")
     out: dict[str, Any] = json.loads(results[-1])
     return {"median_s": statistics.median(out["times"][1:]), **out}
+
+
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failure)\b")  # a traceback's last line
+
+
+def _rank_error(stderr: str) -> str:
+    """The last exception a rank printed (mpirun's own banner after it says only that a rank failed)."""
+    raised = [line.strip() for line in stderr.splitlines() if _RAISED.match(line)]
+    return raised[-1] if raised else stderr.strip()[-400:]
 
 
 def measure_system(system: str, args: argparse.Namespace, pki_dir: str, workers: int, size: int) -> dict[str, Any]:
@@ -182,6 +192,14 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
     return "\n".join(lines) + "\n"
 
 
+def role_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Every option bench_round's roles read (node_config), at bench_round's own defaults: one worker
+    count, one upload at a time, no digests, no memory budget, a checkpoint every round."""
+    args.workers = args.workers[0] if isinstance(args.workers, list) else args.workers
+    args.uploads, args.digests, args.memory_mb, args.memory_models, args.checkpoint_every = 1, False, 0, 0.0, 1
+    return args
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--role", choices=["mpi-rank", "plain-chief", "plain-worker"])
@@ -201,8 +219,7 @@ def main() -> None:
     parser.add_argument("--no-doc", action="store_true", help="print the section, do not update docs/")
     args = parser.parse_args()
     if args.role:
-        # bench_round's roles read these: one worker count, no digests, one upload at a time.
-        args.workers, args.uploads, args.digests = args.workers[0], 1, False
+        role_args(args)
         if args.role == "mpi-rank":
             run_mpi_rank(args)
         elif args.role == "plain-chief":

@@ -88,6 +88,7 @@ class FederationSection:
     model_wait: float = 300.0  # worker: seconds to wait for the model after the last round
     # none | fp16 | int8 | topk:F | topk:F+int8 (docs/compression.md); chief and workers must agree
     compression: str = "none"
+    broadcast_compression: str = "none"  # none | fp16 | int8 (an int8 delta, keyframes as needed); all agree
     # -- round cost and chief memory (issue 14, items 2-3; docs/configuration.md) --
     checkpoint_every: int = 1  # 1: every round, durable before the next; K: every K rounds, in the background
     chief_memory_mb: int = 0  # 0: max_concurrent_uploads staging buffers; else as many as fit in this budget
@@ -240,12 +241,18 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
 
 
 def _check_compression(federation: FederationSection) -> None:
-    """federation.compression must parse (edgefed.compression.settings holds the one grammar)."""
+    """federation.compression and broadcast_compression must parse (edgefed.compression holds the grammars)."""
     from edgefed.compression.settings import CompressionSettingError, parse_compression
 
     try:
         parse_compression(federation.compression)
     except CompressionSettingError as exc:
+        raise ConfigError(str(exc)) from None
+    from edgefed.compression.broadcast import BroadcastSettingError, parse_broadcast_compression
+
+    try:
+        parse_broadcast_compression(federation.broadcast_compression)
+    except BroadcastSettingError as exc:
         raise ConfigError(str(exc)) from None
 
 

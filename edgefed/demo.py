@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edgefed import pki
-from edgefed.compression import parse_compression
+from edgefed.compression import parse_broadcast_compression, parse_compression
 from edgefed.config import dump_config
 from edgefed.errors import UsageError, user_error
 from edgefed.transport import free_port
@@ -125,12 +125,13 @@ def run_demo(
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
     attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
     ledger_settings: dict[str, Any] | None = None, dp_epsilon: float = 0.0, compression: str = "none",
-    secure_aggregation: bool = False,
+    broadcast_compression: str = "none", secure_aggregation: bool = False,
 ) -> DemoResult:
     """attackers: how many of the workers (the last ones) poison their updates with attack
     (edgefed.attacks); aggregation: the chief's federation.aggregation; dp_epsilon: every node's
-    federation.dp_epsilon (0: off); compression: every node's federation.compression (docs/compression.md);
-    secure_aggregation: every node's federation.secure_aggregation (docs/privacy.md)."""
+    federation.dp_epsilon (0: off); compression: every node's federation.compression, broadcast_compression
+    its federation.broadcast_compression (docs/compression.md); secure_aggregation: every node's
+    federation.secure_aggregation (docs/privacy.md)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if not 0 <= attackers <= workers:
@@ -139,6 +140,7 @@ def run_demo(
         raise UsageError(f"--rounds must be >= 1, got {rounds}")
     privacy = _privacy(dp_epsilon, rounds)  # an unreachable target stops here, before any process starts
     compression = str(parse_compression(compression))  # a bad value: one line, before anything starts
+    broadcast_compression = parse_broadcast_compression(broadcast_compression)
     out = out or sys.stdout
     result = DemoResult()
     started = time.monotonic()
@@ -146,7 +148,8 @@ def run_demo(
         names = worker_names(workers)
         prepare_pki(root / "pki", [CHIEF, *names])
         port = free_port()
-        extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation, "compression": compression}}
+        extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation, "compression": compression,
+                                                           "broadcast_compression": broadcast_compression}}
         if secure_aggregation:
             extra["federation"]["secure_aggregation"] = True
         if privacy:
@@ -226,7 +229,7 @@ def run_demo(
         result.summary = demo_summary(
             result, workers, summary, started, root if state_dir else None,
             attackers=attackers, attack=attack if attackers else None, aggregation=aggregation,
-            compression=compression,
+            compression=compression, broadcast_compression=broadcast_compression,
         )
         if secure_aggregation:
             result.summary["secure_aggregation"] = True
@@ -267,6 +270,8 @@ def demo_summary(
         "accuracy": last.get("accuracy"),
         "loss": last.get("loss"),
         "bytes_sent": int(chief_done.get("bytes_sent", 0)) + int(chief_done.get("bytes_received", 0)),
+        "broadcast_bytes": int(chief_done.get("bytes_sent", 0)),  # the chief's sends: the global weights
+        "upload_bytes": int(chief_done.get("bytes_received", 0)),
         "seconds": round(time.monotonic() - started, 3),
         "state_dir": str(state_dir) if state_dir else None,
     }

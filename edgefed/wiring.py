@@ -11,7 +11,7 @@ Keras callback and SessionRunHook (edgefed.tf) and the benchmarks.
 
 from __future__ import annotations
 
-from edgefed.compression import parse_compression
+from edgefed.compression import parse_broadcast_compression, parse_compression
 from edgefed.config import NodeConfig
 from edgefed.contracts.events import EventBus
 from edgefed.contracts.status import StatusFile
@@ -19,6 +19,7 @@ from edgefed.federation.chief import ChiefSession, ExtraHandler
 from edgefed.federation.secure_worker import SecAggIdentity
 from edgefed.federation.worker import WorkerSession
 from edgefed.ledger.hooks import NodeLedgerHooks
+from edgefed.malloc_arenas import limit_malloc_arenas
 from edgefed.pki import NodeCredentials, ledger_public_keys
 from edgefed.transport import TlsTransport, Transport
 from edgefed.wire import MessageType
@@ -32,6 +33,11 @@ def node_transport(config: NodeConfig) -> Transport:
 def _compression(config: NodeConfig) -> str:
     """federation.compression in its canonical spelling (what HELLO carries; the status file shows it)."""
     return str(parse_compression(config.federation.compression))
+
+
+def _broadcast(config: NodeConfig) -> str:
+    """federation.broadcast_compression, canonical (what HELLO carries; the status file shows it)."""
+    return parse_broadcast_compression(config.federation.broadcast_compression)
 
 
 def secagg_identity(config: NodeConfig) -> SecAggIdentity | None:
@@ -70,9 +76,11 @@ def build_chief(
     bus = events or EventBus()
     # first: a missing certificate fails before anything is opened; an MPI job hands its own transport
     transport = transport or node_transport(config)
+    limit_malloc_arenas()  # before the chief's threads: its memory stays flat in the number of workers
     status = StatusFile(
         config.node.state_dir, "chief", config.node.name, role="chief", task_index=0, round=0,
         rounds_total=config.federation.rounds, participants=[], compression=_compression(config),
+        broadcast_compression=_broadcast(config),
     )
     hooks = _ledger_hooks(config, bus, ledger)
     return ChiefSession(
@@ -91,7 +99,7 @@ def build_worker(
     bus = events or EventBus()
     transport = transport or node_transport(config)
     status = StatusFile(config.node.state_dir, "worker", config.node.name, role="worker", round=0,
-                        compression=_compression(config))
+                        compression=_compression(config), broadcast_compression=_broadcast(config))
     hooks = _ledger_hooks(config, bus, ledger)
     return WorkerSession(
         config.federation, name=config.node.name, transport=transport, status=status,

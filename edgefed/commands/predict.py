@@ -29,7 +29,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help=f"the node's state directory, for the received model (default {DEFAULT_STATE_DIR})")
-    parser.add_argument("--input", required=True, help=".npy array: one example, or N examples along axis 0")
+    parser.add_argument("--input", help=".npy array: one example, or N examples along axis 0 (required unless --serve)")
+    parser.add_argument(
+        "--serve", action="store_true",
+        help="answer JSON lines on stdin ({\"input\": [...]}) with label and probabilities on stdout, "
+        "reloading the model when it is replaced (the edgefed-infer unit; docs/tflite.md)",
+    )
     parser.add_argument(
         "--interpreter", choices=("auto", *BACKENDS), default="auto",
         help="TFLite interpreter (default: the first installed of " + ", ".join(BACKENDS) + ")",
@@ -48,9 +53,15 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InferenceError(f"--threads: must be >= 1, got {args.threads}")
     model = Path(args.model) if args.model else Path(args.state_dir) / RECEIVED_MODEL
-    if not args.model and not model.is_file():
+    if not args.model and not model.is_file() and not args.serve:
         raise InferenceError(f"{model}: no model received from the chief yet (federation.push_model); "
                              "or give --model FILE.tflite")
+    if args.serve:
+        from edgefed.lite_serve import serve
+
+        return serve(model, backend=args.interpreter, num_threads=args.threads)
+    if not args.input:
+        raise InferenceError("--input FILE.npy is required (or --serve)")
     result = predict_file(model, args.input, backend=args.interpreter, num_threads=args.threads)
     if args.json:
         print(json.dumps(result.to_json()))

@@ -47,6 +47,9 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--compression", default="none",
                       help="how workers encode their updates: none, fp16, int8, topk:F, topk:F+int8 "
                            "(federation.compression, docs/compression.md)")
+    demo.add_argument("--broadcast-compression", default="none", choices=("none", "fp16", "int8"),
+                      help="how the chief sends the global weights: none, fp16, or an int8 delta "
+                           "(federation.broadcast_compression, docs/compression.md)")
     demo.add_argument("--secure-aggregation", action="store_true",
                       help="the chief learns only the sum of each round's updates (federation.secure_aggregation, "
                            "docs/privacy.md)")
@@ -82,9 +85,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.transport == "mpi":
         if args.attackers or args.aggregation != "fedavg" or args.no_ledger or args.dp_epsilon \
-                or args.compression != "none" or args.secure_aggregation:
+                or args.compression != "none" or args.broadcast_compression != "none" or args.secure_aggregation:
             raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation, --no-ledger, "
-                             "--compression, --dp-epsilon or --secure-aggregation")
+                             "--compression, --broadcast-compression, --dp-epsilon or --secure-aggregation")
         from edgefed.demo_mpi import run_mpi_demo
 
         result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer,
@@ -94,7 +97,8 @@ def _demo(args: argparse.Namespace) -> int:
             args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer, ledger=not args.no_ledger,
             out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
             attackers=args.attackers, attack=args.attack, aggregation=args.aggregation, dp_epsilon=args.dp_epsilon,
-            compression=args.compression, secure_aggregation=args.secure_aggregation,
+            compression=args.compression, broadcast_compression=args.broadcast_compression,
+            secure_aggregation=args.secure_aggregation,
         )
     if args.json:
         print(json.dumps(result.summary))

@@ -93,7 +93,7 @@ class ChiefSession:
             self._drop, lambda: self._closing)
         self._counter_lock = threading.Lock()
         # Long-lived pools: a round must not pay for starting threads.
-        self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced)
+        self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced, self._book.broadcast)
         self._provenance = ModelProvenance(name, self.events, hash_payloads)  # model records for the ledger
         self._round_end = RoundEnd(state_dir, federation.checkpoint_every, status, self.timeline,
                                    self._broadcast, self.participants)
@@ -133,8 +133,8 @@ class ChiefSession:
         else:
             weights, start_round, finished = [np.array(w) for w in weights], 0, False
         with self._cond:
-            self._book.begin(weights, start_round, finished)
             book = self._book
+            weights = book.begin(weights, start_round, finished)  # federation.broadcast_compression may round them
             self.staging = StagingPool(book.upload_specs, staging_limit(book.specs, self.federation, book.upload_specs))
         self._provenance.started(start_round, weights)
         self.listen()

@@ -23,18 +23,22 @@ import numpy as np
 
 from edgefed.compression import (
     NONE,
+    BroadcastError,
+    BroadcastSettingError,
     CompressionError,
     CompressionSetting,
     CompressionSettingError,
     Compressor,
+    GlobalDecoder,
     add_into,
     delta_norm,
     first_non_finite,
+    parse_broadcast_compression,
     parse_compression,
 )
 from edgefed.federation.aggregation import StreamingAggregator
 from edgefed.federation.strategies import Aggregator, ClippingAggregator, distance
-from edgefed.wire import Hello, ReasonCode, Tensor
+from edgefed.wire import Frame, Hello, ProtocolError, ReasonCode, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,19 @@ def hello_mismatch(hello: Hello, setting: CompressionSetting) -> tuple[ReasonCod
     if theirs != setting:
         return (ReasonCode.BAD_HELLO,
                 f"the worker compresses updates as {theirs}, this federation as {setting} (federation.compression)")
+    return None
+
+
+def broadcast_mismatch(hello: Hello, setting: str) -> tuple[ReasonCode, str] | None:
+    """Why a worker cannot take this federation's broadcasts (federation.broadcast_compression), or None."""
+    try:
+        theirs = parse_broadcast_compression(hello.broadcast)
+    except BroadcastSettingError:
+        return (ReasonCode.BAD_HELLO,
+                f"HELLO.broadcast {hello.broadcast[:64]!r} is not a setting; this federation uses {setting}")
+    if theirs != setting:
+        return (ReasonCode.BAD_HELLO, f"the worker takes broadcasts as {theirs}, this federation sends them as "
+                f"{setting} (federation.broadcast_compression)")
     return None
 
 
@@ -142,3 +159,31 @@ class WorkerUploads:
         except CompressionError as exc:
             log.error("update not sent: %s", exc)
             return None
+
+
+class WorkerBroadcasts:
+    """The worker's side of federation.broadcast_compression: each WEIGHTS frame's tensors become the
+    global weights (checked: encodings, shapes, NaN/Inf, a delta only onto the model held). Under
+    `none` the frame's arrays are taken as they are, as before."""
+
+    def __init__(self, setting: str) -> None:
+        self._decoder = GlobalDecoder(setting)
+
+    @property
+    def hello_value(self) -> str:
+        return self._decoder.setting
+
+    def new_connection(self) -> None:
+        """The chief sends a keyframe to every new connection: a delta before it is refused."""
+        self._decoder.reset()
+
+    def weights(self, frame: Frame) -> list[np.ndarray] | None:
+        """The global weights frame carries; None for a stale full model (ignore the frame).
+        ProtocolError (one line) for a broadcast this worker must not take: it drops the connection."""
+        if self._decoder.setting == "none":
+            return frame.tensors
+        assert frame.decoded is not None
+        try:
+            return self._decoder.receive(frame.round, frame.decoded)
+        except BroadcastError as exc:
+            raise ProtocolError(f"refused the broadcast for round {frame.round}: {exc}") from None

@@ -18,9 +18,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from edgefed.compression import NONE, CompressionSetting, parse_compression, upload_specs
+from edgefed.compression.broadcast import GlobalEncoder, parse_broadcast_compression
 from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
-from edgefed.federation.compressed import Update, content_problem, fold_update, hello_mismatch
+from edgefed.federation.compressed import Update, broadcast_mismatch, content_problem, fold_update, hello_mismatch
 from edgefed.federation.joining import JoinPlan
 from edgefed.federation.secure_sum import SecureSum
 from edgefed.federation.strategies import Aggregator, make_aggregator
@@ -41,6 +42,7 @@ class RoundRules:
     max_buffered_updates: int = 64
     expected_workers: tuple[str, ...] = ()
     compression: CompressionSetting = NONE  # what uploads must be (edgefed.federation.compressed)
+    broadcast_compression: str = "none"  # how the global weights travel (edgefed.compression.broadcast)
     secure_bound: float = 0.0  # > 0: secure aggregation; uploads are masked ring vectors (secure_sum.py)
 
     @classmethod
@@ -49,7 +51,7 @@ class RoundRules:
             federation.rounds, federation.min_workers, federation.allow_late_joiners, federation.aggregation,
             federation.robust_fraction, federation.clip_factor, federation.screen_factor,
             federation.max_buffered_updates, tuple(federation.expected_workers),
-            parse_compression(federation.compression),
+            parse_compression(federation.compression), parse_broadcast_compression(federation.broadcast_compression),
             federation.secure_aggregation_bound if federation.secure_aggregation else 0.0,
         )
 
@@ -171,18 +173,21 @@ class RoundBook(Generic[S]):
         self.specs: list[TensorSpec] = []
         self.upload_specs: list[TensorSpec] = []  # what an upload must carry: the specs, or encoded ones
         self.current: Round | None = None  # None until begin()
+        self.broadcast = GlobalEncoder(rules.broadcast_compression)  # the global is what the workers hold
         # distances from the global model of recently taken updates: the scale for clip and screening
         self.distances: deque[float] = deque(maxlen=RECENT_DISTANCES)
 
-    def begin(self, weights: list[np.ndarray], start_round: int, finished: bool) -> None:
-        """Take the starting weights (the caller's, or a checkpoint's) and open start_round."""
-        self.global_weights = freeze(weights)
+    def begin(self, weights: list[np.ndarray], start_round: int, finished: bool) -> list[np.ndarray]:
+        """Take the starting weights (the caller's, or a checkpoint's) and open start_round; returns the
+        global weights (what the workers will hold: broadcast_compression may round them)."""
+        self.global_weights = freeze(self.broadcast.start(weights))
         self.specs = specs_of(weights)
         self.upload_specs = upload_specs(self.specs, self.rules.compression)
         if self.rules.secure_bound > 0:  # one masked vector of the ring's bits (edgefed.secagg)
             self.upload_specs = [TensorSpec("int32", (sum(int(np.prod(s.shape, dtype=np.int64)) for s in self.specs),))]
         self.finished = finished or start_round >= self.rules.rounds
         self.current = self._new_round(start_round)
+        return self.global_weights
 
     def _new_round(self, number: int) -> Round:
         rules = self.rules
@@ -243,7 +248,8 @@ class RoundBook(Generic[S]):
 
     def compression_refusal(self, hello: Hello) -> Refusal | None:
         """A worker whose federation.compression differs from the chief's is refused for good."""
-        mismatch = hello_mismatch(hello, self.rules.compression)
+        mismatch = hello_mismatch(hello, self.rules.compression) or broadcast_mismatch(
+            hello, self.rules.broadcast_compression)
         return None if mismatch is None else Refusal(*mismatch)
 
     def task_index_for(self, name: str) -> int:
@@ -370,6 +376,8 @@ class RoundBook(Generic[S]):
                               f"in tensor {bad}; the previous global weights are kept")
             average = self.global_weights
         next_round = current.number + 1
+        if refusal is None:  # what the workers will hold (the broadcast's residual stays in its encoder)
+            average = self.broadcast.advance(average, next_round)
         is_final = final if final is not None else next_round >= self.rules.rounds
         self.global_weights = freeze(average)
         self.finished = is_final

@@ -82,7 +82,7 @@ class SecureUploads:
     def _await(conn: Connection, number: int, cls: type[M], recv: Callable[[Connection], Frame]) -> M | Frame:
         while True:
             frame = recv(conn)
-            if frame.type is MessageType.WEIGHTS and frame.round > number:
-                return frame
+            if frame.type is MessageType.WEIGHTS and frame.tensors is not None and frame.round > number:
+                return frame  # None: a stale full model under broadcast_compression int8, ignored
             if frame.type is cls.TYPE and frame.round == number:
                 return expect(frame, cls)

@@ -18,7 +18,7 @@ from edgefed.backoff import Backoff
 from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
-from edgefed.federation.compressed import WorkerUploads
+from edgefed.federation.compressed import WorkerBroadcasts, WorkerUploads
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.model_push import MODEL_FRAMES, ModelReceiver
 from edgefed.federation.secure_worker import TO_WORKERS, SecAggIdentity, SecureUploads
@@ -74,6 +74,7 @@ class WorkerSession:
         self._limits = limits_for(federation)
         self._hash_payloads = hash_payloads  # digests exist for the ledger's records
         self._uploads = WorkerUploads(federation.compression)  # weights, or compressed deltas
+        self._broadcasts = WorkerBroadcasts(federation.broadcast_compression)  # WEIGHTS frames -> global weights
         self._secure: SecureUploads | None = None  # masked, quantized deltas (secure_worker.py)
         if federation.secure_aggregation:
             if secagg is None:
@@ -96,6 +97,7 @@ class WorkerSession:
         self.bytes_received = 0
         # the chief's exported model, when it sends one (federation.push_model); None: FILE_* frames are refused
         self.models = ModelReceiver(state_dir, federation.max_model_bytes) if state_dir is not None else None
+        self._unconfirmed: TransferEvent | None = None  # the update in flight, recorded once the chief answers
 
     # -- public API -------------------------------------------------------------------------------
     def start(self, weights: list[np.ndarray] | None = None, num_samples: int = 0) -> StartInfo:
@@ -117,6 +119,7 @@ class WorkerSession:
         except (TransportError, ProtocolError) as exc:
             log.warning("lost the chief during round %d (%s); rejoining", self.round, exc)
             self.status.error(f"round {self.round}: {exc}; rejoining")
+            self._forget_unconfirmed("the connection ended; the line above says why")
             self._disconnect()
             global_weights = self._join()
             return RoundResult(global_weights, self.round, [], finished=self.finished)
@@ -155,6 +158,7 @@ class WorkerSession:
             self._leave()
 
     def _leave(self) -> None:
+        self._forget_unconfirmed("leaving")
         if self._conn is not None:
             with contextlib.suppress(TransportError):
                 self._conn.send([encode_message(Bye(ReasonCode.LEAVING, "leaving"), self.round)])
@@ -174,7 +178,7 @@ class WorkerSession:
             sent = self._upload(conn, submitted, weights, num_samples)
         while True:
             frame, early = early or self._recv_weights_or_control(conn), None
-            if frame.type is MessageType.WEIGHTS and frame.round > submitted:
+            if frame.type is MessageType.WEIGHTS and frame.tensors is not None and frame.round > submitted:
                 assert frame.tensors is not None
                 self._received_global(frame.tensors)
                 self.status.update(state="finished" if self.finished else "training", round=self.round)
@@ -201,22 +205,41 @@ class WorkerSession:
         digest = digest_while_sending(parts, self._hash_payloads)
         sent = conn.send(parts)
         self.bytes_sent += sent
-        self.events.emit(
-            TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent, digest.result(),
-                          time.monotonic() - started, "update")
-        )
+        # Recorded once the chief has answered this round on this connection (_confirm_upload): a link
+        # lost while the update is in flight leaves no send record the chief's receive can never match.
+        self._unconfirmed = TransferEvent(submitted, self.name, self.chief, self.name, "send", self.total, sent,
+                                          digest.result(), time.monotonic() - started, "update")
         return sent
+
+    def _confirm_upload(self, frame: Frame) -> None:
+        """The chief answered the round of the update in flight (later weights, or a REJECT of it):
+        the update reached it, and the send record goes to the ledger."""
+        pending = self._unconfirmed
+        if pending is None:
+            return
+        if (frame.type is MessageType.WEIGHTS and frame.round > pending.round) or (
+                frame.type is MessageType.REJECT and frame.round == pending.round):
+            self._unconfirmed = None
+            self.events.emit(pending)
+
+    def _forget_unconfirmed(self, why: str) -> None:
+        if self._unconfirmed is not None:
+            log.warning("the update for round %d was not confirmed by the chief (%s); not recorded as sent",
+                        self._unconfirmed.round, why)
+            self._unconfirmed = None
 
     def _recv_weights_or_control(self, conn: Connection) -> Frame:
         started = time.monotonic()
         frame = conn.recv(hash_payload=self._hash_payloads)
+        self._confirm_upload(frame)
         if frame.type is MessageType.WEIGHTS:
+            frame.tensors = self._broadcasts.weights(frame)  # None: a stale full model, ignored
             self.bytes_received += frame.wire_bytes
             self.events.emit(
                 TransferEvent(frame.round, self.chief, self.name, self.name, "receive", self.total,
                               frame.wire_bytes, frame.sha256, time.monotonic() - started, "weights")
             )
-            if frame.round > self.round or frame.flags & Flags.FINAL:
+            if frame.tensors is not None and (frame.round > self.round or frame.flags & Flags.FINAL):
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)
         elif frame.type is MessageType.REJECT:
@@ -267,8 +290,10 @@ class WorkerSession:
             raise TransportError(f"the node at {federation.public_ip}:{federation.public_port} is {conn.peer!r}, "
                                  f"not the chief {expected!r}")
         self.chief = conn.peer
+        self._broadcasts.new_connection()  # the chief sends a new connection a full model first
         conn.send([encode_message(Hello(num_samples=self.num_samples, protocol=PROTOCOL_VERSION,
-                                        compression=self._uploads.hello_value))])
+                                        compression=self._uploads.hello_value,
+                                        broadcast=self._broadcasts.hello_value))])
         while True:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
@@ -286,6 +311,7 @@ class WorkerSession:
                 # joined: the status shows it (and its shard) while the chief waits for the rest of the fleet
                 self.status.update(state="waiting", task_index=self.task_index, participants=[self.chief])
             elif frame.type is MessageType.WEIGHTS:
+                frame.tensors = self._broadcasts.weights(frame)  # checked; never stale on a new connection
                 self.round = frame.round
                 self.finished = bool(frame.flags & Flags.FINAL)
                 self.bytes_received += frame.wire_bytes

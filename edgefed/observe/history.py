@@ -56,10 +56,12 @@ class HistoryWriter:
     sent for round R-1 (bytes_in) and the broadcast of the weights of round R (bytes_out).
     """
 
-    def __init__(self, state_dir: str | Path, node: str, compression: str | None = None) -> None:
+    def __init__(self, state_dir: str | Path, node: str, compression: str | None = None,
+                 broadcast_compression: str | None = None) -> None:
         self.path = history_path(state_dir)
         self.node = node
         self.compression = compression  # federation.compression, canonical; None: not recorded
+        self.broadcast_compression = broadcast_compression  # federation.broadcast_compression, idem
         self._lock = threading.Lock()
         self._tallies: dict[int, _RoundTally] = {}
         self._refused = 0
@@ -123,6 +125,8 @@ class HistoryWriter:
             record["dp_epsilon"] = dp_epsilon
         if self.compression is not None:
             record["compression"] = self.compression
+        if self.broadcast_compression is not None:
+            record["broadcast_compression"] = self.broadcast_compression
         if phases:  # the chief's timeline of this round (edgefed.federation.timeline)
             record["phases"] = {name: round(max(value, 0.0), 4) for name, value in phases.items()
                                 if isinstance(value, int | float) and math.isfinite(value)}

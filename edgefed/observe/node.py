@@ -47,11 +47,12 @@ class NodeObserver:
     def start(cls, config: NodeConfig, status: StatusFile | None, bus: EventBus) -> NodeObserver:
         history = metrics = server = None
         if config.node.role == "chief":
-            from edgefed.compression import parse_compression
+            from edgefed.compression import parse_broadcast_compression, parse_compression
             from edgefed.observe.history import HistoryWriter
 
             compression = str(parse_compression(config.federation.compression))
-            history = HistoryWriter(config.node.state_dir, config.node.name, compression)
+            history = HistoryWriter(config.node.state_dir, config.node.name, compression,
+                                    parse_broadcast_compression(config.federation.broadcast_compression))
             bus.subscribe(history.transfer)
             bus.subscribe_refusals(history.refused)
         if config.metrics.enabled:

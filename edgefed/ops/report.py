@@ -124,6 +124,8 @@ def _compression_json(doc: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "compression" in doc:
         out["compression"] = _string(doc.get("compression"))
+    if "broadcast_compression" in doc:
+        out["broadcast_compression"] = _string(doc.get("broadcast_compression"))
     if "round_bytes" in doc:
         counts = doc.get("round_bytes")
         out["round_bytes"] = {k: _integer(counts.get(k)) for k in ("round", "sent", "received")} \
@@ -224,7 +226,9 @@ def _round_text(fed: dict[str, Any] | None) -> str:
     if fed.get("compression") or counts:
         sent, received = counts.get("sent"), counts.get("received")
         moved = f"↑{_bytes(sent)} ↓{_bytes(received)}" if sent is not None and received is not None else ""
-        lines.append(" ".join(part for part in (fed.get("compression") or "", moved) if part))
+        broadcast = fed.get("broadcast_compression")
+        shown = f"broadcast {broadcast}" if broadcast and broadcast != "none" else ""
+        lines.append(" ".join(part for part in (fed.get("compression") or "", shown, moved) if part))
     if participants:
         lines.append(participants)
     if fed.get("refused_total"):

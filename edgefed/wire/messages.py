@@ -147,13 +147,15 @@ class ControlMessage:
 class Hello(ControlMessage):
     """worker -> chief, the first frame of a connection. A HELLO without "protocol" is version 1;
     without "compression", "none" (an older worker sends full float32 weights). compression is the
-    worker's federation.compression in its canonical spelling; the chief compares it with its own."""
+    worker's federation.compression in its canonical spelling; the chief compares it with its own.
+    broadcast, likewise, is its federation.broadcast_compression (absent means "none")."""
 
     TYPE = MessageType.HELLO
     ERROR_CODE = ReasonCode.BAD_HELLO
     num_samples: int
     protocol: int = PROTOCOL_VERSION
     compression: str = "none"
+    broadcast: str = "none"
 
     def __post_init__(self) -> None:
         self._int("num_samples", 0, MAX_SAMPLES)
@@ -164,11 +166,14 @@ class Hello(ControlMessage):
                 ReasonCode.UNSUPPORTED_PROTOCOL,
             )
         self._str("compression", MAX_COMPRESSION_CHARS, min_chars=1)
+        self._str("broadcast", MAX_COMPRESSION_CHARS, min_chars=1)
 
     def to_body(self) -> dict[str, Any]:
         body = super().to_body()
         if body["compression"] == "none":  # the default: a version-1 HELLO, byte for byte
             del body["compression"]
+        if body["broadcast"] == "none":
+            del body["broadcast"]
         return body
 
 

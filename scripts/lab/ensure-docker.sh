@@ -26,8 +26,16 @@ as_root "starting the Docker engine"
 if [ "$(ps -o comm= -p 1 2>/dev/null)" = systemd ] && systemctl start docker 2>/dev/null; then
   echo "ensure-docker: started docker.service" >&2
 else
-  # Its own session, so it outlives make; it is the machine's engine from now on.
-  setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+  # Its own session, so it outlives make; it is the machine's engine from now on. It must not keep
+  # the caller's other descriptors: a daemon holding a `flock` lock or make's jobserver pipe would
+  # hold them for as long as it runs.
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null
+  ) &
   echo "ensure-docker: started dockerd (log: /var/log/dockerd.log)" >&2
 fi
 for _ in $(seq 60); do

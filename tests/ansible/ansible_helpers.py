@@ -65,10 +65,11 @@ def run_playbook(
     *playbooks: str,
     args: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
+    timeout: float = 600,
 ) -> PlaybookRun:
     command = [str(BIN / "ansible-playbook"), "-i", str(inventory), *args, *(str(REPO / p) for p in playbooks)]
     result = subprocess.run(
-        command, cwd=REPO, env=ansible_env(tmp_path, env), capture_output=True, text=True, timeout=600
+        command, cwd=REPO, env=ansible_env(tmp_path, env), capture_output=True, text=True, timeout=timeout
     )
     return PlaybookRun(result.returncode, result.stdout + result.stderr)
 

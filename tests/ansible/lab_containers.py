@@ -8,7 +8,7 @@ import contextlib
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -44,12 +44,14 @@ def wait_for_systemd(name: str, seconds: float = 90) -> None:
 
 
 @contextlib.contextmanager
-def systemd_hosts(image: str, prefix: str, *, chief_address: bool = True) -> Iterator[dict[str, str]]:
-    """A chief (NET_ADMIN, for its rules) and a worker `pi-1` on network PREFIX-TAG; yields their
-    container names by role, and with chief_address the chief's address as "address"."""
+def systemd_hosts(image: str, prefix: str, *, chief_address: bool = True,
+                  workers: Sequence[str] = ("pi-1",)) -> Iterator[dict[str, str]]:
+    """A chief (NET_ADMIN, for its rules) and the workers (default: one, `pi-1`) on network PREFIX-TAG;
+    yields their container names by host name, and with chief_address the chief's address as "address"."""
     tag = uuid.uuid4().hex[:8]
     network = f"{prefix}-{tag}"
-    names = {"chief": f"{prefix}-chief-{tag}", "pi-1": f"{prefix}-pi1-{tag}"}
+    names = {"chief": f"{prefix}-chief-{tag}",
+             **{worker: f"{prefix}-{worker.replace('-', '')}-{tag}" for worker in workers}}
     docker("network", "create", network)
     try:
         for role, name in names.items():

@@ -158,3 +158,27 @@ def test_node_section_is_fully_rendered(example_render: Path) -> None:
     node = text.split("[node]", 1)[1].split("[", 1)[0]
     assert {line.split(" = ")[0] for line in node.strip().splitlines()} == {
         field.name for field in dataclasses.fields(NodeSection)}
+
+
+def test_inference_units_serve_the_received_model_over_a_socket(example_render: Path) -> None:
+    socket_unit = dict(re.findall(r"^(\w+)=(.*)$", (example_render / "edgefed-infer.socket").read_text(), re.M))
+    assert socket_unit["ListenStream"] == "/run/edgefed-infer.sock"
+    assert (socket_unit["Accept"], socket_unit["SocketMode"], socket_unit["SocketGroup"]) == ("yes", "0660", "edgefed")
+    service = dict(re.findall(r"^(\w+)=(.*)$", (example_render / "edgefed-infer@.service").read_text(), re.M))
+    assert service["ExecStart"] == "/opt/edgefed/lite/bin/edgefed-predict --serve --state-dir /var/lib/edgefed"
+    assert (service["StandardInput"], service["StandardOutput"]) == ("socket", "socket")
+    assert service["User"] == "edgefed" and service["ReadOnlyPaths"] == "/var/lib/edgefed"
+    assert (service["PrivateNetwork"], service["RestrictAddressFamilies"]) == ("yes", "AF_UNIX")
+    assert "ReadWritePaths" not in service  # it writes nothing
+
+
+def test_inference_unit_exposure_below_2(example_render: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (the lab checks the units on real systemd)")
+    unit = str(example_render / "edgefed-infer@.service")
+    result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", unit],
+                            capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) < 2.0, result.stdout

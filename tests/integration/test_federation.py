@@ -84,7 +84,10 @@ def test_worker_killed_mid_upload_round_goes_on_and_worker_rejoins(
 ) -> None:
     port = free_port()
     timeout = 60.0
-    chief, weights = _start_chief(make_config("chief", "chief", port, min_workers=3, rounds=50, round_timeout=timeout))
+    # wait_time only bounds the wait for the three joins (the chief starts as soon as they are in): 20 s
+    # was shorter than three workers' start-up at load 18, and the chief then began with whoever was in.
+    chief, weights = _start_chief(make_config("chief", "chief", port, min_workers=3, rounds=50, round_timeout=timeout,
+                                              wait_time=120.0))
     try:
         for name in ("worker1", "worker2"):
             processes.edgefed("worker", "--config", str(write_config(name, "worker", port, rounds=50)), log_name=name)

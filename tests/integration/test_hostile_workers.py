@@ -50,7 +50,11 @@ def chief_with(
 
 
 def errors_of(chief: ChiefSession) -> list[str]:
-    return [e["message"] for e in json.loads(chief.status.path.read_text())["errors"]]
+    try:
+        document = json.loads(chief.status.path.read_text())
+    except json.JSONDecodeError:  # seen once under load 20 (cause not found; the writes are atomic
+        return []                 # renames): the pollers retry, the one-shot callers fail on []
+    return [e["message"] for e in document["errors"]]
 
 
 def test_a_huge_finite_update_does_not_poison_the_model(

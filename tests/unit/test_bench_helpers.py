@@ -72,3 +72,19 @@ def test_seed_table_times_the_first_snapshot_at_the_target() -> None:
     assert summary["final_accuracy"] == 0.95
     missed = bench_seed_table.summarize({"fedavg": result}, target=0.99)["fedavg"]
     assert missed["target_seconds"] is None
+
+
+def test_bench_mpi_roles_give_bench_round_every_option_it_reads(tmp_path: Path) -> None:
+    """bench_mpi's MPI and plain-TCP roles run bench_round's chief and worker with bench_mpi's own
+    options: the node configuration builds from them (an option bench_round added once broke every run)."""
+    import argparse
+
+    import bench_mpi
+    import bench_round
+
+    args = argparse.Namespace(workers=[3], pki=str(tmp_path), state=str(tmp_path), port=1, size=1, rounds=2)
+    config = bench_round.node_config(bench_mpi.role_args(args), "chief", "chief")
+    assert (config.federation.min_workers, config.federation.max_concurrent_uploads) == (3, 1)
+    assert (config.federation.rounds, config.ledger.enabled) == (2, False)
+    assert bench_mpi._rank_error("Traceback (most recent call last):\n  File x\nAttributeError: no\n---\nmpirun") \
+        == "AttributeError: no"
