@@ -4,6 +4,7 @@ dying ones, and `edgefed demo --secure-aggregation` as processes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from edgefed.config import NodeConfig
 from edgefed.federation.chief import ChiefSession
 from edgefed.federation.secure_chief import SecureChief
+from edgefed.federation.secure_sum import SecureSum
 from edgefed.federation.session import RoundResult
 from edgefed.pki import NodeCredentials, ledger_public_keys
 from edgefed.secagg import ring
@@ -59,8 +61,9 @@ class Peer:
             pass
         return frame.round, frame.tensors if kind is MessageType.WEIGHTS else decode_message(frame)
 
-    def mask_then_die(self, quantized: np.ndarray) -> None:
-        """Every phase up to the masked update, then the connection closes (killed after masking)."""
+    def mask_then_die(self, quantized: np.ndarray, upload: bool = True) -> None:
+        """Every phase up to the masked update, then the connection closes (killed after masking).
+        upload False: killed once its masks are set up (keys and shares sent), before its masked update."""
         number, _ = self.next_of(MessageType.WEIGHTS)
         machine = WorkerRound("mallory", number, self.key, self.directory)
         self.conn.send([encode_message(machine.advert(), number)])
@@ -70,6 +73,9 @@ class Peer:
         _, inbox = self.next_of(MessageType.SECAGG_INBOX)
         assert isinstance(inbox, SecAggInbox)
         masked = machine.mask(inbox, quantized)
+        if not upload:
+            self.conn.close()
+            return
         self.conn.send(encode_tensor_frame(MessageType.UPDATE, number, [masked.view(np.int32)], SAMPLES["mallory"]))
         self.next_of(MessageType.SECAGG_UNMASK_REQUEST)
         self.conn.close()
@@ -93,18 +99,22 @@ def federation(make_config: Callable[..., NodeConfig]) -> Iterator[Callable[...,
         chief.close()
 
 
-def run_workers(make_config: Callable[..., NodeConfig], port: int, names: list[str],
-                settings: dict[str, object]) -> tuple[list[threading.Thread], dict[str, RoundResult]]:
-    """Real WorkerSessions in threads: each joins, sends global + its chosen delta once, keeps the answer."""
+def run_workers(make_config: Callable[..., NodeConfig], port: int, names: list[str], settings: dict[str, object],
+                rounds: int = 1) -> tuple[list[threading.Thread], dict[str, RoundResult]]:
+    """Real WorkerSessions in threads: each joins, then for rounds rounds sends the global weights it
+    holds + its chosen delta; keeps the last answer (its weights copied: a decoder may reuse them)."""
     results: dict[str, RoundResult] = {}
 
     def work(name: str) -> None:
         session = build_worker(make_config(name, "worker", port, secure_aggregation=True,
                                            secure_aggregation_bound=BOUND, rounds=100, **settings), ledger=False)
         try:
-            start = session.start()
-            trained = [w + d for w, d in zip(start.weights, delta_for(name, start.weights), strict=True)]
-            results[name] = session.average(trained, SAMPLES[name])
+            weights = [np.array(w) for w in session.start().weights]
+            for _ in range(rounds):
+                trained = [w + d for w, d in zip(weights, delta_for(name, weights), strict=True)]
+                result = session.average(trained, SAMPLES[name])
+                weights = [np.array(w) for w in result.weights]
+                results[name] = dataclasses.replace(result, weights=weights)
         finally:
             session.close()
 
@@ -133,7 +143,7 @@ def expected_average(weights: list[np.ndarray], names: list[str]) -> list[np.nda
 
 def test_the_chief_sees_only_the_sum_and_survives_a_worker_killed_after_masking(
     federation: Callable[..., tuple[ChiefSession, int]], make_config: Callable[..., NodeConfig], pki_dir: Path,
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path,
 ) -> None:
     decoded: list[np.ndarray] = []  # every array the chief's aggregation path decodes from a worker
     original = SecureChief.masked
@@ -172,6 +182,76 @@ def test_the_chief_sees_only_the_sum_and_survives_a_worker_killed_after_masking(
     assert "mallory" in log_text  # its departure is logged, and nothing of anyone's update is
     for q in quantized:
         assert np.array2string(q[:6].view(np.int32))[1:-1].strip() not in log_text
+    # nor is anything the chief wrote (status, history, checkpoint): no 64 bytes of a worker's quantized
+    # step or of its trained float32 weights appear in any file of its state directory
+    chief.close()
+    written = b"".join(path.read_bytes() for path in sorted((tmp_path / "state" / "chief").rglob("*"))
+                       if path.is_file())
+    assert written
+    for name, q in zip(("mallory", "worker1", "worker2", "worker3"), quantized, strict=True):
+        trained = ring.flatten([w + d for w, d in zip(weights, delta_for(name, weights), strict=True)])
+        assert q.tobytes()[:64] not in written and trained.astype(np.float32).tobytes()[:64] not in written
+
+
+def test_a_worker_killed_before_its_masked_update_has_its_masks_rebuilt(
+    federation: Callable[..., tuple[ChiefSession, int]], make_config: Callable[..., NodeConfig], pki_dir: Path,
+) -> None:
+    """mallory sent its keys and shares, then died: the others' masks with it are rebuilt from their
+    shares of its key, and the round averages the rest exactly."""
+    chief, port = federation(min_workers=4)
+    weights = SoftmaxTrainer().get_weights()
+    mallory = Peer(pki_dir, port)
+    dying = threading.Thread(target=mallory.mask_then_die, args=(quantized_step("mallory", weights), False),
+                             daemon=True)
+    dying.start()
+    threads, results = run_workers(make_config, port, ["worker1", "worker2", "worker3"], {})
+    chief.start(weights)
+    own = [w + d for w, d in zip(weights, delta_for("chief", weights), strict=True)]
+    result = chief.average(own, SAMPLES["chief"])
+    for thread in [dying, *threads]:
+        thread.join(timeout=60)
+    names = ["chief", "worker1", "worker2", "worker3"]
+    assert sorted(result.participants) == names
+    for got, want in zip(result.weights, expected_average(weights, names), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert sorted(results) == names[1:]
+
+
+@pytest.mark.parametrize("broadcast", ["fp16", "int8"])
+def test_secure_aggregation_sums_steps_from_the_compressed_broadcast_the_workers_hold(
+    broadcast: str, federation: Callable[..., tuple[ChiefSession, int]], make_config: Callable[..., NodeConfig],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """federation.broadcast_compression with secure aggregation: the chief's global is the model the
+    workers decoded (int8: a keyframe, then deltas), so the unmasked average is plain FedAvg of the
+    quantized steps from it, round after round."""
+    averages: list[list[np.ndarray]] = []  # copies of what each round's secure sum averaged to
+    original = SecureSum.average
+
+    def average(self: SecureSum) -> list[np.ndarray]:
+        mean = original(self)
+        averages.append([np.array(part) for part in mean])  # the broadcast's encoder then rounds mean in place
+        return mean
+
+    monkeypatch.setattr(SecureSum, "average", average)
+    chief, port = federation(min_workers=2, broadcast_compression=broadcast)
+    names = ["chief", "worker1", "worker2"]
+    threads, results = run_workers(make_config, port, names[1:], {"broadcast_compression": broadcast}, rounds=2)
+    start = chief.start(SoftmaxTrainer().get_weights())
+    held = [np.array(w) for w in start.weights]
+    for _ in range(2):
+        own = [w + d for w, d in zip(held, delta_for("chief", held), strict=True)]
+        result = chief.average(own, SAMPLES["chief"])
+        assert sorted(result.participants) == names
+        for got, want in zip(averages[-1], expected_average(held, names), strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        held = [np.array(w) for w in result.weights]
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == names[1:]
+    for name in results:  # every worker holds, bit for bit, the global the chief summed from
+        for got, want in zip(results[name].weights, held, strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_below_the_threshold_the_round_is_refused_and_not_adopted(
