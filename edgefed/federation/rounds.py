@@ -23,7 +23,7 @@ from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
 from edgefed.federation.compressed import Update, broadcast_mismatch, content_problem, fold_update, hello_mismatch
 from edgefed.federation.joining import JoinPlan
-from edgefed.federation.secure_sum import SecureSum
+from edgefed.federation.secure_sum import SecureSum, secure_mismatch
 from edgefed.federation.strategies import Aggregator, make_aggregator
 from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, Tensor, TensorSpec, specs_of
 
@@ -247,9 +247,10 @@ class RoundBook(Generic[S]):
         return hello_refusal(hello or {})
 
     def compression_refusal(self, hello: Hello) -> Refusal | None:
-        """A worker whose federation.compression differs from the chief's is refused for good."""
+        """A worker whose federation.compression, broadcast_compression or secure_aggregation differs from
+        the chief's is refused for good."""
         mismatch = hello_mismatch(hello, self.rules.compression) or broadcast_mismatch(
-            hello, self.rules.broadcast_compression)
+            hello, self.rules.broadcast_compression) or secure_mismatch(hello, self.rules.secure_bound > 0)
         return None if mismatch is None else Refusal(*mismatch)
 
     def task_index_for(self, name: str) -> int:

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgefed.secagg import ring
-from edgefed.wire import TensorSpec
+from edgefed.wire import Hello, ReasonCode, TensorSpec
+
+
+def secure_mismatch(hello: Hello, secure: bool) -> tuple[ReasonCode, str] | None:
+    """Why a worker cannot join this federation's rounds (federation.secure_aggregation differs), or None."""
+    if hello.secure_aggregation == secure:
+        return None
+    return (ReasonCode.BAD_HELLO, f"the worker has secure aggregation {'on' if hello.secure_aggregation else 'off'}, "
+            f"this federation {'on' if secure else 'off'} (federation.secure_aggregation must match on every node)")
 
 
 class SecureSum:

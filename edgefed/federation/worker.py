@@ -293,7 +293,8 @@ class WorkerSession:
         self._broadcasts.new_connection()  # the chief sends a new connection a full model first
         conn.send([encode_message(Hello(num_samples=self.num_samples, protocol=PROTOCOL_VERSION,
                                         compression=self._uploads.hello_value,
-                                        broadcast=self._broadcasts.hello_value))])
+                                        broadcast=self._broadcasts.hello_value,
+                                        secure_aggregation=self._secure is not None))])
         while True:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:

@@ -21,6 +21,7 @@ from edgefed.federation.chief import ChiefSession
 from edgefed.federation.secure_chief import SecureChief
 from edgefed.federation.secure_sum import SecureSum
 from edgefed.federation.session import RoundResult
+from edgefed.federation.worker import FederationRefused
 from edgefed.pki import NodeCredentials, ledger_public_keys
 from edgefed.secagg import ring
 from edgefed.secagg.worker_round import WorkerRound
@@ -52,7 +53,8 @@ class Peer:
 
     def __init__(self, pki_dir: Path, port: int) -> None:
         self.conn = connect_tls("127.0.0.1", port, client_context(NodeCredentials.load(pki_dir, "mallory")))
-        self.conn.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": SAMPLES["mallory"]})])
+        self.conn.send([encode_control_frame(MessageType.HELLO, 0, {"num_samples": SAMPLES["mallory"],
+                                                                    "secure_aggregation": True})])
         self.key = NodeCredentials.load(pki_dir, "mallory").ledger_signing_key()
         self.directory = ledger_public_keys(pki_dir)
 
@@ -252,6 +254,27 @@ def test_secure_aggregation_sums_steps_from_the_compressed_broadcast_the_workers
     for name in results:  # every worker holds, bit for bit, the global the chief summed from
         for got, want in zip(results[name].weights, held, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("chief_secure", [True, False])
+def test_a_worker_with_the_other_secure_aggregation_setting_is_refused_for_good(
+    chief_secure: bool, make_config: Callable[..., NodeConfig],
+) -> None:
+    """HELLO carries the worker's federation.secure_aggregation: a mismatch is a bad-hello, not a
+    plain update refused round after round (or a SECAGG_ADVERT the chief drops)."""
+    port = free_port()
+    chief = build_chief(make_config("chief", "chief", port, secure_aggregation=chief_secure), ledger=False)
+    worker = build_worker(make_config("worker1", "worker", port, secure_aggregation=not chief_secure), ledger=False)
+    try:
+        chief.listen()
+        with pytest.raises(FederationRefused, match="secure aggregation") as refused:
+            worker.start()
+        on, off = ("off", "on") if chief_secure else ("on", "off")
+        assert f"(bad-hello): the worker has secure aggregation {on}, this federation {off}" in str(refused.value)
+        assert json.loads(chief.status.path.read_text())["refused"][-1]["code"] == "bad-hello"
+    finally:
+        worker.close()
+        chief.close()
 
 
 def test_below_the_threshold_the_round_is_refused_and_not_adopted(
