@@ -141,6 +141,8 @@ def run_demo(
     privacy = _privacy(dp_epsilon, rounds)  # an unreachable target stops here, before any process starts
     compression = str(parse_compression(compression))  # a bad value: one line, before anything starts
     broadcast_compression = parse_broadcast_compression(broadcast_compression)
+    if secure_aggregation and (aggregation != "fedavg" or compression != "none"):  # what the config refuses
+        raise UsageError("--secure-aggregation needs --aggregation fedavg and --compression none (docs/privacy.md)")
     out = out or sys.stdout
     result = DemoResult()
     started = time.monotonic()

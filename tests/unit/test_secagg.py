@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgefed.config import ConfigError, config_from_dict
+from edgefed.demo import run_demo
+from edgefed.errors import UsageError
 from edgefed.secagg import ring, shamir
 from edgefed.secagg.errors import SecAggRefused
 from edgefed.secagg.simulate import run_round
@@ -162,6 +165,16 @@ def test_config_refuses_what_secure_aggregation_rules_out() -> None:
                          ({"secure_aggregation_threshold": 1}, "must be >= 2")]:
         with pytest.raises(ConfigError, match=words):
             config_from_dict({**base, "federation": {"secure_aggregation": True, **extra}})
+    config = config_from_dict({**base, "federation": {"secure_aggregation": True, "broadcast_compression": "int8"}})
+    assert config.federation.broadcast_compression == "int8"  # the public global's encoding: orthogonal
+
+
+@pytest.mark.parametrize("options", [{"aggregation": "krum"}, {"compression": "fp16"}])
+def test_the_demo_refuses_those_combinations_before_starting_anything(options: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--secure-aggregation needs --aggregation fedavg and --compression none"):
+        run_demo(2, 1, str(tmp_path / "demo"), secure_aggregation=True, **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "demo").exists()
 
 
 def test_a_late_advert_is_left_out_of_the_round_without_a_fault() -> None:
