@@ -27,5 +27,5 @@ bench-privacy: setup ## accuracy vs epsilon on digits (bench/bench_privacy.py: d
 test-secagg: setup ## secure aggregation: the protocol's maths, its wire messages and a real chief with workers
 	$(PY) -m pytest tests/unit/test_secagg.py tests/integration/test_secure_aggregation.py
 
-bench-secagg: setup ## secure aggregation's extra messages, bytes and seconds per round at N = 8 and 32 (prints a table)
-	$(PY) bench/bench_secagg.py --workers 8 32
+bench-secagg: setup ## secure aggregation's extra messages, bytes and seconds per round at N = 8 and 32, in one process and live (prints two tables)
+	$(PY) bench/bench_secagg.py --workers 8 32 --params 100000 --dropouts 0 1 --repeats 3 --live --rounds 4
