@@ -76,6 +76,10 @@ class FederationSection:
     dp_epsilon: float = 0.0  # the target epsilon over all `rounds` (every node's updates, each on its own)
     dp_delta: float = 1e-5
     dp_clip_norm: float = 1.0  # L2 bound of one update's step from the global weights
+    # secure aggregation (edgefed.secagg, docs/privacy.md): the chief learns only the sum of the updates
+    secure_aggregation: bool = False
+    secure_aggregation_threshold: int = 2  # workers that must stay to unmask (raised to a majority of the roster)
+    secure_aggregation_bound: float = 0.05  # every coordinate of a step is clamped to +-this, then int8-quantized
     # the model on the worker (issue 16): the chief sends its exported .tflite to every worker after the
     # last round; a worker keeps the last good one in STATE_DIR/model/federated.tflite
     push_model: bool = False
@@ -223,6 +227,7 @@ def config_from_dict(raw: dict[str, Any]) -> NodeConfig:
             f"got {config.federation.robust_fraction!r}"
         )
     _check_dp(config.federation)
+    _check_secure_aggregation(config.federation)
     if config.node.name in config.federation.expected_workers:
         raise ConfigError(f"federation.expected_workers: lists the node itself ({config.node.name!r})")
     _check_compression(config.federation)
@@ -289,6 +294,27 @@ def dump_config(raw: dict[str, dict[str, Any]]) -> str:
         lines.extend(f"{key} = {_toml_value(f'{section}.{key}', value)}" for key, value in values.items())
         lines.append("")
     return "\n".join(lines)
+
+
+def _check_secure_aggregation(federation: FederationSection) -> None:
+    """federation.secure_aggregation: its ranges, and the features it rules out (docs/privacy.md)."""
+    if federation.secure_aggregation_threshold < 2:
+        raise ConfigError("federation.secure_aggregation_threshold: must be >= 2, "
+                          f"got {federation.secure_aggregation_threshold!r}")
+    if not 0 < federation.secure_aggregation_bound <= 1e6:
+        raise ConfigError("federation.secure_aggregation_bound: must be > 0 and <= 1e6, "
+                          f"got {federation.secure_aggregation_bound!r}")
+    if not federation.secure_aggregation:
+        return
+    if federation.aggregation != "fedavg":
+        raise ConfigError(f"federation.secure_aggregation: needs aggregation 'fedavg' (the chief sees only the sum, "
+                          f"so {federation.aggregation!r} has no updates to compare), got {federation.aggregation!r}")
+    if federation.screen_factor > 0:
+        raise ConfigError("federation.secure_aggregation: rules out screen_factor (no single update to screen); "
+                          "set screen_factor to 0")
+    if federation.compression != "none":
+        raise ConfigError("federation.secure_aggregation: quantizes updates itself with one shared scale; "
+                          f"set compression to 'none', got {federation.compression!r}")
 
 
 def _check_dp(federation: FederationSection) -> None:

@@ -125,12 +125,13 @@ def run_demo(
     out: TextIO | None = None, timeout: float = 600.0, ledger: bool = True,
     attackers: int = 0, attack: str = "scale", aggregation: str = "fedavg",
     ledger_settings: dict[str, Any] | None = None, dp_epsilon: float = 0.0, compression: str = "none",
-    broadcast_compression: str = "none",
+    broadcast_compression: str = "none", secure_aggregation: bool = False,
 ) -> DemoResult:
     """attackers: how many of the workers (the last ones) poison their updates with attack
     (edgefed.attacks); aggregation: the chief's federation.aggregation; dp_epsilon: every node's
     federation.dp_epsilon (0: off); compression: every node's federation.compression, broadcast_compression
-    its federation.broadcast_compression (docs/compression.md)."""
+    its federation.broadcast_compression (docs/compression.md); secure_aggregation: every node's
+    federation.secure_aggregation (docs/privacy.md)."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     if not 0 <= attackers <= workers:
@@ -140,6 +141,8 @@ def run_demo(
     privacy = _privacy(dp_epsilon, rounds)  # an unreachable target stops here, before any process starts
     compression = str(parse_compression(compression))  # a bad value: one line, before anything starts
     broadcast_compression = parse_broadcast_compression(broadcast_compression)
+    if secure_aggregation and (aggregation != "fedavg" or compression != "none"):  # what the config refuses
+        raise UsageError("--secure-aggregation needs --aggregation fedavg and --compression none (docs/privacy.md)")
     out = out or sys.stdout
     result = DemoResult()
     started = time.monotonic()
@@ -149,6 +152,8 @@ def run_demo(
         port = free_port()
         extra: dict[str, dict[str, Any]] = {"federation": {"aggregation": aggregation, "compression": compression,
                                                            "broadcast_compression": broadcast_compression}}
+        if secure_aggregation:
+            extra["federation"]["secure_aggregation"] = True
         if privacy:
             extra["federation"].update({key: privacy[key] for key in ("dp_epsilon", "dp_delta", "dp_clip_norm")})
         if not ledger:
@@ -228,6 +233,8 @@ def run_demo(
             attackers=attackers, attack=attack if attackers else None, aggregation=aggregation,
             compression=compression, broadcast_compression=broadcast_compression,
         )
+        if secure_aggregation:
+            result.summary["secure_aggregation"] = True
         if privacy:
             result.summary.update(privacy, dp_epsilon_spent=_spent(root / CHIEF / "status" / "chief.json"))
     return result

@@ -16,10 +16,11 @@ from edgefed.config import NodeConfig
 from edgefed.contracts.events import EventBus
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.chief import ChiefSession, ExtraHandler
+from edgefed.federation.secure_worker import SecAggIdentity
 from edgefed.federation.worker import WorkerSession
 from edgefed.ledger.hooks import NodeLedgerHooks
 from edgefed.malloc_arenas import limit_malloc_arenas
-from edgefed.pki import NodeCredentials
+from edgefed.pki import NodeCredentials, ledger_public_keys
 from edgefed.transport import TlsTransport, Transport
 from edgefed.wire import MessageType
 
@@ -37,6 +38,15 @@ def _compression(config: NodeConfig) -> str:
 def _broadcast(config: NodeConfig) -> str:
     """federation.broadcast_compression, canonical (what HELLO carries; the status file shows it)."""
     return parse_broadcast_compression(config.federation.broadcast_compression)
+
+
+def secagg_identity(config: NodeConfig) -> SecAggIdentity | None:
+    """With federation.secure_aggregation: this node's Ed25519 key (the ledger's) signs its round keys,
+    and every node's public one, under PKI_DIR/nodes/*/ledger.pub, checks the others'."""
+    if not config.federation.secure_aggregation:
+        return None
+    key = NodeCredentials.load(config.node.pki_dir, config.node.name).ledger_signing_key()
+    return SecAggIdentity(key, ledger_public_keys(config.node.pki_dir))
 
 
 def _ledger_hooks(config: NodeConfig, bus: EventBus, ledger: bool) -> NodeLedgerHooks:
@@ -78,6 +88,7 @@ def build_chief(
         state_dir=config.node.state_dir, events=bus, extra_handlers={**hooks.extra_handlers, **(extra_handlers or {})},
         hash_payloads=config.ledger.enabled,
         on_close=[hooks.close],  # first: it ends the ledger connections the chief's close() would wait for
+        secagg_directory=identity.directory if (identity := secagg_identity(config)) else None,
     )
 
 
@@ -93,6 +104,7 @@ def build_worker(
     return WorkerSession(
         config.federation, name=config.node.name, transport=transport, status=status,
         events=bus, hash_payloads=config.ledger.enabled, on_close=[hooks.close], state_dir=config.node.state_dir,
+        secagg=secagg_identity(config),
     )
 
 

@@ -16,10 +16,16 @@ $(VENV)/.privacy-installed: $(VENV)/.installed mk/privacy.mk
 
 SETUP_TARGETS += $(VENV)/.privacy-installed
 
-.PHONY: test-privacy bench-privacy
+.PHONY: test-privacy bench-privacy test-secagg bench-secagg
 test-privacy: setup ## differential privacy and model provenance tests (the provenance ones need TensorFlow)
 	$(PY) -m pytest tests/unit/test_dp.py tests/unit/test_model_records.py tests/integration/test_dp_demo.py \
 	  tests/tf/test_provenance.py
 
 bench-privacy: setup ## accuracy vs epsilon on digits (bench/bench_privacy.py: docs/benchmarks.md, docs/bench/privacy.json)
 	$(PY) bench/bench_privacy.py
+
+test-secagg: setup ## secure aggregation: the protocol's maths, its wire messages, a real chief with workers, and the demo with its ledger (~30 s more)
+	EDGEFED_SECAGG_LONG=1 $(PY) -m pytest tests/unit/test_secagg.py tests/integration/test_secure_aggregation.py
+
+bench-secagg: setup ## secure aggregation's extra messages, bytes and seconds per round at N = 8 and 32, in one process and live (prints two tables)
+	$(PY) bench/bench_secagg.py --workers 8 32 --params 100000 --dropouts 0 1 --repeats 3 --live --rounds 4

@@ -50,6 +50,9 @@ def register(subcommands: Any) -> None:
     demo.add_argument("--broadcast-compression", default="none", choices=("none", "fp16", "int8"),
                       help="how the chief sends the global weights: none, fp16, or an int8 delta "
                            "(federation.broadcast_compression, docs/compression.md)")
+    demo.add_argument("--secure-aggregation", action="store_true",
+                      help="the chief learns only the sum of each round's updates (federation.secure_aggregation, "
+                           "docs/privacy.md)")
     demo.add_argument("--transport", choices=("tls", "mpi"), default="tls",
                       help="mutual TLS between processes, or one mpirun job (docs/mpi.md)")
     demo.set_defaults(handler=_demo)
@@ -82,9 +85,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.transport == "mpi":
         if args.attackers or args.aggregation != "fedavg" or args.no_ledger or args.dp_epsilon \
-                or args.compression != "none" or args.broadcast_compression != "none":
+                or args.compression != "none" or args.broadcast_compression != "none" or args.secure_aggregation:
             raise UsageError("--transport mpi runs the plain demo: no --attackers, --aggregation, --no-ledger, "
-                             "--compression, --broadcast-compression or --dp-epsilon")
+                             "--compression, --broadcast-compression, --dp-epsilon or --secure-aggregation")
         from edgefed.demo_mpi import run_mpi_demo
 
         result = run_mpi_demo(args.workers, args.rounds, args.state_dir, args.interval_steps, args.trainer,
@@ -95,6 +98,7 @@ def _demo(args: argparse.Namespace) -> int:
             out=sys.stderr if args.json else None,  # --json: stdout holds the JSON document only
             attackers=args.attackers, attack=args.attack, aggregation=args.aggregation, dp_epsilon=args.dp_epsilon,
             compression=args.compression, broadcast_compression=args.broadcast_compression,
+            secure_aggregation=args.secure_aggregation,
         )
     if args.json:
         print(json.dumps(result.summary))

@@ -11,10 +11,11 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
@@ -22,26 +23,26 @@ from edgefed.contracts.status import StatusFile
 from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.compressed import received_update, update_distance
-from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.intake import ExtraHandler, Intake, described
 from edgefed.federation.provenance import ModelProvenance
 from edgefed.federation.refusals import report_refusal
 from edgefed.federation.round_end import RoundEnd
 from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, read_hello
 from edgefed.federation.seat import WorkerSeat as _Worker
+from edgefed.federation.secure_chief import FROM_WORKERS as SECURE_FRAMES
+from edgefed.federation.secure_chief import SecureChief
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.staging import StagingPool, staging_limit
 from edgefed.federation.timeline import RoundTimeline
+from edgefed.federation.upload_slots import UploadSlots
 from edgefed.transport import Connection, Listener, Transport, TransportError
 from edgefed.wire import (
     Bye,
     Frame,
-    FrameHeader,
     Hello,
     MessageType,
     ReasonCode,
     Reject,
-    TensorSpec,
     Welcome,
     encode_message,
     expect,
@@ -64,6 +65,7 @@ class ChiefSession:
         state_dir: str | Path, events: EventBus | None = None,
         extra_handlers: dict[MessageType, ExtraHandler] | None = None, hash_payloads: bool = False,
         on_close: Sequence[Callable[[], None]] = (),
+        secagg_directory: Mapping[str, Ed25519PublicKey] | None = None,  # with federation.secure_aggregation
     ) -> None:
         self.name = name
         self.federation = federation
@@ -84,14 +86,15 @@ class ChiefSession:
         self.staging: StagingPool | None = None  # its counters are what tests and benchmarks read
         self._listener: Listener | None = None
         self._intake: Intake | None = None
-        self._deadlines: UploadDeadlines[_Worker] = UploadDeadlines(
-            federation.min_upload_rate, federation.upload_grace, self._upload_too_slow
-        )
+        self.timeline = RoundTimeline()
+        self._slots = UploadSlots(federation, self._cond, self._book, self.timeline, lambda: self.staging, self._drop)
+        self._secure: SecureChief[_Worker] | None = None if secagg_directory is None else SecureChief(
+            federation.secure_aggregation_threshold, secagg_directory, self._cond, self._book, self._send,
+            self._drop, lambda: self._closing)
         self._counter_lock = threading.Lock()
         # Long-lived pools: a round must not pay for starting threads.
         self._broadcast = Broadcaster(name, self.events, hash_payloads, self._send, self._synced, self._book.broadcast)
         self._provenance = ModelProvenance(name, self.events, hash_payloads)  # model records for the ledger
-        self.timeline = RoundTimeline()
         self._round_end = RoundEnd(state_dir, federation.checkpoint_every, status, self.timeline,
                                    self._broadcast, self.participants)
         self.bytes_sent = self.bytes_received = 0
@@ -114,7 +117,7 @@ class ChiefSession:
                 max_pending=self.federation.max_pending_connections, hello_timeout=self.federation.hello_timeout,
             )
             self._intake.start()
-            self._deadlines.start()
+            self._slots.deadlines.start()
             log.info("chief %s listening on %s:%d", self.name, self.federation.private_ip, self._listener.port)
         return self._listener.port
 
@@ -171,10 +174,13 @@ class ChiefSession:
             expected = book.expected()
             deadline = time.monotonic() + self.federation.round_timeout
             gathering = time.perf_counter()
+        if self._secure is not None:  # its phases, each waiting until this deadline (secure_chief.py)
+            self._secure.drive(number, expected, deadline)
+        with self._cond:
             while True:
                 missing = book.missing(expected)
                 remaining = deadline - time.monotonic()
-                if not missing or remaining <= 0 or self._closing:
+                if not missing or remaining <= 0 or self._closing or self._secure is not None:
                     break
                 self._cond.wait(remaining)
             self.timeline.add(number, "gather", time.perf_counter() - gathering)
@@ -228,7 +234,7 @@ class ChiefSession:
             self._intake.close()
         if self.staging is not None:
             self.staging.close()
-        self._deadlines.close()
+        self._slots.deadlines.close()
         self._round_end.close()
         self._broadcast.close()
 
@@ -286,55 +292,25 @@ class ChiefSession:
             started = time.monotonic()
             try:
                 frame = worker.conn.recv(
-                    allocator=lambda h, n, s: self._allocate_upload(worker, h, n, s),
+                    allocator=lambda h, n, s: self._slots.allocate(worker, h, n, s),
                     hash_payload=self._hash_payloads,
                 )
                 bye = expect(frame, Bye) if frame.type is MessageType.BYE else None
             except Exception as exc:  # whatever the decoder raised: this worker leaves, the rounds go on
-                self._release_staging(worker)
+                self._slots.release(worker)
                 self._drop(worker, described(exc))
                 return
             if frame.type is MessageType.UPDATE:
                 try:
                     self._accept_update(worker, frame, time.monotonic() - started)
                 finally:
-                    self._release_staging(worker)
+                    self._slots.release(worker)
+            elif frame.type in SECURE_FRAMES and self._secure is not None:
+                self._secure.receive(worker, frame)
             else:  # a BYE (the worker finished or was stopped) or a frame a worker never sends
                 why = f"said goodbye: {bye.reason}" if bye else f"unexpected {frame.type.name} from a worker"
                 self._drop(worker, why, orderly=bye is not None)
                 return
-
-    def _release_staging(self, worker: _Worker) -> None:
-        self._deadlines.end(worker)
-        staging, worker.staging = worker.staging, None
-        if staging is not None and self.staging is not None:
-            self.staging.release(staging)
-
-    def _allocate_upload(
-        self, worker: _Worker, header: FrameHeader, num_samples: int, specs: list[TensorSpec]
-    ) -> list[np.ndarray] | None:
-        """Decide from the tensor header alone whether to take the upload; reserve a staging slot."""
-        worker.reject_reason = None
-        if header.type is not MessageType.UPDATE:
-            worker.reject_reason = Refusal(ReasonCode.PROTOCOL_ERROR,
-                                           f"{header.type.name} cannot carry tensors from a worker")
-            return None
-        with self._cond:
-            worker.reject_reason = self._book.header_refusal(header.round, specs, num_samples)
-        if worker.reject_reason is not None or self.staging is None:
-            return None
-        self.timeline.upload_started(header.round)
-        waited = time.perf_counter()
-        worker.staging = self.staging.acquire()
-        worker.staged_at = time.perf_counter()
-        self.timeline.add(header.round, "slot_wait", worker.staged_at - waited)
-        # The clock starts once the slot is ours (waiting for it is not the worker's fault).
-        self._deadlines.begin(worker, sum(spec.nbytes for spec in specs))
-        return worker.staging
-
-    def _upload_too_slow(self, worker: _Worker) -> None:
-        rate, grace = self._deadlines.min_rate, self._deadlines.grace
-        self._drop(worker, f"upload too slow: not done within {grace:g}s + its size at {rate} B/s")
 
     def _accept_update(self, worker: _Worker, frame: Frame, seconds: float) -> None:
         if worker.staging is not None:  # the upload's data, from its staging buffer to its last byte
@@ -349,7 +325,11 @@ class ChiefSession:
         reason, timeline, validated = worker.reject_reason, self.timeline, time.perf_counter()
         if reason is None and frame.decoded is not None:
             reason = self._book.content_refusal(frame.decoded)
-        if reason is None and frame.decoded is not None:
+        if reason is None and frame.decoded is not None and self._secure is not None:  # a masked ring vector
+            with self._cond:
+                reason = self._secure.masked(worker.name, frame, frame.decoded)
+                self._cond.notify_all()
+        elif reason is None and frame.decoded is not None:
             with self._cond:
                 trained_from = self._book.global_weights
             update, span = received_update(frame.decoded, self._book.rules.compression, trained_from)  # unlocked

@@ -23,6 +23,7 @@ from edgefed.config import FederationSection
 from edgefed.federation.aggregation import first_non_finite, spec_mismatch
 from edgefed.federation.compressed import Update, broadcast_mismatch, content_problem, fold_update, hello_mismatch
 from edgefed.federation.joining import JoinPlan
+from edgefed.federation.secure_sum import SecureSum, secure_mismatch
 from edgefed.federation.strategies import Aggregator, make_aggregator
 from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, Tensor, TensorSpec, specs_of
 
@@ -42,6 +43,7 @@ class RoundRules:
     expected_workers: tuple[str, ...] = ()
     compression: CompressionSetting = NONE  # what uploads must be (edgefed.federation.compressed)
     broadcast_compression: str = "none"  # how the global weights travel (edgefed.compression.broadcast)
+    secure_bound: float = 0.0  # > 0: secure aggregation; uploads are masked ring vectors (secure_sum.py)
 
     @classmethod
     def from_section(cls, federation: FederationSection) -> RoundRules:
@@ -50,6 +52,7 @@ class RoundRules:
             federation.robust_fraction, federation.clip_factor, federation.screen_factor,
             federation.max_buffered_updates, tuple(federation.expected_workers),
             parse_compression(federation.compression), parse_broadcast_compression(federation.broadcast_compression),
+            federation.secure_aggregation_bound if federation.secure_aggregation else 0.0,
         )
 
     @property
@@ -180,12 +183,16 @@ class RoundBook(Generic[S]):
         self.global_weights = freeze(self.broadcast.start(weights))
         self.specs = specs_of(weights)
         self.upload_specs = upload_specs(self.specs, self.rules.compression)
+        if self.rules.secure_bound > 0:  # one masked vector of the ring's bits (edgefed.secagg)
+            self.upload_specs = [TensorSpec("int32", (sum(int(np.prod(s.shape, dtype=np.int64)) for s in self.specs),))]
         self.finished = finished or start_round >= self.rules.rounds
         self.current = self._new_round(start_round)
         return self.global_weights
 
     def _new_round(self, number: int) -> Round:
         rules = self.rules
+        if rules.secure_bound > 0:
+            return Round(number, SecureSum(self.specs, self.global_weights, rules.secure_bound))
         aggregator = make_aggregator(
             rules.aggregation, self.specs, self.global_weights, rules.robust_fraction, self.clip_bound
         )
@@ -240,9 +247,10 @@ class RoundBook(Generic[S]):
         return hello_refusal(hello or {})
 
     def compression_refusal(self, hello: Hello) -> Refusal | None:
-        """A worker whose federation.compression differs from the chief's is refused for good."""
+        """A worker whose federation.compression, broadcast_compression or secure_aggregation differs from
+        the chief's is refused for good."""
         mismatch = hello_mismatch(hello, self.rules.compression) or broadcast_mismatch(
-            hello, self.rules.broadcast_compression)
+            hello, self.rules.broadcast_compression) or secure_mismatch(hello, self.rules.secure_bound > 0)
         return None if mismatch is None else Refusal(*mismatch)
 
     def task_index_for(self, name: str) -> int:
@@ -360,7 +368,11 @@ class RoundBook(Generic[S]):
         average = current.aggregator.average()
         bad = first_non_finite(average)
         refusal = None
-        if bad is not None:  # never adopted, broadcast or checkpointed: the previous model stays
+        secure_refusal = getattr(current.aggregator, "refusal", None)
+        if secure_refusal is not None:  # secure aggregation could not unmask: the previous model stays
+            refusal = Refusal("secure-aggregation", str(secure_refusal))
+            average = self.global_weights
+        elif bad is not None:  # never adopted, broadcast or checkpointed: the previous model stays
             refusal = Refusal("non-finite-average", f"the average of round {current.number} holds NaN or Inf "
                               f"in tensor {bad}; the previous global weights are kept")
             average = self.global_weights

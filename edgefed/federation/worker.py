@@ -21,6 +21,7 @@ from edgefed.contracts.status import StatusFile
 from edgefed.federation.compressed import WorkerBroadcasts, WorkerUploads
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.model_push import MODEL_FRAMES, ModelReceiver
+from edgefed.federation.secure_worker import TO_WORKERS, SecAggIdentity, SecureUploads
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.transport import Connection, PeerRefused, Transport, TransportError
 from edgefed.wire import (
@@ -64,6 +65,7 @@ class WorkerSession:
         hash_payloads: bool = False,
         on_close: Sequence[Callable[[], None]] = (),
         state_dir: str | Path | None = None,
+        secagg: SecAggIdentity | None = None,  # needed with federation.secure_aggregation
     ) -> None:
         self.name = name
         self.federation = federation
@@ -73,6 +75,12 @@ class WorkerSession:
         self._hash_payloads = hash_payloads  # digests exist for the ledger's records
         self._uploads = WorkerUploads(federation.compression)  # weights, or compressed deltas
         self._broadcasts = WorkerBroadcasts(federation.broadcast_compression)  # WEIGHTS frames -> global weights
+        self._secure: SecureUploads | None = None  # masked, quantized deltas (secure_worker.py)
+        if federation.secure_aggregation:
+            if secagg is None:
+                raise ValueError("federation.secure_aggregation needs the node's signing key, and theirs")
+            self._secure = SecureUploads(name, secagg, federation.secure_aggregation_threshold,
+                                         federation.secure_aggregation_bound)
         self._on_close = list(on_close)  # run first in close(): e.g. the ledger flushes its outbox
         self.status = status
         self.events.subscribe(self.status.transfer)
@@ -162,15 +170,25 @@ class WorkerSession:
     def _exchange(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
         conn = self._require_conn()
         submitted = self.round
-        sent = self._upload(conn, submitted, weights, num_samples)
+        early: Frame | None = None  # a later round's weights that arrived during secure aggregation's phases
+        if self._secure is not None:
+            sent, early = self._secure.exchange(conn, submitted, weights, num_samples, self._recv_weights_or_control,
+                                                lambda parts: self._send_update(conn, submitted, parts))
+        else:
+            sent = self._upload(conn, submitted, weights, num_samples)
         while True:
-            frame = self._recv_weights_or_control(conn)
+            frame, early = early or self._recv_weights_or_control(conn), None
             if frame.type is MessageType.WEIGHTS and frame.tensors is not None and frame.round > submitted:
                 assert frame.tensors is not None
-                self._uploads.received_global(frame.tensors)
+                self._received_global(frame.tensors)
                 self.status.update(state="finished" if self.finished else "training", round=self.round)
                 return RoundResult(frame.tensors, frame.round, [], self.finished, bytes=sent + frame.wire_bytes,
                                    bytes_sent=sent, bytes_received=frame.wire_bytes)
+
+    def _received_global(self, weights: list[np.ndarray]) -> None:
+        self._uploads.received_global(weights)
+        if self._secure is not None:
+            self._secure.received_global(weights)
 
     def _upload(self, conn: Connection, submitted: int, weights: list[np.ndarray], num_samples: int) -> int:
         """Send this round's update (the weights, or their compressed delta); the bytes sent."""
@@ -179,6 +197,10 @@ class WorkerSession:
             self.status.error(f"round {submitted}: the trained weights hold NaN or Inf; no update sent")
             return 0
         parts = encode_tensor_frame(MessageType.UPDATE, submitted, tensors, num_samples)
+        return self._send_update(conn, submitted, parts)
+
+    def _send_update(self, conn: Connection, submitted: int, parts: list[bytes | memoryview]) -> int:
+        """Send an UPDATE frame, recorded as this round's upload (plain, compressed or masked)."""
         started = time.monotonic()
         digest = digest_while_sending(parts, self._hash_payloads)
         sent = conn.send(parts)
@@ -229,7 +251,7 @@ class WorkerSession:
         elif frame.type in MODEL_FRAMES and self.models is not None:
             self.models.chief = self.chief
             self.models.feed(frame)
-        elif frame.type is not MessageType.WELCOME:
+        elif frame.type is not MessageType.WELCOME and frame.type not in TO_WORKERS:  # secure aggregation's
             raise ProtocolError(f"unexpected {frame.type.name} from the chief")
         return frame
 
@@ -271,7 +293,8 @@ class WorkerSession:
         self._broadcasts.new_connection()  # the chief sends a new connection a full model first
         conn.send([encode_message(Hello(num_samples=self.num_samples, protocol=PROTOCOL_VERSION,
                                         compression=self._uploads.hello_value,
-                                        broadcast=self._broadcasts.hello_value))])
+                                        broadcast=self._broadcasts.hello_value,
+                                        secure_aggregation=self._secure is not None))])
         while True:
             frame = conn.recv(hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
@@ -298,7 +321,7 @@ class WorkerSession:
                                   frame.wire_bytes, frame.sha256, 0.0, "weights")
                 )
                 assert frame.tensors is not None
-                self._uploads.received_global(frame.tensors)
+                self._received_global(frame.tensors)
                 self.status.update(
                     state="finished" if self.finished else "training", round=self.round,
                     task_index=self.task_index, participants=[self.chief],

@@ -51,6 +51,14 @@ from edgefed.wire.messages import (
 )
 from edgefed.wire.p2p_messages import Chat, FileAccept, FileDone, FileOffer, FileResult
 from edgefed.wire.reader import Allocator, Frame, FrameReader, allocate_fresh, refuse_tensors
+from edgefed.wire.secagg_messages import (
+    SecAggAdvert,
+    SecAggInbox,
+    SecAggRoster,
+    SecAggShares,
+    SecAggUnmask,
+    SecAggUnmaskRequest,
+)
 from edgefed.wire.tensors import (
     ALLOWED_DTYPES,
     Tensor,
@@ -95,6 +103,12 @@ __all__ = [
     "ProtocolError",
     "ReasonCode",
     "Reject",
+    "SecAggAdvert",
+    "SecAggInbox",
+    "SecAggRoster",
+    "SecAggShares",
+    "SecAggUnmask",
+    "SecAggUnmaskRequest",
     "Tensor",
     "TensorSpec",
     "Welcome",

@@ -37,6 +37,13 @@ class MessageType(enum.IntEnum):
     FILE_CHUNK = 19
     FILE_DONE = 20
     FILE_RESULT = 21
+    # secure aggregation (docs/privacy.md): the extra phases of a round; the masked update is an UPDATE
+    SECAGG_ADVERT = 24  # worker -> chief: this round's public keys, signed
+    SECAGG_ROSTER = 25  # chief -> worker: every advert of the round and the threshold
+    SECAGG_SHARES = 26  # worker -> chief: encrypted shares, one per roster peer
+    SECAGG_INBOX = 27  # chief -> worker: the shares addressed to it
+    SECAGG_UNMASK_REQUEST = 28  # chief -> worker: who sent a masked update
+    SECAGG_UNMASK = 29  # worker -> chief: the shares that remove the masks
 
 
 class PayloadKind(enum.Enum):

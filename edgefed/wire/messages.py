@@ -148,7 +148,8 @@ class Hello(ControlMessage):
     """worker -> chief, the first frame of a connection. A HELLO without "protocol" is version 1;
     without "compression", "none" (an older worker sends full float32 weights). compression is the
     worker's federation.compression in its canonical spelling; the chief compares it with its own.
-    broadcast, likewise, is its federation.broadcast_compression (absent means "none")."""
+    broadcast, likewise, is its federation.broadcast_compression (absent means "none");
+    secure_aggregation its federation.secure_aggregation (absent means false)."""
 
     TYPE = MessageType.HELLO
     ERROR_CODE = ReasonCode.BAD_HELLO
@@ -156,6 +157,7 @@ class Hello(ControlMessage):
     protocol: int = PROTOCOL_VERSION
     compression: str = "none"
     broadcast: str = "none"
+    secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         self._int("num_samples", 0, MAX_SAMPLES)
@@ -167,6 +169,7 @@ class Hello(ControlMessage):
             )
         self._str("compression", MAX_COMPRESSION_CHARS, min_chars=1)
         self._str("broadcast", MAX_COMPRESSION_CHARS, min_chars=1)
+        self._bool("secure_aggregation")
 
     def to_body(self) -> dict[str, Any]:
         body = super().to_body()
@@ -174,6 +177,8 @@ class Hello(ControlMessage):
             del body["compression"]
         if body["broadcast"] == "none":
             del body["broadcast"]
+        if not body["secure_aggregation"]:
+            del body["secure_aggregation"]
         return body
 
 

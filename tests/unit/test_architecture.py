@@ -24,6 +24,7 @@ LOWER_LAYERS = {
     "transport": {"errors", "fsutil", "wire", "pki"},
     "ops": {"errors", "fsutil", "config", "contracts"},
     "compression": {"errors", "wire"},
+    "secagg": {"errors", "wire"},
 }
 # The only package that may open, accept or wrap sockets.
 SOCKET_OWNER = "transport"

@@ -22,6 +22,7 @@ from edgefed.wire import (
     HEADER_SIZE,
     Bye,
     Chat,
+    ControlMessage,
     EncodedTensor,
     Encoding,
     FileAccept,
@@ -41,6 +42,12 @@ from edgefed.wire import (
     ProtocolError,
     ReasonCode,
     Reject,
+    SecAggAdvert,
+    SecAggInbox,
+    SecAggRoster,
+    SecAggShares,
+    SecAggUnmask,
+    SecAggUnmaskRequest,
     Welcome,
     decode_message,
     encode_control_frame,
@@ -49,6 +56,7 @@ from edgefed.wire import (
     encode_tensor_frame,
     payload_kind,
 )
+from edgefed.wire.secagg_messages import b64
 
 SEED = 20261128
 MUTATED_FRAMES = 100_000
@@ -66,6 +74,14 @@ def joined(parts: list[bytes | memoryview]) -> bytes:
     return b"".join(bytes(part) for part in parts)
 
 
+def secagg_messages() -> list[ControlMessage]:
+    """One of each secure-aggregation message, small enough for the tightest limits above."""
+    advert = SecAggAdvert("w1", b64(bytes(32)), b64(bytes(range(32))), b64(bytes(64)))
+    return [advert, SecAggRoster(2, [advert.to_body()]), SecAggShares("c" * 64, {"w2": b64(bytes(148))}),
+            SecAggInbox({"w1": b64(bytes(148))}), SecAggUnmaskRequest(["w1", "w2"]),
+            SecAggUnmask({"w1": b64(bytes(66))}, {"w2": b64(bytes(66))})]
+
+
 @functools.cache
 def valid_frames() -> list[bytes]:
     """At least one frame of every message type, of every payload shape the codec knows."""
@@ -75,6 +91,7 @@ def valid_frames() -> list[bytes]:
         Bye(ReasonCode.LEAVING, "done"), LedgerPush((record, record)), LedgerAck(("a" * 32,), (), (("?", "bad"),), 9),
         LedgerAck(error="no"), Chat("hi [{\"}] ☃"), FileOffer("a.txt", 12, "c" * 64), FileAccept(3), FileDone(),
         FileResult(True, "received", offer=FileOffer("a.txt", 12, "c" * 64)),
+        *secagg_messages(),
     ]
     frames = [encode_message(message, round_=index) for index, message in enumerate(controls)]
     frames.append(encode_control_frame(MessageType.HELLO, 0, {"num_samples": 5}))  # today's shape
