@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ansible_helpers import base_settings, run_playbook, write_inventory
+from ansible_helpers import pki_node_settings, run_playbook, write_inventory
 
 from edgefed import pki
 
@@ -17,7 +17,12 @@ def _digest(path: Path) -> str:
 
 
 def test_revoked_nodes_are_on_a_signed_crl_and_the_run_is_idempotent(tmp_path: Path) -> None:
-    settings = {**base_settings(tmp_path), "edgefed_pki_revoked": ["pi-2"], "edgefed_pki_renew_days": 4000}
+    settings = {**pki_node_settings(tmp_path), "edgefed_pki_renew_days": 4000}
+    inventory = write_inventory(tmp_path / "hosts.yml", settings)
+    # the nodes make their keys and get certificates; then pi-2 is revoked
+    issued = run_playbook(tmp_path, inventory, "tests/ansible/playbooks/pki_nodes.yml")
+    assert issued.returncode == 0, issued.output
+    settings["edgefed_pki_revoked"] = ["pi-2"]
     inventory = write_inventory(tmp_path / "hosts.yml", settings)
     first = run_playbook(tmp_path, inventory, "playbooks/validate.yml", "playbooks/pki.yml")
     assert first.returncode == 0, first.output
