@@ -27,7 +27,9 @@ from edgefed.pki import (
     _san_entries,
     _write_private_key,
     check_node_name,
+    crl_path,
     days_until_expiry,
+    load_revocations,
     public_key_hex,
 )
 
@@ -125,6 +127,23 @@ def _load_ca_certificate(root: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate((root / "ca.crt").read_bytes())
 
 
+def refuse_revoked(pki_dir: str | Path, name: str) -> None:
+    """PKIError when NAME is revoked (named in revoked.json, or its certificate here is on the CRL).
+
+    A revoked name is never certified again, whoever asks: a stolen device left in the inventory (or
+    restarted by systemd) must not come back with a fresh certificate. A replacement gets a new name.
+    """
+    root = Path(pki_dir)
+    creds = NodeCredentials(root, check_node_name(name))
+    revocations = load_revocations(root)
+    on_crl = creds.cert.is_file() and revocations.is_revoked(creds.certificate().serial_number)
+    if name in revocations.revoked_names or on_crl:
+        raise PKIError(
+            f"{name} is revoked (on {crl_path(root)}) and is never issued a certificate again: retire it "
+            f"(teardown.yml --limit {name}), remove it from the inventory, and give a replacement a new name"
+        )
+
+
 def _load_ca_key(root: Path, name: str) -> ec.EllipticCurvePrivateKey:
     """The CA key; a CA kept offline has none here, and only a certificate that is due needs it."""
     key_path = root / "ca.key"
@@ -167,6 +186,7 @@ def sign_request(
     creds = NodeCredentials(root, check_node_name(name))
     request = check_request(pem, name, sans)
     ca_cert = _load_ca_certificate(root)
+    refuse_revoked(root, name)
     if _still_good(creds, request, ca_cert, renew_days):
         return "kept"
     if dry_run:

@@ -74,7 +74,9 @@ def _init(args: argparse.Namespace) -> int:
 
 def _issue(args: argparse.Namespace) -> int:
     from edgefed import pki
+    from edgefed.pki_requests import refuse_revoked
 
+    refuse_revoked(args.pki, args.name)  # a revoked name is never certified again, even with --force
     creds = pki.issue_node(
         args.pki, args.name, args.san, days=args.days, force=args.force, keep_ledger_key=args.keep_ledger_key
     )

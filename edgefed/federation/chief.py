@@ -53,10 +53,9 @@ log = logging.getLogger(__name__)
 class ChiefSession:
     """The seed's chief (is_chief=True): serves on private_ip:private_port and trains too.
 
-    It is handed what it needs (edgefed.wiring builds these from a node's configuration): the
-    federation settings, its own name, a transport that already holds its credentials, its status
-    file and state directory. The rules of a round live in rounds.RoundBook; this class owns the
-    threads, the sockets and the clock.
+    It is handed what it needs (edgefed.wiring builds these from a node's configuration): the federation settings,
+    its own name, a transport that already holds its credentials, its status file and state directory. The rules
+    of a round live in rounds.RoundBook; this class owns the threads, the sockets and the clock.
     """
 
     def __init__(
@@ -138,11 +137,8 @@ class ChiefSession:
         self.status.update(state="waiting", round=start_round)
         self._wait_for_workers()
         with self._cond:
-            self._book.started = True
-            joined = self._book.alive()
-            total = self._book.shard_count()
-            finished = self._book.finished
-            weights = self._book.global_weights
+            book.started = True
+            joined, total, finished, weights = book.alive(), book.shard_count(), book.finished, book.global_weights
         for worker in joined:
             self._welcome(worker, total)
         self._broadcast(joined, start_round, weights, final=finished)
@@ -232,6 +228,12 @@ class ChiefSession:
         self._round_end.close()
         self._broadcast.close()
 
+    def set_expected_workers(self, names: Sequence[str]) -> None:
+        """A membership reload (no restart): round 1, or a resumed chief's first round, waits for these."""
+        with self._cond:
+            self._book.set_expected_workers(names)
+            self._cond.notify_all()  # _wait_for_workers looks again
+
     # -- joining ----------------------------------------------------------------------------------
     def _wait_for_workers(self) -> None:
         deadline = time.monotonic() + self.federation.wait_time
@@ -306,9 +308,8 @@ class ChiefSession:
 
     def _release_staging(self, worker: _Worker) -> None:
         self._deadlines.end(worker)
-        staging, worker.staging = worker.staging, None
-        if staging is not None and self.staging is not None:
-            self.staging.release(staging)
+        if self.staging is not None:
+            self.staging.take_back(worker)
 
     def _allocate_upload(
         self, worker: _Worker, header: FrameHeader, num_samples: int, specs: list[TensorSpec]
@@ -333,8 +334,7 @@ class ChiefSession:
         return worker.staging
 
     def _upload_too_slow(self, worker: _Worker) -> None:
-        rate, grace = self._deadlines.min_rate, self._deadlines.grace
-        self._drop(worker, f"upload too slow: not done within {grace:g}s + its size at {rate} B/s")
+        self._drop(worker, self._deadlines.too_slow)
 
     def _accept_update(self, worker: _Worker, frame: Frame, seconds: float) -> None:
         if worker.staging is not None:  # the upload's data, from its staging buffer to its last byte

@@ -166,3 +166,29 @@ def test_the_cli_round_trip_and_a_protected_ca(tmp_path: Path, controller: Path)
                              "--san", "10.0.0.7"], input=request.stdout, capture_output=True, timeout=60,
                             env={**os.environ, "EDGEFED_CA_PASSPHRASE": "pw"})
     assert signed.stdout.strip() == b"pi-1: issued", signed.stderr
+
+
+def test_a_revoked_name_is_never_signed_nor_issued_again(tmp_path: Path, controller: Path) -> None:
+    node = _node(tmp_path, controller, "pi-1")
+    request = node_request(node, "pi-1")
+    assert sign_request(controller, "pi-1", request) == "issued"
+    cert = controller / "nodes" / "pi-1" / "tls.crt"
+    serial = pki.revoke(controller, "pi-1")
+    revoked_pem = cert.read_bytes()
+    # the same key, a new key, a renewal, the old `issue --force`: all refused in one line
+    fresh = _node(tmp_path / "replacement", controller, "pi-1")
+    for args, stdin in ((("sign", "pi-1", "--renew-days", "4000"), request),
+                        (("sign", "pi-1"), node_request(fresh, "pi-1")),
+                        (("issue", "pi-1", "--force"), b"")):
+        result = _edgefed("pki", args[0], "--pki", str(controller), *args[1:], stdin=stdin)
+        assert result.returncode == 2, result
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "pi-1 is revoked" in lines[0] and "new name" in lines[0], lines
+        assert cert.read_bytes() == revoked_pem
+    assert pki.load_revocations(controller).serials == {serial}
+    # revoked.json lost: the certificate on file is still on the CRL, so still refused
+    pki.revoked_index_path(controller).unlink()
+    with pytest.raises(pki.PKIError, match="pi-1 is revoked"):
+        sign_request(controller, "pi-1", request, renew_days=4000)
+    # another name is signed as before
+    assert sign_request(controller, "pi-2", node_request(_node(tmp_path, controller, "pi-2"), "pi-2")) == "issued"
