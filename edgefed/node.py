@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from types import FrameType
 
 from edgefed.config import NodeConfig, TrainerSection
@@ -19,6 +20,7 @@ from edgefed.federation.dp import PrivateTrainer, plan_for
 from edgefed.federation.driver import RoundReport, run_federated
 from edgefed.federation.model_push import model_frames
 from edgefed.federation.worker import WorkerSession
+from edgefed.membership import MembershipWatcher
 from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
 from edgefed.transport import Transport, reload_on_sighup
@@ -54,9 +56,11 @@ def run_node(
     events: EventBus | None = None,
     attack: str | None = None,
     transport: Transport | None = None,
+    config_path: str | Path | None = None,
 ) -> list[RoundReport]:
     """Train as the configured role until the chief ends training; then, unless exit_when_done, keep
-    serving (the chief answers late joiners and ledger deliveries) until SIGTERM."""
+    serving (the chief answers late joiners and ledger deliveries) until SIGTERM. config_path: the
+    chief's expected workers follow that file's federation.expected_workers (membership.py)."""
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         _stop_on_sigterm(stop)
@@ -92,6 +96,10 @@ def run_node(
         if every and not report.finished and report.round % every == 0:  # the workers' model so far
             _export(config, base, session, report.round)
 
+    members = None  # the chief: expected_workers re-read on change or SIGHUP (membership.py)
+    if config_path is not None and isinstance(session, ChiefSession):
+        members = MembershipWatcher(config_path, config.federation.expected_workers,
+                                    session.set_expected_workers).start()
     try:
         reports = run_federated(session, trainer, config.federation.interval_steps, on_round)
         if reports:
@@ -106,6 +114,8 @@ def run_node(
             stop.wait()
         return reports
     finally:
+        if members is not None:
+            members.close()
         session.close()  # the ledger hooks close first, then the session
         observer.close()
 

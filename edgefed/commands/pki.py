@@ -1,4 +1,4 @@
-"""`edgefed pki init|issue|revoke|crl`: the deployment's CA, node credentials and revocation list."""
+"""`edgefed pki init|issue|keygen|csr|sign|revoke|crl`: the deployment's CA, node credentials and revocation list."""
 
 from __future__ import annotations
 
@@ -28,6 +28,30 @@ def register(subcommands: Any) -> None:
                        help="renewal: new TLS key and certificate, the same ledger key (its records still verify)")
     issue.set_defaults(handler=_issue)
 
+    keygen = actions.add_parser("keygen", help="on a node: create its TLS and ledger keys where missing (0600)")
+    keygen.add_argument("name", help="this node's name")
+    keygen.add_argument("--pki", required=True, help="the node's PKI directory (node.pki_dir)")
+    keygen.set_defaults(handler=_keygen)
+
+    csr = actions.add_parser("csr", help="on a node: print a certificate request made from its TLS key")
+    csr.add_argument("name", help="this node's name; the request's common name")
+    csr.add_argument("--pki", required=True, help="the node's PKI directory (node.pki_dir)")
+    csr.add_argument("--san", action="append", default=[], help="extra DNS name or IP (repeatable)")
+    csr.set_defaults(handler=_csr)
+
+    sign = actions.add_parser("sign", help="where the CA key is: check a node's request and sign it")
+    sign.add_argument("name", help="the node the request must be for")
+    sign.add_argument("--pki", required=True, help="PKI directory holding the CA key")
+    sign.add_argument("--csr", default="-", help="the request (PEM file; default - reads stdin)")
+    sign.add_argument("--san", action="append", default=[],
+                      help="extra DNS name or IP the node may have (repeatable); the request must ask for exactly "
+                           "these")
+    sign.add_argument("--days", type=int, default=NODE_DAYS)
+    sign.add_argument("--renew-days", type=float, default=0,
+                      help="keep a matching certificate unless it expires within this many days")
+    sign.add_argument("--dry-run", action="store_true", help="check and say what would happen; write nothing")
+    sign.set_defaults(handler=_sign)
+
     revoke = actions.add_parser("revoke", help="put a node's certificate on the deployment CRL (crl.pem)")
     revoke.add_argument("name", help="node name whose certificate (nodes/NAME/tls.crt) is revoked")
     revoke.add_argument("--pki", required=True, help="PKI directory holding the CA key")
@@ -50,11 +74,47 @@ def _init(args: argparse.Namespace) -> int:
 
 def _issue(args: argparse.Namespace) -> int:
     from edgefed import pki
+    from edgefed.pki_requests import refuse_revoked
 
+    refuse_revoked(args.pki, args.name)  # a revoked name is never certified again, even with --force
     creds = pki.issue_node(
         args.pki, args.name, args.san, days=args.days, force=args.force, keep_ledger_key=args.keep_ledger_key
     )
     print(f"issued {creds.cert} and ledger key {creds.ledger_pub}")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from edgefed.pki_requests import ensure_node_keys
+
+    created = ensure_node_keys(args.pki, args.name)
+    print(f"{args.name}: created {', '.join(created)}" if created else f"{args.name}: keys kept")
+    return 0
+
+
+def _csr(args: argparse.Namespace) -> int:
+    import sys
+
+    from edgefed.pki_requests import node_request
+
+    sys.stdout.write(node_request(args.pki, args.name, args.san).decode())
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from edgefed.pki import PKIError
+    from edgefed.pki_requests import MAX_REQUEST_BYTES, sign_request
+
+    try:
+        pem = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1) if args.csr == "-" else Path(args.csr).read_bytes()
+    except OSError as exc:
+        raise PKIError(f"--csr {args.csr}: {exc.strerror}") from None
+    outcome = sign_request(args.pki, args.name, pem, args.san, days=args.days, renew_days=args.renew_days,
+                           dry_run=args.dry_run)
+    print(f"{args.name}: {outcome}")
     return 0
 
 

@@ -76,7 +76,7 @@ def _run_node(args: argparse.Namespace) -> int:
 
     config = _with_overrides(load_config(args.config), args)
     run_node(config, exit_when_done=args.exit_when_done, progress=print_jsonl if args.progress_jsonl else None,
-             attack=getattr(args, "attack", None))
+             attack=getattr(args, "attack", None), config_path=args.config)
     return 0
 
 

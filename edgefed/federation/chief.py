@@ -54,10 +54,9 @@ log = logging.getLogger(__name__)
 class ChiefSession:
     """The seed's chief (is_chief=True): serves on private_ip:private_port and trains too.
 
-    It is handed what it needs (edgefed.wiring builds these from a node's configuration): the
-    federation settings, its own name, a transport that already holds its credentials, its status
-    file and state directory. The rules of a round live in rounds.RoundBook; this class owns the
-    threads, the sockets and the clock.
+    It is handed what it needs (edgefed.wiring builds these from a node's configuration): the federation settings,
+    its own name, a transport that already holds its credentials, its status file and state directory. The rules
+    of a round live in rounds.RoundBook; this class owns the threads, the sockets and the clock.
     """
 
     def __init__(
@@ -141,11 +140,8 @@ class ChiefSession:
         self.status.update(state="waiting", round=start_round)
         self._wait_for_workers()
         with self._cond:
-            self._book.started = True
-            joined = self._book.alive()
-            total = self._book.shard_count()
-            finished = self._book.finished
-            weights = self._book.global_weights
+            book.started = True
+            joined, total, finished, weights = book.alive(), book.shard_count(), book.finished, book.global_weights
         for worker in joined:
             self._welcome(worker, total)
         self._broadcast(joined, start_round, weights, final=finished)
@@ -237,6 +233,12 @@ class ChiefSession:
         self._slots.deadlines.close()
         self._round_end.close()
         self._broadcast.close()
+
+    def set_expected_workers(self, names: Sequence[str]) -> None:
+        """A membership reload (no restart): round 1, or a resumed chief's first round, waits for these."""
+        with self._cond:
+            self._book.set_expected_workers(names)
+            self._cond.notify_all()  # _wait_for_workers looks again
 
     # -- joining ----------------------------------------------------------------------------------
     def _wait_for_workers(self) -> None:

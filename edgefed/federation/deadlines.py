@@ -29,6 +29,11 @@ class UploadDeadlines(Generic[K]):
         """Seconds an upload of nbytes may take."""
         return self.grace + nbytes / self.min_rate
 
+    @property
+    def too_slow(self) -> str:
+        """Why a late upload's worker is dropped."""
+        return f"upload too slow: not done within {self.grace:g}s + its size at {self.min_rate} B/s"
+
     def begin(self, key: K, nbytes: int) -> None:
         with self._cond:
             self._deadlines[key] = time.monotonic() + self.allowed(nbytes)

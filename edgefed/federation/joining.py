@@ -24,6 +24,17 @@ class JoinPlan:
         self.indices: dict[str, int] = {name: index for index, name in enumerate(self.expected, start=1)}
         self._next = len(self.expected) + 1
 
+    def set_expected(self, expected: Sequence[str]) -> tuple[list[str], list[str]]:
+        """A new expected set (a membership reload); returns (added, removed). Indices handed out stay;
+        a newly expected worker takes the next free one, a removed one is no longer waited for."""
+        new = tuple(dict.fromkeys(expected))
+        added = [name for name in new if name not in self.expected]
+        removed = [name for name in self.expected if name not in new]
+        self.expected = new
+        for name in added:
+            self.task_index_for(name)
+        return added, removed
+
     def task_index_for(self, name: str) -> int:
         """An expected worker's fixed index; otherwise the next free one, kept across reconnections."""
         index = self.indices.get(name)

@@ -228,6 +228,10 @@ class RoundBook(Generic[S]):
         """Participants, the chief included."""
         return len(self.alive()) + 1
 
+    def set_expected_workers(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Membership changed: joining.JoinPlan.set_expected; returns (added, removed)."""
+        return self.plan.set_expected(names)
+
     def enough_workers(self) -> bool:
         """Round 1 may start before wait_time ends (joining.JoinPlan.ready)."""
         return self.plan.ready({seat.name for seat in self.alive()})

@@ -22,6 +22,7 @@ from edgefed.transport.tls import (
     client_context,
     peer_common_name,
     reload_on_sighup,
+    reload_requests,
     request_reload,
     server_context,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "free_port",
     "peer_common_name",
     "reload_on_sighup",
+    "reload_requests",
     "request_reload",
     "server_context",
 ]

@@ -85,6 +85,11 @@ def request_reload(_signum: int = 0, _frame: object = None) -> None:
     _reload_requests += 1
 
 
+def reload_requests() -> int:
+    """How many reloads SIGHUP asked for so far (other watchers of their own files look at it too)."""
+    return _reload_requests
+
+
 def reload_on_sighup() -> bool:
     """Install request_reload for SIGHUP (main thread only); False where that is not possible."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):

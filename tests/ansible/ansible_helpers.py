@@ -99,5 +99,16 @@ def base_settings(tmp_path: Path) -> dict[str, Any]:
     }
 
 
+def pki_node_settings(tmp_path: Path) -> dict[str, Any]:
+    """base_settings plus what tests/ansible/playbooks/pki_nodes.yml needs: where the stand-in nodes live
+    (tmp_path/nodes/NAME) and who owns their files (this user)."""
+    import grp
+    import pwd
+
+    return {**base_settings(tmp_path), "test_nodes_dir": str(tmp_path / "nodes"),
+            "test_user": pwd.getpwuid(os.getuid()).pw_name,
+            "test_group": grp.getgrgid(os.getgid()).gr_name}
+
+
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]

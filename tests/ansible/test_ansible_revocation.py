@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ansible_helpers import base_settings, run_playbook, write_inventory
+from ansible_helpers import pki_node_settings, run_playbook, write_inventory
+from cryptography import x509
 
 from edgefed import pki
 
@@ -17,7 +18,12 @@ def _digest(path: Path) -> str:
 
 
 def test_revoked_nodes_are_on_a_signed_crl_and_the_run_is_idempotent(tmp_path: Path) -> None:
-    settings = {**base_settings(tmp_path), "edgefed_pki_revoked": ["pi-2"], "edgefed_pki_renew_days": 4000}
+    settings = {**pki_node_settings(tmp_path), "edgefed_pki_renew_days": 4000}
+    inventory = write_inventory(tmp_path / "hosts.yml", settings)
+    # the nodes make their keys and get certificates; then pi-2 is revoked
+    issued = run_playbook(tmp_path, inventory, "tests/ansible/playbooks/pki_nodes.yml")
+    assert issued.returncode == 0, issued.output
+    settings["edgefed_pki_revoked"] = ["pi-2"]
     inventory = write_inventory(tmp_path / "hosts.yml", settings)
     first = run_playbook(tmp_path, inventory, "playbooks/validate.yml", "playbooks/pki.yml")
     assert first.returncode == 0, first.output
@@ -38,3 +44,31 @@ def test_revoked_nodes_are_on_a_signed_crl_and_the_run_is_idempotent(tmp_path: P
     assert second.changed() == 0, second.output
     assert _digest(pki.crl_path(root)) == crl
     assert pki.load_revocations(root).revoked_names == {"pi-1", "pi-2"}
+
+
+def _serial(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+def test_a_revoked_node_left_in_the_inventory_is_never_issued_a_certificate(tmp_path: Path) -> None:
+    settings = pki_node_settings(tmp_path)
+    issued = run_playbook(tmp_path, write_inventory(tmp_path / "hosts.yml", settings),
+                          "tests/ansible/playbooks/pki_nodes.yml")
+    assert issued.returncode == 0, issued.output
+    root, nodes = tmp_path / "pki", tmp_path / "nodes"
+    old = {name: _serial(root / "nodes" / name / "tls.crt") for name in ("chief", "pi-1", "pi-2")}
+    # pi-2 revoked in the inventory, pi-1 by hand on the controller; both stay in the inventory, and
+    # 4000 renewal days make every certificate due: only the chief's may be re-issued
+    pki.revoke(root, "pi-1")
+    revoked = {**settings, "edgefed_pki_revoked": ["pi-2"], "edgefed_pki_renew_days": 4000}
+    again = run_playbook(tmp_path, write_inventory(tmp_path / "hosts.yml", revoked),
+                         "tests/ansible/playbooks/pki_nodes.yml")
+    assert again.returncode == 0, again.output
+    for name in ("pi-1", "pi-2"):
+        assert _serial(root / "nodes" / name / "tls.crt") == old[name], f"{name} was re-issued"
+        assert _serial(nodes / name / "nodes" / name / "tls.crt") == old[name], f"{name} got a new certificate"
+        assert f"WARNING: {name} is revoked" in again.output
+    assert _serial(root / "nodes" / "chief" / "tls.crt") != old["chief"], "the renewal did not run"
+    revocations = pki.load_revocations(root)
+    assert revocations.serials == {old["pi-1"], old["pi-2"]}
+    assert revocations.revoked_names == {"pi-1", "pi-2"}

@@ -69,3 +69,15 @@ def test_expected_workers_config_round_trips_and_is_checked() -> None:
 def test_welcome_refuses_a_task_index_without_a_shard() -> None:
     with pytest.raises(MessageError, match="task_index 2 must be below total 2"):
         Welcome(task_index=2, total=2, round=0, chief="chief")
+
+
+def test_a_membership_reload_keeps_indices_and_stops_waiting_for_a_removed_worker() -> None:
+    plan = JoinPlan(["a", "b", "c"])
+    assert plan.task_index_for("x") == 4  # an unexpected joiner
+    assert not plan.ready({"a", "b"})
+    assert plan.set_expected(["a", "b"]) == ([], ["c"])
+    assert plan.ready({"a", "b"}) and plan.missing({"a"}) == ["b"]
+    # indices handed out stay; a newly expected worker takes the next free one, a rejoin keeps its own
+    assert plan.set_expected(["a", "b", "d", "x"]) == (["d", "x"], [])
+    assert [plan.task_index_for(name) for name in ("a", "b", "c", "x", "d")] == [1, 2, 3, 4, 5]
+    assert plan.shard_count(alive=2) == 6
