@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgefed.config import FederationSection
 from edgefed.errors import user_error
 from edgefed.wire import TensorSpec
-
-if TYPE_CHECKING:
-    from edgefed.federation.seat import WorkerSeat
 
 MB = 1 << 20
 
@@ -97,12 +93,6 @@ class StagingPool:
             self.in_use += 1
             self.peak_in_use = max(self.peak_in_use, self.in_use)
             return buffers
-
-    def take_back(self, seat: WorkerSeat) -> None:
-        """The seat's slot, if it holds one, back to the pool."""
-        staging, seat.staging = seat.staging, None
-        if staging is not None:
-            self.release(staging)
 
     def release(self, buffers: list[np.ndarray]) -> None:
         with self._cond:

@@ -61,5 +61,4 @@ class UploadSlots:
         return worker.staging
 
     def _too_slow(self, worker: WorkerSeat) -> None:
-        rate, grace = self.deadlines.min_rate, self.deadlines.grace
-        self._drop(worker, f"upload too slow: not done within {grace:g}s + its size at {rate} B/s")
+        self._drop(worker, self.deadlines.too_slow)
