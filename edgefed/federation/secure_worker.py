@@ -7,6 +7,7 @@ WorkerRound); the extra phases around that upload are exchanged with the chief h
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -33,6 +34,18 @@ from edgefed.wire import (
 
 TO_WORKERS = frozenset({MessageType.SECAGG_ROSTER, MessageType.SECAGG_INBOX, MessageType.SECAGG_UNMASK_REQUEST})
 M = TypeVar("M", bound=ControlMessage)
+log = logging.getLogger(__name__)
+
+
+def step_from(weights: Sequence[np.ndarray], start: Sequence[np.ndarray], number: int) -> np.ndarray:
+    """The worker's step as one vector. Non-finite coordinates cannot be refused by the chief (it never
+    sees one worker's step) and quantize to 0 (NaN) or the bound (Inf): say so here, once per round."""
+    step = ring.flatten(weights) - ring.flatten(start)
+    finite = int(np.count_nonzero(np.isfinite(step)))
+    if finite != step.size:
+        log.warning("round %d: %d of %d coordinates of this worker's step are NaN or Inf (has training "
+                    "diverged?): they are sent as 0 (NaN) or +-bound (Inf)", number, step.size - finite, step.size)
+    return step
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class SecureUploads:
             if isinstance(inbox, Frame):
                 return sent, inbox
             weight = min(max(num_samples, 1), ring.MAX_TOTAL_WEIGHT)
-            quantized = ring.quantize(ring.flatten(weights) - ring.flatten(self._global), self.bound, weight)
+            quantized = ring.quantize(step_from(weights, self._global, number), self.bound, weight)
             masked = machine.mask(inbox, quantized)
             sent += send_update(encode_tensor_frame(MessageType.UPDATE, number, [masked.view(np.int32)], weight))
             request = self._await(conn, number, SecAggUnmaskRequest, recv)

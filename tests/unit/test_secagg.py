@@ -190,3 +190,18 @@ def test_a_late_advert_is_left_out_of_the_round_without_a_fault() -> None:
     roster = chief.roster()
     chief.add_advert("w3", WorkerRound("w3", 5, private["w3"], directory).advert())
     assert [advert["name"] for advert in roster.adverts] == names[:3] and chief.advertised == set(names[:3])
+
+
+def test_a_diverged_step_is_named_in_the_worker_log_before_it_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    from edgefed.federation.secure_worker import step_from
+
+    start = [np.zeros((2, 2), np.float32), np.zeros(3, np.float32)]
+    trained = [np.array([[0.01, np.nan], [np.inf, -0.02]], np.float32), np.array([0.0, 0.03, -np.inf], np.float32)]
+    with caplog.at_level("WARNING", logger="edgefed.federation.secure_worker"):
+        step = step_from(trained, start, 4)
+    assert "round 4: 3 of 7 coordinates of this worker's step are NaN or Inf" in caplog.text
+    assert list(ring.quantize(step, 0.05).view(np.int32)) == [25, 0, 127, -51, 0, 76, -127]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgefed.federation.secure_worker"):
+        step_from([np.ones(3, np.float32)], [np.zeros(3, np.float32)], 5)
+    assert caplog.text == ""
