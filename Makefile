@@ -31,8 +31,11 @@ lint: setup ## ruff and mypy over edgefed, tests and bench
 	$(VENV)/bin/ruff check edgefed tests bench
 	$(VENV)/bin/mypy
 
-test-fast: setup lint ## lint, unit and loopback integration tests (no Docker)
-	$(PY) -m pytest -m "not lab" tests
+# Two pytest workers, a test file each at a time (module fixtures stay in one process): most of these
+# tests wait on processes, sockets and TLS handshakes rather than compute, so two share 2 cores well.
+FAST_TEST_WORKERS ?= 2
+test-fast: setup lint ## lint, unit and loopback integration tests (no Docker); FAST_TEST_WORKERS=0: one process
+	$(PY) -m pytest -n $(FAST_TEST_WORKERS) --dist loadfile -m "not lab" tests
 
 # Two phases, each two jobs wide (the machines have 2 cores): the fast suite while the lab images
 # build (debootstrap mostly downloads and unpacks), then the slow targets side by side (each has its own
