@@ -126,8 +126,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory, hosts: dict[str, str]) -> dict
 
 def run(lab: dict[str, Any], inventory: Path, playbook: str, *args: str) -> None:
     started = time.monotonic()
-    # four containers converging on a loaded 2-core machine: well past the helpers' default 600 s
-    result = run_playbook(lab["tmp"], inventory, playbook, args=args, timeout=1500)
+    # a bound, not an expectation: a re-run of site.yml over four containers took over 25 min at load 25
+    # on the 2-core machine (each of its tasks is a docker exec and a Python start in the container)
+    result = run_playbook(lab["tmp"], inventory, playbook, args=args, timeout=3600)
     assert result.returncode == 0, result.output[-20000:]
     print(f"{playbook} {' '.join(args)}: {time.monotonic() - started:.0f} s, load {os.getloadavg()[0]:.1f}")
 
@@ -171,7 +172,7 @@ def still_training(hosts: dict[str, str]) -> None:
     assert chief_state(hosts) == "training", f"the chief is {chief_state(hosts)!r}, not training"
 
 
-@pytest.mark.timeout(2700)
+@pytest.mark.timeout(4800)
 def test_site_converges_chief_and_three_workers_and_training_runs(lab: dict[str, Any],
                                                                   hosts: dict[str, str]) -> None:
     started = time.monotonic()
@@ -182,7 +183,7 @@ def test_site_converges_chief_and_three_workers_and_training_runs(lab: dict[str,
     assert "ActiveState=active" in lab["marks"]["chief"]
 
 
-@pytest.mark.timeout(2100)
+@pytest.mark.timeout(4800)
 def test_certificates_rotated_mid_training_lose_no_round(lab: dict[str, Any], hosts: dict[str, str]) -> None:
     before = {host: serial_on(hosts, host) for host in ("chief", *WORKERS[:3])}
     round_before = last_round(hosts)
@@ -205,7 +206,7 @@ def test_certificates_rotated_mid_training_lose_no_round(lab: dict[str, Any], ho
     assert all({"pi-1", "pi-2", "pi-3"} <= set(line["participants"]) for line in history(hosts))
 
 
-@pytest.mark.timeout(2100)
+@pytest.mark.timeout(4800)
 def test_a_worker_revoked_mid_training_is_refused_and_the_rounds_go_on(lab: dict[str, Any],
                                                                        hosts: dict[str, str]) -> None:
     still_training(hosts)
@@ -225,7 +226,7 @@ def test_a_worker_revoked_mid_training_is_refused_and_the_rounds_go_on(lab: dict
     lab["marks"]["revoked_at"] = revoked_at
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(4200)
 def test_teardown_limit_retires_the_worker(lab: dict[str, Any], hosts: dict[str, str]) -> None:
     still_training(hosts)
     inventory = lab["inventory"](WORKERS[:3], edgefed_pki_revoked=["pi-2"])
@@ -238,7 +239,7 @@ def test_teardown_limit_retires_the_worker(lab: dict[str, Any], hosts: dict[str,
     assert started_at(hosts, "chief", "edgefed-chief") == lab["marks"]["chief"], "the chief restarted"
 
 
-@pytest.mark.timeout(2100)
+@pytest.mark.timeout(4800)
 def test_a_fourth_worker_added_with_limit_joins_the_running_federation(lab: dict[str, Any],
                                                                        hosts: dict[str, str]) -> None:
     still_training(hosts)
@@ -250,7 +251,7 @@ def test_a_fourth_worker_added_with_limit_joins_the_running_federation(lab: dict
     assert started_at(hosts, "chief", "edgefed-chief") == lab["marks"]["chief"], "the chief restarted"
 
 
-@pytest.mark.timeout(3000)
+@pytest.mark.timeout(6600)
 def test_training_ends_every_round_once_and_the_ledger_verifies(lab: dict[str, Any], hosts: dict[str, str]) -> None:
     still_training(hosts)
     end = last_round(hosts) + MORE_ROUNDS
