@@ -52,8 +52,8 @@ docker exec "$name" mkdir -p /opt/edgefed/wheelhouse
 docker cp "$work/wheelhouse/$arch/." "$name:/opt/edgefed/wheelhouse/"
 docker cp "$wheel" "$name:/opt/edgefed/wheelhouse/"
 echo "wheelhouse copied into the container: $(took "$t") s"
-# As the role does with edgefed_install_byte_compile false: no ensurepip (it byte-compiles pip and
-# setuptools, which took 20 minutes and more under qemu), pip from Debian's wheel, nothing compiled.
+# As the role does with edgefed_install_byte_compile false: no ensurepip (under qemu on a loaded
+# machine, `python3 -m venv` with it took 20 minutes and more), pip from Debian's wheel, nothing compiled.
 t=$(stamp)
 docker exec "$name" python3 -m venv "${site[@]}" --without-pip /opt/edgefed/venv
 echo "python3 -m venv --without-pip: $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
