@@ -4,6 +4,9 @@
 #   make lab-down  remove the containers, the network, the AWS double and the lab's keys
 #   make test-lab  the whole molecule scenario (part of `make test`): up, verify, idempotence,
 #                  teardown check, down
+# EDGEFED_LAB_ARM=1 make lab / test-lab: lab-worker2 is the arm64 image (molecule/image/build.sh --arch arm64,
+# run by qemu-user-static), converged by site.yml like the others with the role's byte-compiling off;
+# not part of `make test` (docs/lab.md, "ARM nodes", has its cost).
 # EDGEFED_LAB_IROHA=1 make lab: the chief also runs irohad (playbooks/iroha.yml) and the ledger services
 # write to it; needs `make iroha-peer` (run first when missing) and the image with irohad's runtime
 # libraries (molecule/image/build-iroha.sh). Unset, everything here is as without it.
@@ -13,6 +16,8 @@ MOLECULE := $(VENV)/bin/molecule
 LAB_IMAGE_SCRIPT := molecule/image/$(if $(filter 1,$(EDGEFED_LAB_IROHA)),build-iroha.sh,build.sh)
 LAB_IMAGE = $$($(LAB_IMAGE_SCRIPT))
 LAB_IROHA_PEER := $(if $(filter 1,$(EDGEFED_LAB_IROHA)),iroha-peer)
+# The image of lab-worker2: the arm64 one with EDGEFED_LAB_ARM=1, else the others'.
+LAB_WORKER2_IMAGE = $(if $(filter 1,$(EDGEFED_LAB_ARM)),$$(molecule/image/build.sh --arch arm64),$(LAB_IMAGE))
 # The "fresh host" variant (systemd, sshd, sudo, python3 only) that tests/ansible converges from nothing.
 LAB_FRESH_IMAGE = $$(molecule/image/build.sh --fresh)
 
@@ -36,8 +41,8 @@ lab-image-fresh: lab-engine ## build the fresh-host image (systemd, sshd, python
 
 lab: setup lab-image $(LAB_IROHA_PEER) ## Docker lab: start, deploy site.yml, train, verify, show status
 	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now
-	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) converge
-	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) verify
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER2_IMAGE=$(LAB_WORKER2_IMAGE) $(MOLECULE) converge
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER2_IMAGE=$(LAB_WORKER2_IMAGE) $(MOLECULE) verify
 	$(VENV)/bin/edgefed status -i inventory/lab --known-hosts .lab/known_hosts
 
 lab-down: setup lab-engine ## remove the lab's containers, network, AWS double and keys
@@ -50,7 +55,7 @@ lab-lint: setup ## lint the lab's playbooks and helper scripts
 	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py
 
 test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) ## the whole molecule scenario (up, verify, idempotence, teardown, down)
-	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test
+	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER2_IMAGE=$(LAB_WORKER2_IMAGE) $(MOLECULE) test
 
 SLOW_TEST_TARGETS += test-lab
 SLOW_TEST_IMAGES += lab-image

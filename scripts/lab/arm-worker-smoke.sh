@@ -16,6 +16,7 @@ arch=${ARCH:-arm64}
 image=$("$repo/molecule/image/build.sh" --arch "$arch" --tag)
 docker image inspect "$image" >/dev/null || { echo "arm-worker-smoke: build $image first (molecule/image/build.sh --arch $arch)" >&2; exit 1; }
 stamp() { date +%s.%N; }
+# Emulated steps run niced inside the container (docker exec does not inherit the caller's nice).
 took() { awk -v a="$1" -v b="$(stamp)" 'BEGIN { printf "%.1f", b - a }'; }
 cleanup() { docker rm -f "$name" >/dev/null 2>&1 || true; [ -n "${chief_pid:-}" ] && kill "$chief_pid" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -51,10 +52,28 @@ t=$(stamp)
 docker exec "$name" mkdir -p /opt/edgefed/wheelhouse
 docker cp "$work/wheelhouse/$arch/." "$name:/opt/edgefed/wheelhouse/"
 docker cp "$wheel" "$name:/opt/edgefed/wheelhouse/"
-docker exec "$name" python3 -m venv "${site[@]}" /opt/edgefed/venv
-docker exec "$name" /opt/edgefed/venv/bin/python -m pip install -q --disable-pip-version-check --no-index \
-  --find-links /opt/edgefed/wheelhouse "$requirement"
-echo "offline install on $arch: $(took "$t") s"
+echo "wheelhouse copied into the container: $(took "$t") s"
+# As the role does with edgefed_install_byte_compile false: no ensurepip (under qemu on a loaded
+# machine, `python3 -m venv` with it took 20 minutes and more), pip from Debian's wheel, nothing compiled.
+t=$(stamp)
+docker exec "$name" nice -n 10 python3 -m venv "${site[@]}" --without-pip /opt/edgefed/venv
+echo "python3 -m venv --without-pip: $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+t=$(stamp)
+docker exec "$name" sh -c 'exec nice -n 10 /opt/edgefed/venv/bin/python "$(ls /usr/share/python-wheels/pip-*.whl | tail -1)/pip" \
+  install -q --disable-pip-version-check --no-index --no-compile --find-links /usr/share/python-wheels pip setuptools'
+echo "pip and setuptools from Debian's wheels, --no-compile: $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+t=$(stamp)
+docker exec "$name" nice -n 10 /opt/edgefed/venv/bin/python -m pip install -q --disable-pip-version-check --no-index \
+  --no-compile --find-links /opt/edgefed/wheelhouse "$requirement"
+echo "offline install of the wheelhouse on $arch, --no-compile: $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+
+# What not byte-compiling costs a service: its user cannot write __pycache__ into root's venv, so every
+# start compiles in memory what it imports (timed before anything ran as root, which would write them).
+docker exec "$name" useradd --system --no-create-home smoke
+imports='import edgefed.node, edgefed.trainers.softmax, edgefed.trainers.data, sklearn.datasets'
+t=$(stamp)
+docker exec --user smoke "$name" nice -n 10 /opt/edgefed/venv/bin/python -c "$imports"
+echo "a worker's imports as an unprivileged user, nothing compiled: $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 
 # PKI and configs: a chief on the host (docker bridge address), worker1 in the container.
 host_ip=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')
@@ -89,9 +108,22 @@ t=$(stamp)
 "$py" -m edgefed chief --config "$work/chief.toml" --exit-when-done --progress-jsonl > "$work/chief.jsonl" \
   2> "$work/chief.log" &
 chief_pid=$!
-docker exec "$name" /opt/edgefed/venv/bin/edgefed worker --config /etc/edgefed/edgefed.toml --exit-when-done \
+docker exec "$name" nice -n 10 /opt/edgefed/venv/bin/edgefed worker --config /etc/edgefed/edgefed.toml --exit-when-done \
   > "$work/worker1.log" 2>&1
 wait "$chief_pid"; chief_pid=
-echo "3 rounds with the $arch worker (edgefed worker start to exit): $(took "$t") s"
+echo "3 rounds with the $arch worker (edgefed worker start to exit): $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 cat "$work/chief.jsonl"
 docker exec "$name" cat /var/lib/edgefed/status/worker.json
+echo
+
+if [ "${ARM_SMOKE_COMPARE:-0}" = 1 ]; then  # what the role's default (byte-compiling) would have cost
+  t=$(stamp)
+  docker exec --user smoke "$name" nice -n 10 /opt/edgefed/venv/bin/python -c "$imports"
+  echo "the same imports after the worker ran as root (its imports compiled): $(took "$t") s"
+  t=$(stamp)
+  docker exec "$name" nice -n 10 /opt/edgefed/venv/bin/python -m compileall -q /opt/edgefed/venv/lib >/dev/null || true
+  echo "compileall of the whole venv (what --no-compile saved): $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  t=$(stamp)
+  docker exec "$name" nice -n 10 python3 -m venv "${site[@]}" /tmp/venv-ensurepip
+  echo "python3 -m venv with ensurepip (byte-compiles pip and setuptools): $(took "$t") s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+fi
