@@ -5,7 +5,7 @@
 #   make test-lab  the whole molecule scenario (part of `make test`): up, verify, idempotence,
 #                  teardown check, down
 # EDGEFED_LAB_ARM=1 make lab / test-lab: lab-worker2 is the arm64 image (molecule/image/build.sh --arch arm64,
-# run by qemu-user-static), converged by site.yml like the others with the role's byte-compiling off;
+# run by qemu-user-static), converged by site.yml like the others;
 # not part of `make test` (docs/lab.md, "ARM nodes", has its cost).
 # EDGEFED_LAB_IROHA=1 make lab: the chief also runs irohad (playbooks/iroha.yml) and the ledger services
 # write to it; needs `make iroha-peer` (run first when missing) and the image with irohad's runtime
