@@ -57,10 +57,20 @@ class StreamingAggregator:
 
     def __init__(self, specs: Sequence[TensorSpec]) -> None:
         self.specs = list(specs)
-        self._sums = [np.zeros(spec.shape, accumulator_dtype(spec.dtype)) for spec in self.specs]
+        # made at the first fold, not here: a round opens while the previous global weights are still
+        # alive, and the allocator can reuse their memory once they are gone (peak RSS, not just live bytes)
+        self._made: list[np.ndarray] | None = None
         self.total_samples = 0
         self.contributors: list[str] = []
         self._base_bounds: list[float] | None = None  # max |global| per tensor, for add_delta's range check
+
+    @property
+    def _sums(self) -> list[np.ndarray]:
+        """The accumulators: a float32 mean needs no zeroing (the first fold only writes it)."""
+        if self._made is None:
+            self._made = [np.empty(spec.shape, dtype) if dtype == np.float32 else np.zeros(spec.shape, dtype)
+                          for spec, dtype in ((spec, accumulator_dtype(spec.dtype)) for spec in self.specs)]
+        return self._made
 
     def add_scaled_in_place(self, arrays: list[np.ndarray], num_samples: int, contributor: str) -> None:
         """Take an update received into staging buffers (read, never kept or modified)."""
@@ -73,6 +83,9 @@ class StreamingAggregator:
     def _fold(self, arrays: Sequence[np.ndarray], num_samples: int, contributor: str,
               reference: Sequence[np.ndarray] | None = None, scale: float = 1.0) -> None:
         """Fold reference + scale * (arrays - reference) (just arrays when scale is 1)."""
+        if num_samples == 0:  # weighs nothing (a chief without data): counted, not folded
+            self._count(num_samples, contributor)
+            return
         references = reference if reference is not None else [None] * len(self._sums)
         for running, array, ref in zip(self._sums, arrays, references, strict=True):
             keep, share = fold_shares(running, self.total_samples, num_samples)
@@ -84,6 +97,9 @@ class StreamingAggregator:
         """Fold base + scale * delta for a compressed upload (docs/compression.md): the delta's
         tensors, encoded or plain, are decoded a chunk at a time, never expanded to a model copy.
         UpdateOutOfRange (nothing folded) when base + delta leaves float32's range: the sender's fault."""
+        if num_samples == 0:
+            self._count(num_samples, contributor)
+            return
         for index, (running, weights, tensor) in enumerate(zip(self._sums, base, delta, strict=True)):
             if running.dtype != np.float32:
                 continue  # a float64 sum holds any float32 value, and its average is checked when the round closes
@@ -124,7 +140,7 @@ class StreamingAggregator:
                 rounded = np.rint(running) if np.dtype(spec.dtype).kind in "iu" else running
                 mean = rounded.astype(spec.dtype)
             result.append(mean)
-        self._sums = []
+        self._made = []
         return result
 
 

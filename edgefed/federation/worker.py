@@ -29,18 +29,28 @@ from edgefed.wire import (
     Bye,
     Flags,
     Frame,
+    FrameHeader,
     Hello,
     MessageType,
     ProtocolError,
     ReasonCode,
     Reject,
+    TensorSpec,
     Welcome,
+    allocate_fresh,
     encode_message,
     encode_tensor_frame,
     expect,
 )
 
 log = logging.getLogger(__name__)
+
+
+def fits_exactly(arrays: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> bool:
+    """Whether a tensor frame of specs can be received straight into arrays (the reader's own rule)."""
+    return len(arrays) == len(specs) and all(
+        spec.encoding is None and a.shape == tuple(spec.shape) and a.dtype == np.dtype(spec.dtype).newbyteorder("<")
+        and a.flags.c_contiguous and a.flags.writeable for a, spec in zip(arrays, specs, strict=True))
 
 
 class FederationRefused(TransportError):
@@ -98,6 +108,7 @@ class WorkerSession:
         # the chief's exported model, when it sends one (federation.push_model); None: FILE_* frames are refused
         self.models = ModelReceiver(state_dir, federation.max_model_bytes) if state_dir is not None else None
         self._unconfirmed: TransferEvent | None = None  # the update in flight, recorded once the chief answers
+        self._receive_target: list[np.ndarray] | None = None  # receive_global_into(): for one average()
 
     # -- public API -------------------------------------------------------------------------------
     def start(self, weights: list[np.ndarray] | None = None, num_samples: int = 0) -> StartInfo:
@@ -107,16 +118,26 @@ class WorkerSession:
         global_weights = self._join()
         return StartInfo(global_weights, self.round, self.task_index, self.total, finished=self.finished)
 
+    def receive_global_into(self, arrays: list[np.ndarray]) -> None:
+        """The next average() may receive the chief's global weights straight into arrays (the weights
+        it sends, which the caller would overwrite with them anyway: the driver's trainer arrays), so a
+        worker holds no second model while they arrive. Only for plain broadcasts and arrays that fit
+        the frame exactly; any other frame gets arrays of its own. A frame cut short leaves arrays
+        partly written: the rejoin that follows returns whole weights to set."""
+        self._receive_target = list(arrays)
+
     def average(self, weights: list[np.ndarray], num_samples: int, final: bool | None = None) -> RoundResult:
         """Send this round's local weights; return the chief's average (or, after a lost connection,
         the current global weights on rejoining)."""
         del final  # the chief decides when training ends
         self.num_samples = num_samples
         if self.finished:
+            self._receive_target = None
             return RoundResult(weights, self.round, [], finished=True)
         try:
             return self._exchange(weights, num_samples)
         except (TransportError, ProtocolError) as exc:
+            self._receive_target = None
             log.warning("lost the chief during round %d (%s); rejoining", self.round, exc)
             self.status.error(f"round {self.round}: {exc}; rejoining")
             self._forget_unconfirmed("the connection ended; the line above says why")
@@ -168,6 +189,12 @@ class WorkerSession:
 
     # -- internals --------------------------------------------------------------------------------
     def _exchange(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
+        try:
+            return self._exchange_once(weights, num_samples)
+        finally:
+            self._receive_target = None
+
+    def _exchange_once(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
         conn = self._require_conn()
         submitted = self.round
         early: Frame | None = None  # a later round's weights that arrived during secure aggregation's phases
@@ -230,7 +257,7 @@ class WorkerSession:
 
     def _recv_weights_or_control(self, conn: Connection) -> Frame:
         started = time.monotonic()
-        frame = conn.recv(hash_payload=self._hash_payloads)
+        frame = conn.recv(allocator=self._allocate, hash_payload=self._hash_payloads)
         self._confirm_upload(frame)
         if frame.type is MessageType.WEIGHTS:
             frame.tensors = self._broadcasts.weights(frame)  # None: a stale full model, ignored
@@ -254,6 +281,14 @@ class WorkerSession:
         elif frame.type is not MessageType.WELCOME and frame.type not in TO_WORKERS:  # secure aggregation's
             raise ProtocolError(f"unexpected {frame.type.name} from the chief")
         return frame
+
+    def _allocate(self, header: FrameHeader, num_samples: int, specs: list[TensorSpec]) -> list[np.ndarray]:
+        """Where a frame's tensors land: receive_global_into's arrays for plain global weights that fit."""
+        target = self._receive_target
+        if (target is not None and header.type is MessageType.WEIGHTS and self._secure is None
+                and self._broadcasts.hello_value == "none" and fits_exactly(target, specs)):
+            return target
+        return allocate_fresh(header, num_samples, specs)
 
     def _join(self) -> list[np.ndarray]:
         """Connect (with backoff), say hello, take the welcome and the current global weights."""
