@@ -43,7 +43,12 @@ def run_federated(
 ) -> list[RoundReport]:
     """Join, then alternate interval_steps of local training with one federated average until the
     chief says training is over. Returns a report per round."""
-    info = session.start(trainer.get_weights(), trainer.num_samples)
+    receive_into = getattr(session, "receive_global_into", None)
+    if callable(receive_into):  # a worker: the chief's weights land in the trainer's arrays, no copy sent
+        receive_into(_weights_to_send(trainer))
+        info = session.start(None, trainer.num_samples)
+    else:
+        info = session.start(trainer.get_weights(), trainer.num_samples)
     trainer.use_shard(info.task_index, info.total)
     trainer.set_weights(info.weights)
     reports: list[RoundReport] = []
@@ -53,8 +58,7 @@ def run_federated(
         started = time.monotonic()
         train_loss = trainer.train_steps(interval_steps)
         sent = _weights_to_send(trainer)
-        receive_into = getattr(session, "receive_global_into", None)
-        if callable(receive_into):  # a worker: the global weights may land in them (set_weights' job anyway)
+        if callable(receive_into):  # the global weights may land in them (set_weights' job anyway)
             receive_into(sent)
         result = session.average(sent, trainer.num_samples)
         del sent

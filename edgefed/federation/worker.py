@@ -115,12 +115,15 @@ class WorkerSession:
         """Join the federation; returns the chief's starting weights and this worker's task index."""
         del weights  # a worker always starts from the chief's weights
         self.num_samples = num_samples
-        global_weights = self._join()
+        try:
+            global_weights = self._join()
+        finally:
+            self._receive_target = None
         return StartInfo(global_weights, self.round, self.task_index, self.total, finished=self.finished)
 
     def receive_global_into(self, arrays: list[np.ndarray]) -> None:
-        """The next average() may receive the chief's global weights straight into arrays (the weights
-        it sends, which the caller would overwrite with them anyway: the driver's trainer arrays), so a
+        """The next start() or average() may receive the chief's global weights straight into arrays
+        (the trainer's, which the caller overwrites with them anyway: the driver's set_weights), so a
         worker holds no second model while they arrive. Only for plain broadcasts and arrays that fit
         the frame exactly; any other frame gets arrays of its own. A frame cut short leaves arrays
         partly written: the rejoin that follows returns whole weights to set."""
@@ -137,13 +140,14 @@ class WorkerSession:
         try:
             return self._exchange(weights, num_samples)
         except (TransportError, ProtocolError) as exc:
-            self._receive_target = None
             log.warning("lost the chief during round %d (%s); rejoining", self.round, exc)
             self.status.error(f"round {self.round}: {exc}; rejoining")
             self._forget_unconfirmed("the connection ended; the line above says why")
             self._disconnect()
             global_weights = self._join()
             return RoundResult(global_weights, self.round, [], finished=self.finished)
+        finally:
+            self._receive_target = None
 
     def wait_for_model(self, timeout: float) -> bool:
         """After the last round: read the chief's frames until a model was received whole (True) or
@@ -189,12 +193,6 @@ class WorkerSession:
 
     # -- internals --------------------------------------------------------------------------------
     def _exchange(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
-        try:
-            return self._exchange_once(weights, num_samples)
-        finally:
-            self._receive_target = None
-
-    def _exchange_once(self, weights: list[np.ndarray], num_samples: int) -> RoundResult:
         conn = self._require_conn()
         submitted = self.round
         early: Frame | None = None  # a later round's weights that arrived during secure aggregation's phases
@@ -331,7 +329,7 @@ class WorkerSession:
                                         broadcast=self._broadcasts.hello_value,
                                         secure_aggregation=self._secure is not None))])
         while True:
-            frame = conn.recv(hash_payload=self._hash_payloads)
+            frame = conn.recv(allocator=self._allocate, hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
                 bye = expect(frame, Bye)
                 # refusals that retrying cannot change end the worker; duplicate-identity waits for the
