@@ -134,3 +134,20 @@ def test_a_delta_that_leaves_float32s_range_is_refused_alone() -> None:
     assert np.isfinite(closed.average[0]).all()
     np.testing.assert_allclose(closed.average[0], 3e38 - 5e36, rtol=1e-2)
     np.testing.assert_allclose(closed.average[1], 1.5, rtol=1e-2)
+
+
+def test_a_contribution_of_no_samples_weighs_nothing() -> None:
+    aggregator = StreamingAggregator(specs_of([np.zeros(CHUNK + 1, np.float32)]))
+    aggregator.add([np.full(CHUNK + 1, np.float32(1e30))], 0, "chief")  # a chief without data
+    aggregator.add([np.full(CHUNK + 1, 2.0, np.float32)], 5, "w1")
+    assert aggregator.contributors == ["chief", "w1"] and aggregator.total_samples == 5
+    np.testing.assert_array_equal(aggregator.average()[0], np.full(CHUNK + 1, 2.0, np.float32))
+
+
+def test_a_large_delta_where_the_global_weights_are_small_is_folded() -> None:
+    # the bound from the parts (max |global| + max |delta|) exceeds float32; the decoded values do not
+    start = [np.concatenate([np.full(CHUNK, 3e38, np.float32), np.zeros(CHUNK, np.float32)])]
+    delta = np.concatenate([np.zeros(CHUNK, np.float32), np.full(CHUNK, 3e38, np.float32)])
+    aggregator = StreamingAggregator(specs_of(start))
+    aggregator.add_delta(start, Compressor(parse_compression("int8")).compress([delta]), 4, "w1")
+    np.testing.assert_allclose(aggregator.average()[0], start[0] + delta, rtol=1e-2)
