@@ -1,7 +1,8 @@
 """Streaming weighted averaging: updates are folded into the round's accumulator as they arrive.
 
 The chief never holds N models: memory is one accumulator per tensor (a float32 running mean for
-float32 tensors, one model copy; a float64 sum for other dtypes: running_mean.py says why) plus the
+float32 tensors, one model copy; a float64 sum for other dtypes and for models of at most 8 MiB:
+running_mean.py says why) plus the
 staging buffers that uploads are received into (see UploadSlots), however many workers there are.
 """
 
@@ -20,6 +21,7 @@ from edgefed.federation.running_mean import (
     fold_delta,
     fold_shares,
     fold_weights,
+    folds_as_mean,
     max_abs,
 )
 from edgefed.wire import Tensor, TensorSpec
@@ -60,6 +62,7 @@ class StreamingAggregator:
         # made at the first fold, not here: a round opens while the previous global weights are still
         # alive, and the allocator can reuse their memory once they are gone (peak RSS, not just live bytes)
         self._made: list[np.ndarray] | None = None
+        self._mean = folds_as_mean(sum(spec.nbytes for spec in self.specs if np.dtype(spec.dtype) == np.float32))
         self.total_samples = 0
         self.contributors: list[str] = []
         self._base_bounds: list[float] | None = None  # max |global| per tensor, for add_delta's range check
@@ -69,7 +72,7 @@ class StreamingAggregator:
         """The accumulators: a float32 mean needs no zeroing (the first fold only writes it)."""
         if self._made is None:
             self._made = [np.empty(spec.shape, dtype) if dtype == np.float32 else np.zeros(spec.shape, dtype)
-                          for spec, dtype in ((spec, accumulator_dtype(spec.dtype)) for spec in self.specs)]
+                          for spec, dtype in ((spec, accumulator_dtype(spec.dtype, self._mean)) for spec in self.specs)]
         return self._made
 
     def add_scaled_in_place(self, arrays: list[np.ndarray], num_samples: int, contributor: str) -> None:

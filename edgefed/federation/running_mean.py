@@ -12,7 +12,10 @@ n updates every element is within n x 2^-24 x max|w_i| of the exact weighted mea
 once, and the earlier errors are multiplied by keep <= 1.
 
 Other dtypes (float64, float16, integers: usually small tensors, counters, statistics) keep the
-float64 running sum of before (keep = 1, share = n_i), divided at the end, bit for bit as before.
+float64 running sum of before (keep = 1, share = n_i), divided at the end, as before; so does a
+whole model of at most EXACT_SUM_MAX_BYTES of float32 weights, where the sum's extra copy is cheap
+and the average stays the exact float64 one (int8's rounding would otherwise turn the mean's
+last-bit differences into whole quantization steps a few rounds later).
 
 An update is `w`, or `reference + scale * (w - reference)` (clip pulling it back towards the global
 weights), or `base + scale * delta` for a compressed delta decoded chunk by chunk: no model-sized
@@ -32,6 +35,7 @@ CHUNK = 1 << 18  # elements per step: each float64 temporary is 2 MiB, whatever 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT8_PEAK = 128.0  # the largest |int8| a decoder may see
 _WIDE = np.dtype(np.float64)
+EXACT_SUM_MAX_BYTES = 8 << 20  # float32 weights up to this keep the float64 sum: at most 16 MiB more
 
 
 class UpdateOutOfRange(ValueError):
@@ -39,9 +43,15 @@ class UpdateOutOfRange(ValueError):
     anything is folded, so the round's mean stays as it was."""
 
 
-def accumulator_dtype(dtype: str) -> np.dtype:
-    """float32 tensors: a float32 running mean (one model copy); every other dtype: a float64 sum."""
-    return np.dtype("float32") if np.dtype(dtype) == np.float32 else np.dtype("float64")
+def accumulator_dtype(dtype: str, mean: bool = True) -> np.dtype:
+    """float32 tensors of a model folded as a mean: a float32 running mean (one model copy); every
+    other tensor: a float64 sum."""
+    return np.dtype("float32") if mean and np.dtype(dtype) == np.float32 else np.dtype("float64")
+
+
+def folds_as_mean(float32_bytes: int) -> bool:
+    """Whether a model with this many bytes of float32 weights is folded as a float32 mean."""
+    return float32_bytes > EXACT_SUM_MAX_BYTES
 
 
 def fold_shares(accumulator: np.ndarray, total_samples: int, num_samples: int) -> tuple[float, float]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgefed.compression import Compressor, decode_dense, parse_compression
+from edgefed.federation import running_mean
 from edgefed.federation.aggregation import StreamingAggregator
 from edgefed.federation.compressed import Delta, received_update
 from edgefed.federation.rounds import RoundBook, RoundRules, Seat
@@ -19,6 +20,12 @@ from edgefed.wire import ReasonCode, specs_of
 
 WORKERS = 32
 EPS32 = 2.0 ** -24  # float32's unit roundoff
+
+
+@pytest.fixture(autouse=True)
+def every_model_folds_as_a_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These models are small; the chief keeps the exact float64 sum for models of up to 8 MiB."""
+    monkeypatch.setattr(running_mean, "EXACT_SUM_MAX_BYTES", 0)
 
 
 def updates(seed: int, count: int = WORKERS, size: int = 2 * CHUNK + 1000) -> list[list[np.ndarray]]:
@@ -151,3 +158,13 @@ def test_a_large_delta_where_the_global_weights_are_small_is_folded() -> None:
     aggregator = StreamingAggregator(specs_of(start))
     aggregator.add_delta(start, Compressor(parse_compression("int8")).compress([delta]), 4, "w1")
     np.testing.assert_allclose(aggregator.average()[0], start[0] + delta, rtol=1e-2)
+
+
+def test_a_small_model_keeps_the_exact_float64_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(running_mean, "EXACT_SUM_MAX_BYTES", 8 << 20)  # the chief's own threshold
+    batch = updates(6, count=3, size=1000)
+    aggregator = StreamingAggregator(specs_of(batch[0]))
+    for update in batch:
+        aggregator.add(update, 3, "w")
+    result = aggregator.average()
+    np.testing.assert_array_equal(result[0], reference_mean(batch, [3, 3, 3])[0].astype(np.float32))
