@@ -1,8 +1,8 @@
 """How a round's updates combine (`federation.aggregation`): pure numpy, no I/O, no threads.
 
 - fedavg: the sample-weighted mean, streamed into one float32 running mean (aggregation.StreamingAggregator,
-  running_mean.py); memory: one model copy, whatever the number of workers. Defenceless against a
-  hostile worker.
+  running_mean.py; models up to 8 MiB keep a float64 sum); memory: one model copy, whatever the number
+  of workers. Defenceless against a hostile worker.
 - clip: fedavg, but an update whose distance from the global model exceeds clip_factor x the median of
   recent distances is pulled back to that distance as it is folded (no copy). Still streaming (same
   memory as fedavg); bounds what one worker can move the model, not its direction.
