@@ -19,7 +19,7 @@ from edgefed.federation.chief import ChiefSession, ExtraHandler
 from edgefed.federation.secure_worker import SecAggIdentity
 from edgefed.federation.worker import WorkerSession
 from edgefed.ledger.hooks import NodeLedgerHooks
-from edgefed.malloc_arenas import limit_malloc_arenas
+from edgefed.malloc_arenas import fix_mmap_threshold, limit_malloc_arenas
 from edgefed.pki import NodeCredentials, ledger_public_keys
 from edgefed.transport import TlsTransport, Transport
 from edgefed.wire import MessageType
@@ -77,6 +77,7 @@ def build_chief(
     # first: a missing certificate fails before anything is opened; an MPI job hands its own transport
     transport = transport or node_transport(config)
     limit_malloc_arenas()  # before the chief's threads: its memory stays flat in the number of workers
+    fix_mmap_threshold()  # freed model-sized arrays go back to the kernel (edgefed/malloc_arenas.py)
     status = StatusFile(
         config.node.state_dir, "chief", config.node.name, role="chief", task_index=0, round=0,
         rounds_total=config.federation.rounds, participants=[], compression=_compression(config),

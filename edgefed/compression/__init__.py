@@ -16,7 +16,15 @@ from edgefed.compression.broadcast import (
     GlobalEncoder,
     parse_broadcast_compression,
 )
-from edgefed.compression.codecs import add_into, decode_dense, encode_fp16, encode_int8, encode_topk, topk_count
+from edgefed.compression.codecs import (
+    add_into,
+    decode_dense,
+    decoded_spans,
+    encode_fp16,
+    encode_int8,
+    encode_topk,
+    topk_count,
+)
 from edgefed.compression.feedback import CompressionError, Compressor
 from edgefed.compression.settings import NONE, CompressionSetting, CompressionSettingError, parse_compression
 
@@ -33,6 +41,7 @@ __all__ = [
     "GlobalEncoder",
     "add_into",
     "decode_dense",
+    "decoded_spans",
     "delta_norm",
     "encode_fp16",
     "encode_int8",

@@ -111,6 +111,13 @@ def _dequantized(values: np.ndarray, scales: np.ndarray | None, span: slice, dty
     return part
 
 
+def decoded_spans(tensor: EncodedTensor, dtype: np.dtype, weight: float = 1.0) -> Iterator[tuple[slice, np.ndarray]]:
+    """(span, weight * decoded values[span] as dtype), CHUNK values at a time. span indexes the flat
+    tensor for dense encodings, the kept values (and tensor.indices) for sparse ones."""
+    for span in _spans(tensor.count):
+        yield span, _dequantized(tensor.values, tensor.scales, span, dtype, weight)
+
+
 def add_into(total: np.ndarray, tensor: Tensor, weight: float = 1.0) -> None:
     """total += weight * tensor (decoded), in place and chunk by chunk: no decoded copy of the tensor.
     total is a C-contiguous float array of the tensor's shape (a running sum, or a residual).

@@ -43,7 +43,12 @@ def run_federated(
 ) -> list[RoundReport]:
     """Join, then alternate interval_steps of local training with one federated average until the
     chief says training is over. Returns a report per round."""
-    info = session.start(trainer.get_weights(), trainer.num_samples)
+    receive_into = getattr(session, "receive_global_into", None)
+    if callable(receive_into):  # a worker: the chief's weights land in the trainer's arrays, no copy sent
+        receive_into(_weights_to_send(trainer))
+        info = session.start(None, trainer.num_samples)
+    else:
+        info = session.start(trainer.get_weights(), trainer.num_samples)
     trainer.use_shard(info.task_index, info.total)
     trainer.set_weights(info.weights)
     reports: list[RoundReport] = []
@@ -52,7 +57,11 @@ def run_federated(
     while not finished:
         started = time.monotonic()
         train_loss = trainer.train_steps(interval_steps)
-        result = session.average(_weights_to_send(trainer), trainer.num_samples)
+        sent = _weights_to_send(trainer)
+        if callable(receive_into):  # the global weights may land in them (set_weights' job anyway)
+            receive_into(sent)
+        result = session.average(sent, trainer.num_samples)
+        del sent
         trainer.set_weights(result.weights)
         loss, accuracy = trainer.evaluate()
         report = RoundReport(result.round, result.participants, train_loss, loss, accuracy,
@@ -67,7 +76,8 @@ def run_federated(
 
 
 def _weights_to_send(trainer: Trainer) -> list[np.ndarray]:
-    """The trained weights for average(), which only reads them: the trainer's own arrays when it
-    offers them (weights_to_send, e.g. the numpy trainer), else a copy (get_weights)."""
+    """The trained weights for average(), which reads them and, on a worker, may receive the next
+    global weights into them: the trainer's own arrays when it offers them (weights_to_send, e.g. the
+    numpy trainer; set_weights would overwrite them with those weights anyway), else a copy (get_weights)."""
     own = getattr(trainer, "weights_to_send", None)
     return own() if callable(own) else trainer.get_weights()

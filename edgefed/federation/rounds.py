@@ -20,7 +20,7 @@ import numpy as np
 from edgefed.compression import NONE, CompressionSetting, parse_compression, upload_specs
 from edgefed.compression.broadcast import GlobalEncoder, parse_broadcast_compression
 from edgefed.config import FederationSection
-from edgefed.federation.aggregation import first_non_finite, spec_mismatch
+from edgefed.federation.aggregation import UpdateOutOfRange, first_non_finite, spec_mismatch
 from edgefed.federation.compressed import Update, broadcast_mismatch, content_problem, fold_update, hello_mismatch
 from edgefed.federation.joining import JoinPlan
 from edgefed.federation.secure_sum import SecureSum, secure_mismatch
@@ -325,7 +325,12 @@ class RoundBook(Generic[S]):
             return outlier
         if span is not None:
             self.distances.append(span)
-        fold_update(current.aggregator, tensors, num_samples, name, self.global_weights, span)
+        try:
+            fold_update(current.aggregator, tensors, num_samples, name, self.global_weights, span)
+        except UpdateOutOfRange as exc:  # nothing was folded: the round goes on without it
+            if span is not None:
+                self.distances.pop()
+            return Refusal(ReasonCode.NON_FINITE, f"update refused: {exc}")
         current.submitted.add(name)
         current.answered.add(name)
         current.bytes_received += wire_bytes

@@ -29,8 +29,9 @@ class MemoryBudgetError(ValueError):
 
 def held_model_bytes(specs: Sequence[TensorSpec], aggregation: str, max_buffered_updates: int) -> int:
     """Bytes the chief holds for a round besides its staging buffers: the global model and the
-    aggregator's state (fedavg and clip: a float64 running sum; the other strategies: up to
-    max_buffered_updates copies of the model)."""
+    aggregator's state (fedavg and clip: still counted as the float64 sum of before, 8 bytes per
+    element, though their float32 running mean holds one model: the budget errs on the safe side;
+    the other strategies: up to max_buffered_updates copies of the model)."""
     model = sum(spec.nbytes for spec in specs)
     if aggregation in ("fedavg", "clip"):
         state = sum(8 * spec.nbytes // max(np.dtype(spec.dtype).itemsize, 1) for spec in specs)

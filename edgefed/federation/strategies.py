@@ -1,10 +1,11 @@
 """How a round's updates combine (`federation.aggregation`): pure numpy, no I/O, no threads.
 
-- fedavg: the sample-weighted mean, streamed into one float64 sum (aggregation.StreamingAggregator);
-  memory: one sum, whatever the number of workers. Defenceless against a hostile worker.
+- fedavg: the sample-weighted mean, streamed into one float32 running mean (aggregation.StreamingAggregator,
+  running_mean.py; models up to 8 MiB keep a float64 sum); memory: one model copy, whatever the number
+  of workers. Defenceless against a hostile worker.
 - clip: fedavg, but an update whose distance from the global model exceeds clip_factor x the median of
-  recent distances is pulled back to that distance first. Still streaming (same memory as fedavg);
-  bounds what one worker can move the model, not its direction.
+  recent distances is pulled back to that distance as it is folded (no copy). Still streaming (same
+  memory as fedavg); bounds what one worker can move the model, not its direction.
 - trimmed-mean / median / krum must see every update before combining: each keeps a float32 copy of
   every update of the round (at most max_buffered_updates, so memory is that many models), and the
   combination adds one tensor per update at a time. They ignore sample counts (one worker, one vote):
@@ -70,28 +71,20 @@ class ClippingAggregator(StreamingAggregator):
         self._global = list(global_weights)
         self.bound = bound
 
-    def _clipped(self, arrays: Sequence[np.ndarray], copy: bool) -> list[np.ndarray]:
+    def _scale(self, arrays: Sequence[np.ndarray]) -> float:
+        """1, or how far to pull the update back towards the global model (bound / its distance)."""
         bound = self.bound()
         if bound is None:
-            return list(arrays)
+            return 1.0
         span = distance(arrays, self._global)
-        if span <= bound or span == 0.0:
-            return list(arrays)
-        scale = bound / span
-        out = []
-        for array, reference in zip(arrays, self._global, strict=True):
-            target = np.array(array, copy=True) if copy else array
-            target -= reference  # the update's delta, scaled, put back on the global model
-            target *= np.asarray(scale, dtype=target.dtype)
-            target += reference
-            out.append(target)
-        return out
+        return 1.0 if span <= bound or span == 0.0 else bound / span
 
     def add(self, arrays: Sequence[np.ndarray], num_samples: int, contributor: str) -> None:
-        super().add(self._clipped(arrays, copy=True), num_samples, contributor)
+        # the update's delta, scaled, put back on the global model: folded chunk by chunk, no copy
+        self._fold(arrays, num_samples, contributor, self._global, self._scale(arrays))
 
     def add_scaled_in_place(self, arrays: list[np.ndarray], num_samples: int, contributor: str) -> None:
-        super().add(self._clipped(arrays, copy=False), num_samples, contributor)
+        self.add(arrays, num_samples, contributor)
 
 
 class BufferedAggregator:

@@ -29,18 +29,28 @@ from edgefed.wire import (
     Bye,
     Flags,
     Frame,
+    FrameHeader,
     Hello,
     MessageType,
     ProtocolError,
     ReasonCode,
     Reject,
+    TensorSpec,
     Welcome,
+    allocate_fresh,
     encode_message,
     encode_tensor_frame,
     expect,
 )
 
 log = logging.getLogger(__name__)
+
+
+def fits_exactly(arrays: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> bool:
+    """Whether a tensor frame of specs can be received straight into arrays (the reader's own rule)."""
+    return len(arrays) == len(specs) and all(
+        spec.encoding is None and a.shape == tuple(spec.shape) and a.dtype == np.dtype(spec.dtype).newbyteorder("<")
+        and a.flags.c_contiguous and a.flags.writeable for a, spec in zip(arrays, specs, strict=True))
 
 
 class FederationRefused(TransportError):
@@ -98,14 +108,26 @@ class WorkerSession:
         # the chief's exported model, when it sends one (federation.push_model); None: FILE_* frames are refused
         self.models = ModelReceiver(state_dir, federation.max_model_bytes) if state_dir is not None else None
         self._unconfirmed: TransferEvent | None = None  # the update in flight, recorded once the chief answers
+        self._receive_target: list[np.ndarray] | None = None  # receive_global_into(): for one average()
 
     # -- public API -------------------------------------------------------------------------------
     def start(self, weights: list[np.ndarray] | None = None, num_samples: int = 0) -> StartInfo:
         """Join the federation; returns the chief's starting weights and this worker's task index."""
         del weights  # a worker always starts from the chief's weights
         self.num_samples = num_samples
-        global_weights = self._join()
+        try:
+            global_weights = self._join()
+        finally:
+            self._receive_target = None
         return StartInfo(global_weights, self.round, self.task_index, self.total, finished=self.finished)
+
+    def receive_global_into(self, arrays: list[np.ndarray]) -> None:
+        """The next start() or average() may receive the chief's global weights straight into arrays
+        (the trainer's, which the caller overwrites with them anyway: the driver's set_weights), so a
+        worker holds no second model while they arrive. Only for plain broadcasts and arrays that fit
+        the frame exactly; any other frame gets arrays of its own. A frame cut short leaves arrays
+        partly written: the rejoin that follows returns whole weights to set."""
+        self._receive_target = list(arrays)
 
     def average(self, weights: list[np.ndarray], num_samples: int, final: bool | None = None) -> RoundResult:
         """Send this round's local weights; return the chief's average (or, after a lost connection,
@@ -113,6 +135,7 @@ class WorkerSession:
         del final  # the chief decides when training ends
         self.num_samples = num_samples
         if self.finished:
+            self._receive_target = None
             return RoundResult(weights, self.round, [], finished=True)
         try:
             return self._exchange(weights, num_samples)
@@ -123,6 +146,8 @@ class WorkerSession:
             self._disconnect()
             global_weights = self._join()
             return RoundResult(global_weights, self.round, [], finished=self.finished)
+        finally:
+            self._receive_target = None
 
     def wait_for_model(self, timeout: float) -> bool:
         """After the last round: read the chief's frames until a model was received whole (True) or
@@ -230,7 +255,7 @@ class WorkerSession:
 
     def _recv_weights_or_control(self, conn: Connection) -> Frame:
         started = time.monotonic()
-        frame = conn.recv(hash_payload=self._hash_payloads)
+        frame = conn.recv(allocator=self._allocate, hash_payload=self._hash_payloads)
         self._confirm_upload(frame)
         if frame.type is MessageType.WEIGHTS:
             frame.tensors = self._broadcasts.weights(frame)  # None: a stale full model, ignored
@@ -254,6 +279,14 @@ class WorkerSession:
         elif frame.type is not MessageType.WELCOME and frame.type not in TO_WORKERS:  # secure aggregation's
             raise ProtocolError(f"unexpected {frame.type.name} from the chief")
         return frame
+
+    def _allocate(self, header: FrameHeader, num_samples: int, specs: list[TensorSpec]) -> list[np.ndarray]:
+        """Where a frame's tensors land: receive_global_into's arrays for plain global weights that fit."""
+        target = self._receive_target
+        if (target is not None and header.type is MessageType.WEIGHTS and self._secure is None
+                and self._broadcasts.hello_value == "none" and fits_exactly(target, specs)):
+            return target
+        return allocate_fresh(header, num_samples, specs)
 
     def _join(self) -> list[np.ndarray]:
         """Connect (with backoff), say hello, take the welcome and the current global weights."""
@@ -296,7 +329,7 @@ class WorkerSession:
                                         broadcast=self._broadcasts.hello_value,
                                         secure_aggregation=self._secure is not None))])
         while True:
-            frame = conn.recv(hash_payload=self._hash_payloads)
+            frame = conn.recv(allocator=self._allocate, hash_payload=self._hash_payloads)
             if frame.type is MessageType.BYE:
                 bye = expect(frame, Bye)
                 # refusals that retrying cannot change end the worker; duplicate-identity waits for the

@@ -48,7 +48,8 @@ class SoftmaxTrainer:
 
     def weights_to_send(self) -> list[np.ndarray]:
         """The trainer's own arrays, not copies, for a caller that only reads them before the next
-        train_steps or set_weights (the driver's upload): one model copy fewer on a worker."""
+        train_steps or set_weights (the driver's upload), or writes into them the weights it then
+        passes to set_weights (a worker receiving the global weights): model copies fewer on a worker."""
         return list(self.weights)
 
     def set_weights(self, weights: list[np.ndarray]) -> None:

@@ -54,3 +54,36 @@ def test_threads_get_arenas_of_their_own_unless_bounded() -> None:
     unbounded = _arenas("unbounded")
     assert unbounded > CHIEF_ARENAS  # what the bound is for: a new arena per allocating thread
     assert _arenas("bounded") <= CHIEF_ARENAS
+
+
+# A model-sized block freed twice: after the first (mmapped) one, glibc's default threshold rises and
+# the second comes from the heap and stays resident once freed; a fixed threshold gives both back.
+FREED_STAYS = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import numpy as np
+from edgefed.malloc_arenas import fix_mmap_threshold
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+def resident() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+before = resident()
+for _ in range(3):
+    block = np.ones(8 << 17)  # 8 MiB of float64, every page touched
+    del block
+print(resident() - before)
+"""
+
+
+def _kept_after_free(mode: str) -> int:
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", FREED_STAYS, mode, root], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return int(out.stdout.strip())
+
+
+def test_a_fixed_mmap_threshold_gives_freed_model_sized_blocks_back() -> None:
+    fixed, default = _kept_after_free("fixed"), _kept_after_free("default")
+    assert fixed < 2 << 20  # nothing model-sized kept
+    assert default >= fixed + (4 << 20)  # what the default threshold keeps, so the test can tell
