@@ -280,8 +280,9 @@ class Revocations:
     number: int = 0
     next_update: dt.datetime | None = None
 
-    def is_revoked(self, serial: int) -> bool:
-        return serial in self.serials
+    def is_revoked(self, serial: int, name: str | None = None) -> bool:
+        """On the CRL, or held by a revoked name (never issued again): its pre-rotation certificates too."""
+        return serial in self.serials or (name is not None and name in self.revoked_names)
 
     @property
     def revoked_names(self) -> frozenset[str]:
@@ -317,7 +318,6 @@ def parse_crl(pem: bytes, ca_cert: x509.Certificate, where: str = "the CRL") -> 
 def _revoked_index(pki_dir: Path) -> dict[int, str]:
     """serial -> node name from revoked.json; a damaged index names nobody (the CRL still applies)."""
     import json
-
     try:
         raw = json.loads(revoked_index_path(pki_dir).read_text())
         return {int(serial, 16): str(name) for serial, name in raw.items() if NAME_PATTERN.match(str(name))}

@@ -179,7 +179,7 @@ class Trust:
         """The peer's name, or PeerRevoked when the deployment CRL lists its certificate."""
         name = peer_common_name(sock)
         serial = peer_serial(sock)
-        if (state or self.current()).revocations.is_revoked(serial):
+        if (state or self.current()).revocations.is_revoked(serial, name):
             raise PeerRevoked(name, serial)
         return name
 
@@ -190,7 +190,7 @@ class Trust:
     def _close_revoked(self, revocations: Revocations) -> None:
         with self._lock:
             doomed = [(conn, name, serial) for conn, (name, serial) in list(self._tracked.items())
-                      if revocations.is_revoked(serial)]
+                      if revocations.is_revoked(serial, name)]
         for conn, name, serial in doomed:
             log.warning("closing the connection of %s: its certificate (serial %x) is now revoked", name, serial)
             with contextlib.suppress(OSError):

@@ -94,6 +94,10 @@ def test_a_worker_revoked_mid_training_is_refused_and_training_completes(
     wait_for(lambda: progress.reached(1), 240, "round 1 with worker3 in (eight processes start first)")
     assert "worker3" in progress.rounds[-1]["participants"]
 
+    # worker3's certificate is rotated first and it stays connected with the old one: revoking the name
+    # (the CRL lists the new serial) must still close its connection and refuse it (the trust lab found
+    # a rotated-then-revoked worker training on)
+    assert edgefed("pki", "issue", "worker3", "--force", "--pki", str(pki_dir)).returncode == 0
     assert edgefed("pki", "revoke", "worker3", "--pki", str(pki_dir)).returncode == 0
     chief.send_signal(signal.SIGHUP)  # what `systemctl reload` sends; the watcher would find it too
     assert running["worker3"].wait(timeout=60) != 0, "a revoked worker must stop, not keep retrying"

@@ -44,6 +44,17 @@ def test_revoke_puts_the_serial_on_a_signed_crl_and_names_it(deployment: Path) -
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is x509.ReasonFlags.key_compromise
 
 
+def test_revoking_a_name_also_revokes_its_certificates_from_before_a_rotation(deployment: Path) -> None:
+    before_rotation = _serial(deployment, "pi2")
+    pki.issue_node(deployment, "pi2", force=True)  # rotated: the old certificate is still unexpired
+    pki.revoke(deployment, "pi2")
+    revocations = pki.load_revocations(deployment)
+    assert revocations.serials == {_serial(deployment, "pi2")} and before_rotation not in revocations.serials
+    assert revocations.is_revoked(before_rotation, "pi2")
+    assert not revocations.is_revoked(before_rotation)  # by serial alone it is not on the CRL
+    assert not revocations.is_revoked(_serial(deployment, "pi1"), "pi1")
+
+
 def test_revoking_again_keeps_one_entry_and_numbers_the_crl_up(deployment: Path) -> None:
     pki.revoke(deployment, "pi2")
     pki.revoke(deployment, "pi1", reason="cessation_of_operation")
