@@ -81,10 +81,14 @@ def _from_worker(fresh: dict[str, str]) -> dict[int, str]:
             for port in (7777, 3389, P2P_PORT)}
 
 
-# One deployment, four steps in file order (each its own test, so each stays within the per-test
-# timeout on a quiet machine): converge from nothing, idempotence, upgrade A -> B, teardown. The
+# One deployment, four steps in file order: converge from nothing, idempotence, upgrade A -> B,
+# teardown. Each playbook run gets PLAYBOOK_BOUND: a bound, not an expectation (a few minutes on a quiet
+# machine; the converge passed 600 s at load 10-14 with apt and pip installing in the containers). The
 # idempotence run is here as well as in the molecule lab because only a fresh host takes the roles'
 # install paths (apt packages, the venv, iptables); the lab image has them already.
+PLAYBOOK_BOUND = 2400
+
+
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, fresh: dict[str, str]) -> dict[str, Any]:
     tmp_path = tmp_path_factory.mktemp("fresh")
@@ -93,29 +97,32 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, fresh: dict[str, str]) 
             "b": _inventory(tmp_path, settings, fresh, _source(tmp_path, "b", extra_dependency="six>=1.16"))}
 
 
+@pytest.mark.timeout(PLAYBOOK_BOUND + 300)
 def test_site_converges_fresh_hosts_from_nothing(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
     for host in ("chief", "pi-1"):  # really fresh: none of what the roles need is there
         missing = docker("exec", fresh[host], "sh", "-c",
                           "for p in python3-apt python3-venv iptables; do dpkg -s $p >/dev/null 2>&1 || echo $p; done")
         assert missing.stdout.split() == ["python3-apt", "python3-venv", "iptables"]
-    converge = run_playbook(deployment["tmp"], deployment["a"], "site.yml")
+    converge = run_playbook(deployment["tmp"], deployment["a"], "site.yml", timeout=PLAYBOOK_BOUND)
     assert converge.returncode == 0, converge.output
     assert "ActiveState=active" in _started(fresh, "chief", "edgefed-chief.service")
     assert "ActiveState=active" in _started(fresh, "pi-1", "edgefed-worker.service")
     assert _from_worker(fresh)[7777] == "open"
 
 
+@pytest.mark.timeout(PLAYBOOK_BOUND + 300)
 def test_a_second_run_changes_nothing(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
-    again = run_playbook(deployment["tmp"], deployment["a"], "site.yml")
+    again = run_playbook(deployment["tmp"], deployment["a"], "site.yml", timeout=PLAYBOOK_BOUND)
     assert again.returncode == 0, again.output
     assert again.changed("chief") == 0 and again.changed("pi-1") == 0, again.output
 
 
+@pytest.mark.timeout(PLAYBOOK_BOUND + 300)
 def test_upgrade_to_a_version_with_a_new_dependency(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
     version_a = _in_venv(fresh, "chief", "import edgefed; print(edgefed.__version__)")
     units = (("chief", "edgefed-chief.service"), ("pi-1", "edgefed-worker.service"))
     before = {host: _started(fresh, host, unit) for host, unit in units}
-    upgrade = run_playbook(deployment["tmp"], deployment["b"], "site.yml")
+    upgrade = run_playbook(deployment["tmp"], deployment["b"], "site.yml", timeout=PLAYBOOK_BOUND)
     assert upgrade.returncode == 0, upgrade.output
     for host, unit in units:
         version_b = _in_venv(fresh, host, "import edgefed; print(edgefed.__version__)")
@@ -127,8 +134,9 @@ def test_upgrade_to_a_version_with_a_new_dependency(deployment: dict[str, Any], 
         assert f"edgefed[demo]=={version_b}" in requirements
 
 
+@pytest.mark.timeout(PLAYBOOK_BOUND + 300)
 def test_after_teardown_nothing_answers_from_a_worker(deployment: dict[str, Any], fresh: dict[str, str]) -> None:
-    down = run_playbook(deployment["tmp"], deployment["b"], "teardown.yml")
+    down = run_playbook(deployment["tmp"], deployment["b"], "teardown.yml", timeout=PLAYBOOK_BOUND)
     assert down.returncode == 0, down.output
     assert _from_worker(fresh) == {7777: "refused", 3389: "refused", P2P_PORT: "refused"}
     assert "ActiveState=active" in _started(fresh, "chief", "edgefed-chief.service")  # closed, not stopped
