@@ -83,9 +83,6 @@ class ClippingAggregator(StreamingAggregator):
         # the update's delta, scaled, put back on the global model: folded chunk by chunk, no copy
         self._fold(arrays, num_samples, contributor, self._global, self._scale(arrays))
 
-    def add_scaled_in_place(self, arrays: list[np.ndarray], num_samples: int, contributor: str) -> None:
-        self.add(arrays, num_samples, contributor)
-
 
 class BufferedAggregator:
     """Keeps every update of the round (bounded by the caller) and combines them at the end."""
