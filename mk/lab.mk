@@ -18,10 +18,12 @@ LAB_IMAGE = $$($(LAB_IMAGE_SCRIPT))
 LAB_IROHA_PEER := $(if $(filter 1,$(EDGEFED_LAB_IROHA)),iroha-peer)
 # The image of lab-worker2: the arm64 one with EDGEFED_LAB_ARM=1, else the others'.
 LAB_WORKER2_IMAGE = $(if $(filter 1,$(EDGEFED_LAB_ARM)),$$(molecule/image/build.sh --arch arm64),$(LAB_IMAGE))
+# Emulated ARM containers need the host's qemu handlers to honour setuid (sudo, Ansible's become).
+LAB_ARM_BINFMT := $(if $(filter 1,$(EDGEFED_LAB_ARM)),lab-binfmt)
 # The "fresh host" variant (systemd, sshd, sudo, python3 only) that tests/ansible converges from nothing.
 LAB_FRESH_IMAGE = $$(molecule/image/build.sh --fresh)
 
-.PHONY: lab lab-down test-lab lab-lint lab-image lab-image-fresh lab-engine lab-image-arm lab-arm-smoke
+.PHONY: lab lab-down test-lab lab-lint lab-image lab-image-fresh lab-engine lab-image-arm lab-arm-smoke lab-binfmt
 lab-engine: ## start dockerd if it is not running
 	@scripts/lab/ensure-docker.sh
 
@@ -32,6 +34,9 @@ lab-image-arm: lab-engine ## build the arm64 and armhf lab images (qemu-user-sta
 	@molecule/image/build.sh --arch arm64 >/dev/null
 	@molecule/image/build.sh --arch armhf >/dev/null
 
+lab-binfmt: ## give the host's qemu-aarch64/qemu-arm handlers the C flag (sudo in emulated containers)
+	@scripts/lab/binfmt-credentials.sh aarch64 arm
+
 lab-arm-smoke: setup lab-engine ## an arm64 container installs the aarch64 wheelhouse offline and trains (times)
 	@molecule/image/build.sh --arch arm64 >/dev/null
 	PYTHON=$(VENV)/bin/python scripts/lab/arm-worker-smoke.sh
@@ -39,7 +44,7 @@ lab-arm-smoke: setup lab-engine ## an arm64 container installs the aarch64 wheel
 lab-image-fresh: lab-engine ## build the fresh-host image (systemd, sshd, python3 only) when its script changed
 	@molecule/image/build.sh --fresh >/dev/null
 
-lab: setup lab-image $(LAB_IROHA_PEER) ## Docker lab: start, deploy site.yml, train, verify, show status
+lab: setup lab-image $(LAB_IROHA_PEER) $(LAB_ARM_BINFMT) ## Docker lab: start, deploy site.yml, train, verify, show status
 	@scripts/lab/snapshot-source.sh >/dev/null  # deploy the working tree as it is now
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER2_IMAGE=$(LAB_WORKER2_IMAGE) $(MOLECULE) converge
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER2_IMAGE=$(LAB_WORKER2_IMAGE) $(MOLECULE) verify
@@ -54,7 +59,7 @@ lab-lint: setup ## lint the lab's playbooks and helper scripts
 	$(VENV)/bin/ruff check scripts/lab molecule/default/files
 	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py
 
-test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) ## the whole molecule scenario (up, verify, idempotence, teardown, down)
+test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) $(LAB_ARM_BINFMT) ## the whole molecule scenario (up, verify, idempotence, teardown, down)
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER2_IMAGE=$(LAB_WORKER2_IMAGE) $(MOLECULE) test
 
 SLOW_TEST_TARGETS += test-lab

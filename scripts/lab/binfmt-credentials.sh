@@ -1,0 +1,33 @@
+#!/bin/sh
+# Give the host's qemu-user binfmt_misc handlers the C flag, so setuid binaries (sudo, which Ansible's
+# `become` runs) work inside the emulated ARM lab containers. Debian's qemu-user-static registers
+# qemu-aarch64 and qemu-arm with flags PF only; without C, qemu-user runs a setuid binary with the
+# caller's credentials and sudo stops with "effective uid is not 0". A real Pi runs sudo natively.
+#
+# C (credentials from the binary, implies O) is the setting Docker Desktop and the qemu-user-static
+# container image use. It lasts until the next boot or `update-binfmts --disable/--enable qemu-aarch64`,
+# which restores Debian's registration. Idempotent: a handler that has C already is left as it is.
+set -eu
+dir=/proc/sys/fs/binfmt_misc
+
+# "7f454c46" -> "\x7f\x45\x4c\x46", the escaped form the register file takes.
+escape() { printf '%s' "$1" | sed 's/../\\x&/g'; }
+
+for name in "$@"; do
+  entry="$dir/qemu-$name"
+  if ! grep -qs '^enabled' "$entry"; then
+    echo "binfmt-credentials: no enabled binfmt handler qemu-$name (apt-get install qemu-user-static)" >&2
+    exit 1
+  fi
+  flags=$(awk '$1 == "flags:" {print $2}' "$entry")
+  case "$flags" in *C*) continue ;; esac
+  magic=$(awk '$1 == "magic" {print $2}' "$entry")
+  mask=$(awk '$1 == "mask" {print $2}' "$entry")
+  offset=$(awk '$1 == "offset" {print $2}' "$entry")
+  interpreter=$(awk '$1 == "interpreter" {print $2}' "$entry")
+  # Keep Debian's P (argv[0]) and F (interpreter opened now, usable inside containers); add O and C.
+  line=":qemu-$name:M:$offset:$(escape "$magic"):$(escape "$mask"):$interpreter:POCF"
+  echo -1 >"$entry"
+  printf '%s' "$line" >"$dir/register"
+  echo "binfmt-credentials: qemu-$name re-registered with flags POCF (was $flags)" >&2
+done
