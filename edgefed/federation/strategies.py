@@ -26,6 +26,7 @@ import numpy as np
 
 from edgefed.config import AGGREGATIONS
 from edgefed.federation.aggregation import StreamingAggregator
+from edgefed.federation.running_mean import CHUNK, Scratch
 from edgefed.wire import TensorSpec
 
 STRATEGIES = AGGREGATIONS  # federation.aggregation's choices
@@ -48,12 +49,20 @@ class Aggregator(Protocol):
 
 
 def distance(update: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
-    """Euclidean distance between two models (float64, a chunk of one tensor at a time)."""
+    """Euclidean distance between two models (float64, a chunk of one tensor at a time, in two
+    reused buffers: running_mean.Scratch says why no temporaries). NaN or Inf when the update holds
+    one and the reference is finite, so it doubles as the update's finite check (first_non_finite
+    then says which tensor); only finite float64 values far beyond float32's range can overflow it."""
     total = 0.0
     for mine, theirs in zip(update, reference, strict=True):
         flat, ref = np.asarray(mine).reshape(-1), np.asarray(theirs).reshape(-1)
-        for start in range(0, flat.size, 1 << 20):
-            diff = flat[start:start + (1 << 20)].astype(np.float64) - ref[start:start + (1 << 20)]
+        scratch = Scratch(flat.size)
+        for start in range(0, flat.size, CHUNK):
+            diff = scratch.part(min(CHUNK, flat.size - start))
+            theirs_wide = scratch.spare(diff.size)
+            np.copyto(diff, flat[start:start + CHUNK])  # cast first: a mixed-dtype subtract is ~3x slower
+            np.copyto(theirs_wide, ref[start:start + CHUNK])
+            diff -= theirs_wide
             # einsum's own loop, not BLAS: np.dot's OpenBLAS threads spin against the chief's other
             # threads (measured on 2 loaded cores: 17 vs 7.6 ms per 1M-element chunk, 37 vs 10 ms with 2 callers)
             total += float(np.einsum("i,i->", diff, diff))
