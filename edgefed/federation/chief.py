@@ -22,7 +22,7 @@ from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
 from edgefed.federation.broadcast import Broadcaster
 from edgefed.federation.checkpoint import load_checkpoint
-from edgefed.federation.compressed import received_update, update_distance
+from edgefed.federation.compressed import needs_finite_pass, received_update, update_distance
 from edgefed.federation.intake import ExtraHandler, Intake, described
 from edgefed.federation.provenance import ModelProvenance
 from edgefed.federation.refusals import report_refusal
@@ -325,21 +325,23 @@ class ChiefSession:
                           frame.wire_bytes, frame.sha256, seconds, "update")
         )
         reason, timeline, validated = worker.reject_reason, self.timeline, time.perf_counter()
-        if reason is None and frame.decoded is not None:
-            reason = self._book.content_refusal(frame.decoded)
         if reason is None and frame.decoded is not None and self._secure is not None:  # a masked ring vector
+            reason = self._book.content_refusal(frame.decoded)
             with self._cond:
-                reason = self._secure.masked(worker.name, frame, frame.decoded)
+                reason = reason or self._secure.masked(worker.name, frame, frame.decoded)
                 self._cond.notify_all()
         elif reason is None and frame.decoded is not None:
             with self._cond:
                 trained_from = self._book.global_weights
             update, span = received_update(frame.decoded, self._book.rules.compression, trained_from)  # unlocked
+            if needs_finite_pass(update, span):  # plain weights at a finite distance hold no NaN or Inf
+                reason = self._book.content_refusal(frame.decoded)
             timeline.add(frame.round, "validate", time.perf_counter() - validated)
-            with self._cond, timeline.span(frame.round, "add"):
-                reason = self._book.fold(worker.name, frame.round, update, frame.num_samples,
-                                         frame.wire_bytes, span)
-                self._cond.notify_all()
+            if reason is None:
+                with self._cond, timeline.span(frame.round, "add"):
+                    reason = self._book.fold(worker.name, frame.round, update, frame.num_samples,
+                                             frame.wire_bytes, span)
+                    self._cond.notify_all()
         if reason is not None:
             with self._cond:
                 self._book.refused(worker.name, frame.round)

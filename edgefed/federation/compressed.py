@@ -16,6 +16,7 @@ error feedback (`WorkerUploads`); the chief reads it as a `Delta` and
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,6 +88,13 @@ def received_update(decoded: list[Tensor], setting: CompressionSetting,
     and its distance from the global weights it was trained from (for screening and clip)."""
     update: Update = [np.asarray(t) for t in decoded] if setting.encoding is None else Delta(list(decoded))
     return update, update_distance(update, trained_from)
+
+
+def needs_finite_pass(update: Update, span: float) -> bool:
+    """Whether the upload needs a pass of its own for NaN and Inf. Plain weights do not once their
+    distance from the global weights is finite: a NaN or Inf anywhere in them makes it NaN or Inf
+    (the squares cannot cancel), so the distance's pass is the check (content_problem then says where)."""
+    return isinstance(update, Delta) or not math.isfinite(span)
 
 
 def content_problem(decoded: Sequence[Tensor]) -> int | None:
