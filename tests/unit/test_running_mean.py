@@ -1,6 +1,6 @@
 """The float32 running mean of fedavg and clip (federation/running_mean.py): its precision against a
-float64 reference, its range with huge updates, its memory, and a compressed update beyond float32's
-range refused alone."""
+float64 reference, its range with huge updates, its memory, a compressed update beyond float32's
+range refused alone, its chunked arithmetic bit for bit, and the distance that doubles as the finite check."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 
 from edgefed.compression import Compressor, decode_dense, parse_compression
 from edgefed.federation import running_mean
-from edgefed.federation.aggregation import StreamingAggregator
-from edgefed.federation.compressed import Delta, received_update
+from edgefed.federation.aggregation import StreamingAggregator, first_non_finite
+from edgefed.federation.compressed import Delta, needs_finite_pass, received_update
 from edgefed.federation.rounds import RoundBook, RoundRules, Seat
 from edgefed.federation.running_mean import CHUNK, FLOAT32_MAX
-from edgefed.federation.strategies import ClippingAggregator
+from edgefed.federation.strategies import ClippingAggregator, distance
 from edgefed.wire import ReasonCode, specs_of
 
 WORKERS = 32
@@ -168,3 +168,55 @@ def test_a_small_model_keeps_the_exact_float64_sum(monkeypatch: pytest.MonkeyPat
         aggregator.add(update, 3, "w")
     result = aggregator.average()
     np.testing.assert_array_equal(result[0], reference_mean(batch, [3, 3, 3])[0].astype(np.float32))
+
+
+def whole_array_mean(batch: list[np.ndarray], samples: list[int], reference: np.ndarray | None = None,
+                     scales: list[float] | None = None) -> np.ndarray:
+    """running_mean.py's arithmetic on whole arrays, a numpy temporary per operation: each fold rounds
+    float64(mean) * keep + float64(w) * share to float32 once (w pulled back towards reference by scale)."""
+    mean, total = np.zeros_like(batch[0]), 0
+    for index, (update, count) in enumerate(zip(batch, samples, strict=True)):
+        wide = update.astype(np.float64)
+        if reference is not None and scales is not None:
+            base = reference.astype(np.float64)
+            wide = (wide - base) * scales[index] + base
+        keep, share = total / (total + count), count / (total + count)
+        mean = (wide * share + mean.astype(np.float64) * keep).astype(np.float32) if total else wide.astype(np.float32)
+        total += count
+    return mean
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_folding_in_reused_chunk_buffers_is_bit_for_bit_the_whole_array_arithmetic(clip: bool) -> None:
+    batch = [u[0] for u in updates(8, count=5, size=3 * CHUNK + 17)]
+    samples = [int(n) for n in np.random.default_rng(9).integers(1, 5000, 5)]
+    start = np.random.default_rng(10).standard_normal(3 * CHUNK + 17).astype(np.float32)
+    bound = min(distance([u], [start]) for u in batch) / 2  # every update is pulled back
+    aggregator = (ClippingAggregator(specs_of([start]), [start], lambda: bound) if clip
+                  else StreamingAggregator(specs_of([start])))
+    for update, count in zip(batch, samples, strict=True):
+        aggregator.add([update], count, "w")
+    scales = [bound / distance([u], [start]) for u in batch] if clip else None
+    assert aggregator.average()[0].tobytes() == whole_array_mean(batch, samples, start, scales).tobytes()
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, CHUNK - 1, CHUNK, 2 * CHUNK + 4])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_non_finite_value_anywhere_makes_the_distance_non_finite(bad: float, where: int, dtype: str) -> None:
+    # the chief skips the upload's own finite pass when its distance is finite (compressed.needs_finite_pass)
+    start = [np.full(2 * CHUNK + 5, 3e4, dtype), np.ones(3, np.float32)]
+    update = [np.full(2 * CHUNK + 5, -3e4, dtype), np.ones(3, np.float32)]
+    update[0][where] = bad
+    span = distance(update, start)
+    assert not np.isfinite(span) and needs_finite_pass(update, span)
+    assert first_non_finite(update) == 0
+    update[0][where] = 0
+    span = distance(update, start)
+    assert np.isfinite(span) and not needs_finite_pass(update, span)
+    assert first_non_finite(update) is None
+
+
+def test_the_largest_finite_float32_updates_have_a_finite_distance() -> None:
+    top = np.float32(FLOAT32_MAX)
+    span = distance([np.full(CHUNK + 3, top)], [np.full(CHUNK + 3, -top)])
+    assert np.isfinite(span) and span > FLOAT32_MAX
