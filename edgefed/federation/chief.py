@@ -155,8 +155,8 @@ class ChiefSession:
         """Contribute the chief's weights, gather the workers' until all are in or the deadline
         passes, average, checkpoint, broadcast. final defaults to "this was the last round"."""
         book = self._book
-        fits = book.current is not None and book.own_weights_refusal(weights) is None
-        span = update_distance(weights, book.global_weights) if fits else None  # only this thread writes them
+        measure = book.rules.measures_distances and book.current is not None and not book.own_weights_refusal(weights)
+        span = update_distance(weights, book.global_weights) if measure else None  # only this thread writes them
         with self._cond:
             if book.current is None or not book.started:
                 raise RuntimeError("average() before start()")
@@ -333,7 +333,8 @@ class ChiefSession:
         elif reason is None and frame.decoded is not None:
             with self._cond:
                 trained_from = self._book.global_weights
-            update, span = received_update(frame.decoded, self._book.rules.compression, trained_from)  # unlocked
+            update, span = received_update(frame.decoded, self._book.rules.compression, trained_from,
+                                           self._book.rules.measures_distances)  # unlocked
             if needs_finite_pass(update, span):  # plain weights at a finite distance hold no NaN or Inf
                 reason = self._book.content_refusal(frame.decoded)
             timeline.add(frame.round, "validate", time.perf_counter() - validated)

@@ -82,19 +82,20 @@ def broadcast_mismatch(hello: Hello, setting: str) -> tuple[ReasonCode, str] | N
     return None
 
 
-def received_update(decoded: list[Tensor], setting: CompressionSetting,
-                    trained_from: Sequence[np.ndarray]) -> tuple[Update, float]:
+def received_update(decoded: list[Tensor], setting: CompressionSetting, trained_from: Sequence[np.ndarray],
+                    measured: bool = True) -> tuple[Update, float | None]:
     """What an UPDATE frame's decoded tensors mean under setting (the header check fixed their specs),
-    and its distance from the global weights it was trained from (for screening and clip)."""
+    and its distance from the global weights it was trained from (for screening and clip; None when
+    not measured: RoundRules.measures_distances, a pass over the upload saved)."""
     update: Update = [np.asarray(t) for t in decoded] if setting.encoding is None else Delta(list(decoded))
-    return update, update_distance(update, trained_from)
+    return update, update_distance(update, trained_from) if measured else None
 
 
-def needs_finite_pass(update: Update, span: float) -> bool:
+def needs_finite_pass(update: Update, span: float | None) -> bool:
     """Whether the upload needs a pass of its own for NaN and Inf. Plain weights do not once their
-    distance from the global weights is finite: a NaN or Inf anywhere in them makes it NaN or Inf
-    (the squares cannot cancel), so the distance's pass is the check (content_problem then says where)."""
-    return isinstance(update, Delta) or not math.isfinite(span)
+    distance from the global weights is measured and finite: a NaN or Inf anywhere in them makes it
+    NaN or Inf (the squares cannot cancel), so the distance's pass is the check."""
+    return isinstance(update, Delta) or span is None or not math.isfinite(span)
 
 
 def content_problem(decoded: Sequence[Tensor]) -> int | None:
@@ -113,6 +114,9 @@ def fold_update(aggregator: Aggregator, update: Update, num_samples: int, contri
                 base: Sequence[np.ndarray], span: float | None) -> None:
     """Add an update to the round's aggregator; base: the round's global weights."""
     if not isinstance(update, Delta):
+        if isinstance(aggregator, ClippingAggregator) and span is not None:
+            aggregator.add_measured(update, num_samples, contributor, span)  # not measured a second time
+            return
         aggregator.add_scaled_in_place(update, num_samples, contributor)
         return
     if isinstance(aggregator, StreamingAggregator):

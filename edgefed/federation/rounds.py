@@ -56,6 +56,10 @@ class RoundRules:
         )
 
     @property
+    def measures_distances(self) -> bool:  # clip's bound and screening are made of update distances
+        return self.aggregation == "clip" or self.screen_factor > 0
+
+    @property
     def buffered(self) -> bool:
         """Whether the aggregation keeps every update until the round closes."""
         return self.aggregation in ("trimmed-mean", "median", "krum")

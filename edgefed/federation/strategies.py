@@ -80,17 +80,21 @@ class ClippingAggregator(StreamingAggregator):
         self._global = list(global_weights)
         self.bound = bound
 
-    def _scale(self, arrays: Sequence[np.ndarray]) -> float:
+    def _scale(self, arrays: Sequence[np.ndarray], span: float | None = None) -> float:
         """1, or how far to pull the update back towards the global model (bound / its distance)."""
         bound = self.bound()
         if bound is None:
             return 1.0
-        span = distance(arrays, self._global)
+        span = distance(arrays, self._global) if span is None else span
         return 1.0 if span <= bound or span == 0.0 else bound / span
 
     def add(self, arrays: Sequence[np.ndarray], num_samples: int, contributor: str) -> None:
         # the update's delta, scaled, put back on the global model: folded chunk by chunk, no copy
         self._fold(arrays, num_samples, contributor, self._global, self._scale(arrays))
+
+    def add_measured(self, arrays: Sequence[np.ndarray], num_samples: int, contributor: str, span: float) -> None:
+        """add() for an update whose distance(arrays, global weights) the caller has measured already."""
+        self._fold(arrays, num_samples, contributor, self._global, self._scale(arrays, span))
 
 
 class BufferedAggregator:

@@ -220,3 +220,26 @@ def test_the_largest_finite_float32_updates_have_a_finite_distance() -> None:
     top = np.float32(FLOAT32_MAX)
     span = distance([np.full(CHUNK + 3, top)], [np.full(CHUNK + 3, -top)])
     assert np.isfinite(span) and span > FLOAT32_MAX
+
+
+def test_clip_given_the_measured_distance_folds_exactly_what_it_folds_measuring_it_itself() -> None:
+    batch = [u[0] for u in updates(11, count=4, size=2 * CHUNK + 9)]
+    start = np.zeros(2 * CHUNK + 9, np.float32)
+    bound = min(distance([u], [start]) for u in batch) / 3
+    measuring, given = (ClippingAggregator(specs_of([start]), [start], lambda: bound) for _ in range(2))
+    for index, update in enumerate(batch):
+        measuring.add([update], 10 + index, "w")
+        given.add_measured([update], 10 + index, "w", distance([update], [start]))
+    assert measuring.average()[0].tobytes() == given.average()[0].tobytes()
+
+
+@pytest.mark.parametrize(("aggregation", "screen_factor", "measured"),
+                         [("fedavg", 0.0, False), ("fedavg", 3.0, True), ("clip", 0.0, True), ("median", 0.0, False)])
+def test_distances_are_measured_only_for_the_rules_that_use_them(aggregation: str, screen_factor: float,
+                                                                 measured: bool) -> None:
+    rules = RoundRules(3, aggregation=aggregation, screen_factor=screen_factor)
+    assert rules.measures_distances is measured
+    start = [np.zeros(CHUNK + 1, np.float32)]
+    update, span = received_update([np.full(CHUNK + 1, np.nan, np.float32)], rules.compression, start, measured)
+    assert (span is not None) is measured
+    assert needs_finite_pass(update, span)  # measured or not, a NaN upload gets its finite check
