@@ -25,7 +25,9 @@ CHIEF_ARENAS = 2
 # tensors come from the heap and stay resident once freed: the chief's peak RSS then reflects its
 # history (each round's mean, the previous global) instead of what is alive. Measured at 16 MB,
 # N = 2 / 8 / 32 (docs/benchmarks.md): 138 / 137 / 153 MB with glibc's default, 118 / 121 / 124 MB
-# with 4 MiB. The float64 chunk temporaries (2 MiB) stay below it, so they are reused from the heap.
+# with 4 MiB. Setting it also switches off glibc's dynamic trim threshold, left at 128 KiB: a freed
+# block at the heap's top goes back to the kernel, so a temporary made per chunk is faulted in and
+# zeroed again every time. Hot loops reuse their chunk buffers instead (running_mean.Scratch).
 CHIEF_MMAP_THRESHOLD = 4 << 20
 
 
