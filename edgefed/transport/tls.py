@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography import x509
 
-from edgefed.pki import NodeCredentials, PKIError, Revocations, crl_path, load_revocations
+from edgefed.pki import NodeCredentials, PKIError, Revocations, crl_path, load_revocations, revoked_index_path
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,10 @@ class Trust:
 
     def __init__(self, creds: NodeCredentials) -> None:
         self.creds = creds
-        self._paths = (creds.ca_cert, creds.cert, creds.key, crl_path(creds.pki_dir))
+        # revoked.json too: it names the revoked nodes, and it may land after crl.pem (Ansible copies
+        # one file at a time), so a reload on the CRL alone could miss a name and never look again
+        self._paths = (creds.ca_cert, creds.cert, creds.key, crl_path(creds.pki_dir),
+                       revoked_index_path(creds.pki_dir))
         self._lock = threading.Lock()
         self._seen = _fingerprint(self._paths)
         self._state = self._build()  # the first build fails loudly: a node cannot start without it
@@ -170,9 +173,10 @@ class Trust:
     def _announce(self, old: TrustState, new: TrustState) -> None:
         if new.serial != old.serial:
             log.warning("%s: now presenting certificate serial %x (was %x)", self.creds.name, new.serial, old.serial)
-        if new.revocations.serials != old.revocations.serials:
-            log.warning("%s: CRL number %d loaded, %d certificate(s) revoked", self.creds.name,
-                        new.revocations.number, len(new.revocations.serials))
+        if new.revocations != old.revocations:  # serials or names: either may revoke a live connection
+            log.warning("%s: CRL number %d loaded, %d certificate(s) revoked (%s)", self.creds.name,
+                        new.revocations.number, len(new.revocations.serials),
+                        ", ".join(sorted(new.revocations.revoked_names)) or "no names known")
             self._close_revoked(new.revocations)
 
     def check_peer(self, sock: ssl.SSLSocket, state: TrustState | None = None) -> str:

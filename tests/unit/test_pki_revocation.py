@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from edgefed import pki
 from edgefed.transport import Trust, request_reload
@@ -153,3 +154,35 @@ def test_trust_keeps_the_old_set_while_the_new_one_is_half_written(deployment: P
     assert trust.current().serial == first.serial
     pki.crl_path(deployment).write_bytes(b"half a CRL")
     assert trust.current().revocations == first.revocations  # unreadable CRL: the old one stays
+
+
+class _TrackedConnection:
+    """A connection as Trust.track sees it: the peer's certificate, and close() (what revocation calls)."""
+
+    def __init__(self, der: bytes) -> None:
+        self._der = der
+        self.closed = False
+
+    def getpeercert(self, binary_form: bool = False) -> bytes:
+        return self._der
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_names_arriving_after_the_crl_still_close_a_pre_rotation_connection(deployment: Path) -> None:
+    # The trust lab's order: pi2 connected, then rotated (its old certificate stays unexpired), then
+    # revoked; Ansible copies crl.pem first and revoked.json a moment later.
+    old_der = pki.NodeCredentials(deployment, "pi2").certificate().public_bytes(serialization.Encoding.DER)
+    pki.issue_node(deployment, "pi2", force=True)
+    trust = Trust(pki.NodeCredentials.load(deployment, "chief"))
+    connection = _TrackedConnection(old_der)
+    trust.track(connection, "pi2", connection)  # type: ignore[arg-type]
+    index = pki.revoked_index_path(deployment)
+    pki.revoke(deployment, "pi2")
+    names = index.read_bytes()
+    index.unlink()  # not there yet: the CRL alone lists only pi2's new serial
+    assert not trust.current().revocations.revoked_names and not connection.closed
+    index.write_bytes(names)  # the names land: pi2's connection on its old certificate is closed
+    assert trust.current().revocations.is_revoked(x509.load_der_x509_certificate(old_der).serial_number, "pi2")
+    assert connection.closed
