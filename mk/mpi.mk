@@ -21,12 +21,16 @@ SETUP_TARGETS += mpi-system-packages $(VENV)/.mpi4py-$(MPI4PY_VERSION)
 # default lab; site.yml with edgefed_transport: mpi, the job across the containers, verify,
 # idempotence, the teardown check.
 .PHONY: test-lab-mpi
-test-lab-mpi: setup lab-image ## the MPI lab scenario (molecule/mpi): site.yml with mpirun across containers, verify, idempotence (not in make test)
+test-lab-mpi: setup lab-image ## the MPI lab scenario (molecule/mpi): site.yml with mpirun across containers, verify, idempotence (part of make test)
 	$(VENV)/bin/ansible-lint --offline --profile production molecule/mpi inventory/lab-mpi
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test -s mpi
 
-# Not (yet) part of `make test`, for its cost alone: 10.8 min at load 4-8, 42 min at load 4.5-24 (docs/lab.md).
-# Its one failed ledger check was the assert's message, a dict that ansible-core 2.19 refuses, not the ledger.
+# Part of `make test` (issue 17). make -j2 hands the slow targets to whichever slot frees first, in
+# the order listed: mk/mpi.mk is included after mk/lab.mk, so the order stays longest first (fresh,
+# hosts, lab, mpi, status-lab) and this runs beside test-lab, in the slot test-ansible-fresh left. `molecule test -s mpi` on the shared 2-core machine: 1592 s at load 7-16 before
+# the wheels went as one archive, 1148 s at load 8-11 after (docs/lab.md, The MPI lab).
+SLOW_TEST_TARGETS += test-lab-mpi
+SLOW_TEST_IMAGES += lab-image
 
 # The benchmark (docs/mpi.md, Benchmark): MPI vs edgefed's sockets vs Flower at bench_flower's points;
 # part of `make bench`. The seed's table (make bench-seed-table) has its MPI row as --modes mpi.
