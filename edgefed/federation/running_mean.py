@@ -68,7 +68,8 @@ def _spans(size: int) -> Iterator[slice]:
 
 
 class Scratch:
-    """Two float64 buffers of up to CHUNK elements, made once per pass and reused for every chunk.
+    """Two float64 buffers of up to CHUNK elements, made per call (threads never share one) and reused
+    for every chunk of that call.
     A fresh temporary per chunk and per operation cost more than the arithmetic: under the chief's
     fixed mmap threshold glibc trims its heap at every free (M_TRIM_THRESHOLD stays at 128 KiB), so
     each temporary came back as new pages, faulted in and zeroed (measured: 31 000 page faults and
@@ -79,6 +80,7 @@ class Scratch:
         self._spare = np.empty(min(size, CHUNK), _WIDE)
 
     def part(self, length: int) -> np.ndarray:
+        assert length <= self._part.size, "a span is at most CHUNK elements"
         return self._part[:length]
 
     def spare(self, length: int) -> np.ndarray:

@@ -68,7 +68,11 @@ def _established(tls: ssl.SSLSocket, name: str, limits: Limits | None, trust: Tr
     tls.settimeout(None)
     connection = TlsConnection(tls, name, limits)
     if trust is not None:
-        trust.track(connection, name, tls)
+        try:
+            trust.track(connection, name, tls)
+        except PeerRevoked as exc:  # revoked while the handshake ran
+            connection.close()
+            raise PeerRefused(str(exc)) from exc
     return connection
 
 

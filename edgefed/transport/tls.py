@@ -188,13 +188,23 @@ class Trust:
         return name
 
     def track(self, connection: object, name: str, sock: ssl.SSLSocket) -> None:
+        """Close connection if a later CRL revokes its peer; PeerRevoked if the CRL in force already does.
+
+        Checked again here, under the lock: a handshake can last seconds (the peer sets the pace), and a
+        CRL loaded meanwhile has already closed what it found, so the state the handshake was checked
+        against may be stale. Either this sees the new CRL, or the CRL's closing round sees this."""
+        serial = peer_serial(sock)
         with self._lock:
-            self._tracked[connection] = (name, peer_serial(sock))
+            if self._state.revocations.is_revoked(serial, name):
+                raise PeerRevoked(name, serial)
+            self._tracked[connection] = (name, serial)
 
     def _close_revoked(self, revocations: Revocations) -> None:
         with self._lock:
             doomed = [(conn, name, serial) for conn, (name, serial) in list(self._tracked.items())
                       if revocations.is_revoked(serial, name)]
+            for conn, _, _ in doomed:  # closed once: a later CRL (a re-signing) does not close it again
+                del self._tracked[conn]
         for conn, name, serial in doomed:
             log.warning("closing the connection of %s: its certificate (serial %x) is now revoked", name, serial)
             with contextlib.suppress(OSError):

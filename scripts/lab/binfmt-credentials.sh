@@ -9,6 +9,7 @@
 # which restores Debian's registration. Idempotent: a handler that has C already is left as it is.
 set -eu
 dir=/proc/sys/fs/binfmt_misc
+[ "$(id -u)" = 0 ] || { echo "binfmt-credentials: run as root (it writes $dir)" >&2; exit 1; }
 
 # "7f454c46" -> "\x7f\x45\x4c\x46", the escaped form the register file takes.
 escape() { printf '%s' "$1" | sed 's/../\\x&/g'; }
@@ -26,8 +27,12 @@ for name in "$@"; do
   offset=$(awk '$1 == "offset" {print $2}' "$entry")
   interpreter=$(awk '$1 == "interpreter" {print $2}' "$entry")
   # Keep Debian's P (argv[0]) and F (interpreter opened now, usable inside containers); add O and C.
-  line=":qemu-$name:M:$offset:$(escape "$magic"):$(escape "$mask"):$interpreter:POCF"
+  base=":qemu-$name:M:$offset:$(escape "$magic"):$(escape "$mask"):$interpreter"
   echo -1 >"$entry"
-  printf '%s' "$line" >"$dir/register"
+  if ! printf '%s' "$base:POCF" >"$dir/register"; then
+    printf '%s' "$base:$flags" >"$dir/register"  # put Debian's registration back: ARM binaries still run
+    echo "binfmt-credentials: the kernel refused qemu-$name with flags POCF; left it with $flags" >&2
+    exit 1
+  fi
   echo "binfmt-credentials: qemu-$name re-registered with flags POCF (was $flags)" >&2
 done

@@ -52,10 +52,12 @@ class Mallory:
 
 @pytest.fixture
 def chief_with_good_worker(
-    make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], processes: Processes, pki_dir: Path
+    make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], processes: Processes, pki_dir: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[tuple[ChiefSession, int]]:
     port = free_port()
-    config = make_config("chief", "chief", port, min_workers=2, rounds=100, round_timeout=30.0)
+    rules = getattr(request, "param", {})  # the chief's aggregation settings, when a test parametrizes them
+    config = make_config("chief", "chief", port, min_workers=2, rounds=100, round_timeout=30.0, **rules)
     chief = build_chief(config, ledger=False)
     chief.listen()
     processes.edgefed("worker", "--config", str(write_config("worker1", "worker", port, rounds=100)),
@@ -104,6 +106,34 @@ def test_bad_updates_are_rejected_and_the_rounds_go_on(
     assert sorted(result.participants) == ["chief", "mallory", "worker1"]
     errors = status_errors(chief)
     assert any("rejected update from mallory: tensor 0 contains NaN or Inf" in e for e in errors)
+
+
+@pytest.mark.parametrize("chief_with_good_worker", [{"aggregation": "clip"}, {"screen_factor": 3.0}],
+                         indirect=True, ids=["clip", "screening"])
+def test_nan_and_inf_are_refused_where_the_distance_stands_in_for_the_finite_check(
+    chief_with_good_worker: tuple[ChiefSession, int], pki_dir: Path
+) -> None:
+    # Under clip and screening the chief measures each upload's distance, and a finite distance is its
+    # finite check (edgefed/federation/chief.py): a NaN or an Inf must still be refused, nothing folded.
+    chief, port = chief_with_good_worker
+    mallory = Mallory(pki_dir, port)
+    weights = SoftmaxTrainer().get_weights()
+    chief.start(weights)
+    result = None
+    for bad in (np.nan, np.inf, -np.inf):
+        round_, model = mallory.next_weights()
+        poisoned = model[1].copy()
+        poisoned[-1] = bad
+        mallory.update(round_, [model[0], poisoned])
+        assert mallory.rejection() == "tensor 1 contains NaN or Inf"
+        result = chief.average(weights if result is None else result.weights, 100)
+        # (worker1 may be screened out as an outlier beside the chief's untrained weights: screening's rule)
+        assert "mallory" not in result.participants
+        assert all(np.isfinite(tensor).all() for tensor in result.weights)
+    round_, model = mallory.next_weights()
+    mallory.update(round_, model)  # and a good one is still taken
+    assert result is not None
+    assert "mallory" in chief.average(result.weights, 100).participants
 
 
 def _raw_tls(pki_dir: Path, port: int, name: str) -> ssl.SSLSocket:

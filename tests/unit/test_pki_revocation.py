@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from edgefed import pki
 from edgefed.transport import Trust, request_reload
+from edgefed.transport.tls import PeerRevoked
 
 
 @pytest.fixture
@@ -25,6 +26,10 @@ def deployment(tmp_path: Path) -> Path:
 
 def _serial(root: Path, name: str) -> int:
     return pki.NodeCredentials(root, name).certificate().serial_number
+
+
+def _der(root: Path, name: str) -> bytes:
+    return pki.NodeCredentials(root, name).certificate().public_bytes(serialization.Encoding.DER)
 
 
 def test_no_crl_revokes_nothing(deployment: Path) -> None:
@@ -156,8 +161,8 @@ def test_trust_keeps_the_old_set_while_the_new_one_is_half_written(deployment: P
     assert trust.current().revocations == first.revocations  # unreadable CRL: the old one stays
 
 
-class _TrackedConnection:
-    """A connection as Trust.track sees it: the peer's certificate, and close() (what revocation calls)."""
+class _ConnectionDouble:
+    """Test double of a connection as Trust.track sees it: the peer's certificate and close()."""
 
     def __init__(self, der: bytes) -> None:
         self._der = der
@@ -173,10 +178,10 @@ class _TrackedConnection:
 def test_names_arriving_after_the_crl_still_close_a_pre_rotation_connection(deployment: Path) -> None:
     # The trust lab's order: pi2 connected, then rotated (its old certificate stays unexpired), then
     # revoked; Ansible copies crl.pem first and revoked.json a moment later.
-    old_der = pki.NodeCredentials(deployment, "pi2").certificate().public_bytes(serialization.Encoding.DER)
+    old_der = _der(deployment, "pi2")
     pki.issue_node(deployment, "pi2", force=True)
     trust = Trust(pki.NodeCredentials.load(deployment, "chief"))
-    connection = _TrackedConnection(old_der)
+    connection = _ConnectionDouble(old_der)
     trust.track(connection, "pi2", connection)  # type: ignore[arg-type]
     index = pki.revoked_index_path(deployment)
     pki.revoke(deployment, "pi2")
@@ -186,3 +191,20 @@ def test_names_arriving_after_the_crl_still_close_a_pre_rotation_connection(depl
     index.write_bytes(names)  # the names land: pi2's connection on its old certificate is closed
     assert trust.current().revocations.is_revoked(x509.load_der_x509_certificate(old_der).serial_number, "pi2")
     assert connection.closed
+
+
+def test_a_crl_loaded_during_the_handshake_refuses_the_connection_at_track(deployment: Path) -> None:
+    # The listener checked pi2 against the state it took before the handshake; the CRL arrived and
+    # its closing round ran while the handshake went on: tracking it now must refuse it.
+    trust = Trust(pki.NodeCredentials.load(deployment, "chief"))
+    checked_against = trust.current()
+    pki.revoke(deployment, "pi2")
+    assert trust.current() is not checked_against  # the reload, and its closing round, ran
+    late = _ConnectionDouble(_der(deployment, "pi2"))
+    with pytest.raises(PeerRevoked):
+        trust.track(late, "pi2", late)  # type: ignore[arg-type]
+    fine = _ConnectionDouble(_der(deployment, "pi1"))
+    trust.track(fine, "pi1", fine)  # type: ignore[arg-type]
+    pki.revoke(deployment, "pi1")
+    trust.current()
+    assert fine.closed
