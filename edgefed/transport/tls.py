@@ -243,3 +243,6 @@ class PeerRevoked(ssl.SSLError):
         super().__init__(f"{name}'s certificate (serial {serial:x}) is revoked by the deployment CRL")
         self.name = name
         self.serial = serial
+
+    def __str__(self) -> str:  # ssl.SSLError's own shows the args tuple, which went into the logs
+        return str(self.args[0])

@@ -201,7 +201,7 @@ def test_a_crl_loaded_during_the_handshake_refuses_the_connection_at_track(deplo
     pki.revoke(deployment, "pi2")
     assert trust.current() is not checked_against  # the reload, and its closing round, ran
     late = _ConnectionDouble(_der(deployment, "pi2"))
-    with pytest.raises(PeerRevoked):
+    with pytest.raises(PeerRevoked, match=r"^pi2's certificate \(serial [0-9a-f]+\) is revoked by the deployment CRL$"):
         trust.track(late, "pi2", late)  # type: ignore[arg-type]
     fine = _ConnectionDouble(_der(deployment, "pi1"))
     trust.track(fine, "pi1", fine)  # type: ignore[arg-type]
