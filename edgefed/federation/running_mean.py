@@ -79,14 +79,24 @@ class Scratch:
         self._part = np.empty(min(size, CHUNK), _WIDE)
         self._spare = np.empty(min(size, CHUNK), _WIDE)
 
-    def part(self, length: int) -> np.ndarray:
-        assert length <= self._part.size, "a span is at most CHUNK elements"
-        return self._part[:length]
+    def wide(self, chunk: np.ndarray) -> np.ndarray:
+        """chunk (at most CHUNK elements) cast into the first buffer: cast first, then compute, since
+        a mixed-dtype ufunc is 2-3x slower."""
+        assert chunk.size <= self._part.size, "a span is at most CHUNK elements"
+        part = self._part[:chunk.size]
+        np.copyto(part, chunk)
+        return part
 
     def spare(self, length: int) -> np.ndarray:
         if self._spare.size < length:  # decoded chunks of the compression codecs may be longer
             self._spare = np.empty(length, _WIDE)
         return self._spare[:length]
+
+    def wide_spare(self, chunk: np.ndarray) -> np.ndarray:
+        """chunk cast into the second buffer."""
+        spare = self.spare(chunk.size)
+        np.copyto(spare, chunk)
+        return spare
 
 
 def _blend(flat_acc: np.ndarray, span: slice, part: np.ndarray, keep: float, share: float,
@@ -100,8 +110,7 @@ def _blend(flat_acc: np.ndarray, span: slice, part: np.ndarray, keep: float, sha
         if keep == 1.0:
             part += flat_acc[span]
         elif keep != 0.0:  # 0: the first update, the mean is that update
-            kept = scratch.spare(part.size)
-            np.copyto(kept, flat_acc[span])  # cast, then multiply: a mixed-dtype ufunc is ~2x slower
+            kept = scratch.wide_spare(flat_acc[span])
             kept *= keep
             part += kept
         flat_acc[span] = part
@@ -117,13 +126,9 @@ def fold_weights(accumulator: np.ndarray, update: np.ndarray, keep: float, share
         return
     scratch = Scratch(flat.size)
     for span in _spans(flat.size):
-        part = scratch.part(span.stop - span.start)
-        if ref is None:
-            np.copyto(part, flat[span])
-        else:
-            base = scratch.spare(part.size)
-            np.copyto(base, ref[span])
-            np.copyto(part, flat[span])
+        part = scratch.wide(flat[span])
+        if ref is not None:
+            base = scratch.wide_spare(ref[span])
             part -= base
             part *= scale
             part += base
@@ -139,8 +144,7 @@ def fold_delta(accumulator: np.ndarray, base: np.ndarray, delta: Tensor, keep: f
     if not isinstance(delta, EncodedTensor):
         flat_delta = np.asarray(delta).reshape(-1)
         for span in _spans(flat_acc.size):
-            part = scratch.part(span.stop - span.start)
-            np.copyto(part, flat_delta[span])
+            part = scratch.wide(flat_delta[span])
             part *= scale
             part += flat_base[span]
             _blend(flat_acc, span, part, keep, share, scratch)
@@ -151,9 +155,7 @@ def fold_delta(accumulator: np.ndarray, base: np.ndarray, delta: Tensor, keep: f
             _blend(flat_acc, span, decoded, keep, share, scratch)
         return
     for span in _spans(flat_acc.size):
-        part = scratch.part(span.stop - span.start)
-        np.copyto(part, flat_base[span])
-        _blend(flat_acc, span, part, keep, share, scratch)
+        _blend(flat_acc, span, scratch.wide(flat_base[span]), keep, share, scratch)
     assert delta.indices is not None
     for span, decoded in decoded_spans(delta, _WIDE, scale * share):
         at = delta.indices[span]

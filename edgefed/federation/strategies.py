@@ -58,11 +58,8 @@ def distance(update: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> f
         flat, ref = np.asarray(mine).reshape(-1), np.asarray(theirs).reshape(-1)
         scratch = Scratch(flat.size)
         for start in range(0, flat.size, CHUNK):
-            diff = scratch.part(min(CHUNK, flat.size - start))
-            theirs_wide = scratch.spare(diff.size)
-            np.copyto(diff, flat[start:start + CHUNK])  # cast first: a mixed-dtype subtract is ~3x slower
-            np.copyto(theirs_wide, ref[start:start + CHUNK])
-            diff -= theirs_wide
+            diff = scratch.wide(flat[start:start + CHUNK])
+            diff -= scratch.wide_spare(ref[start:start + CHUNK])
             # einsum's own loop, not BLAS: np.dot's OpenBLAS threads spin against the chief's other
             # threads (measured on 2 loaded cores: 17 vs 7.6 ms per 1M-element chunk, 37 vs 10 ms with 2 callers)
             total += float(np.einsum("i,i->", diff, diff))
