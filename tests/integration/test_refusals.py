@@ -70,13 +70,20 @@ def status_errors(chief: ChiefSession) -> list[str]:
     return [e["message"] for e in json.loads(chief.status.path.read_text())["errors"]]
 
 
-def test_bad_updates_are_rejected_and_the_rounds_go_on(
-    chief_with_good_worker: tuple[ChiefSession, int], pki_dir: Path
-) -> None:
+def start_with_mallory(chief_with_good_worker: tuple[ChiefSession, int], pki_dir: Path
+                       ) -> tuple[ChiefSession, Mallory, list[np.ndarray]]:
+    """Mallory connected, then the training started: the chief, Mallory and the starting weights."""
     chief, port = chief_with_good_worker
     mallory = Mallory(pki_dir, port)
     weights = SoftmaxTrainer().get_weights()
     chief.start(weights)
+    return chief, mallory, weights
+
+
+def test_bad_updates_are_rejected_and_the_rounds_go_on(
+    chief_with_good_worker: tuple[ChiefSession, int], pki_dir: Path
+) -> None:
+    chief, mallory, weights = start_with_mallory(chief_with_good_worker, pki_dir)
     round_, model = mallory.next_weights()
 
     mallory.update(round_, [model[0].T.copy(), model[1]])  # wrong shape
@@ -115,25 +122,21 @@ def test_nan_and_inf_are_refused_where_the_distance_stands_in_for_the_finite_che
 ) -> None:
     # Under clip and screening the chief measures each upload's distance, and a finite distance is its
     # finite check (edgefed/federation/chief.py): a NaN or an Inf must still be refused, nothing folded.
-    chief, port = chief_with_good_worker
-    mallory = Mallory(pki_dir, port)
-    weights = SoftmaxTrainer().get_weights()
-    chief.start(weights)
-    result = None
+    chief, mallory, weights = start_with_mallory(chief_with_good_worker, pki_dir)
     for bad in (np.nan, np.inf, -np.inf):
         round_, model = mallory.next_weights()
         poisoned = model[1].copy()
         poisoned[-1] = bad
         mallory.update(round_, [model[0], poisoned])
         assert mallory.rejection() == "tensor 1 contains NaN or Inf"
-        result = chief.average(weights if result is None else result.weights, 100)
+        result = chief.average(weights, 100)
         # (worker1 may be screened out as an outlier beside the chief's untrained weights: screening's rule)
         assert "mallory" not in result.participants
         assert all(np.isfinite(tensor).all() for tensor in result.weights)
+        weights = result.weights
     round_, model = mallory.next_weights()
     mallory.update(round_, model)  # and a good one is still taken
-    assert result is not None
-    assert "mallory" in chief.average(result.weights, 100).participants
+    assert "mallory" in chief.average(weights, 100).participants
 
 
 def _raw_tls(pki_dir: Path, port: int, name: str) -> ssl.SSLSocket:
