@@ -120,6 +120,19 @@ class ChiefSession:
             log.info("chief %s listening on %s:%d", self.name, self.federation.private_ip, self._listener.port)
         return self._listener.port
 
+    def _extends(self, finished_round: int) -> bool:
+        """A finished training goes on when federation.rounds was raised since (the operator asked for more
+        rounds), except under differential privacy: the nodes' noise was planned for the old total."""
+        rounds = self.federation.rounds
+        if rounds <= finished_round:
+            return False
+        if self.federation.dp_epsilon > 0:
+            log.warning("training finished at round %d; not extended to %d rounds: dp_epsilon's noise was planned "
+                        "for the old total (start a new training instead)", finished_round, rounds)
+            return False
+        log.info("training finished at round %d is extended to %d rounds", finished_round, rounds)
+        return True
+
     def start(self, weights: list[np.ndarray] | None, num_samples: int = 0) -> StartInfo:
         """Wait for workers, then broadcast the starting weights (the checkpoint's, after a restart)."""
         del num_samples  # the chief's weight is given with each average()
@@ -127,6 +140,7 @@ class ChiefSession:
         if checkpoint is not None:
             log.info("resuming from checkpoint at round %d", checkpoint.round)
             weights, start_round, finished = checkpoint.weights, checkpoint.round, checkpoint.finished
+            finished = finished and not self._extends(start_round)
         elif weights is None:
             raise ValueError("the chief needs initial weights (no checkpoint to resume from)")
         else:

@@ -189,6 +189,40 @@ def test_start_blocks_until_min_workers_or_wait_time(make_config: Callable[..., 
         chief.close()
 
 
+@pytest.mark.parametrize("dp_epsilon", [0.0, 8.0])
+def test_raised_rounds_extend_a_finished_training_unless_dp(
+    make_config: Callable[..., NodeConfig], tmp_path: Path, dp_epsilon: float
+) -> None:
+    """An operator who raises federation.rounds after the training finished gets the extra rounds, numbered
+    on from the checkpoint; under differential privacy the chief finishes at once instead."""
+    first, weights = _start_chief(make_config("chief", "chief", free_port(), wait_time=0.2, rounds=2))
+    try:
+        first.start(weights)
+        rounds = [first.average(weights, 10) for _ in range(2)]
+        assert [r.finished for r in rounds] == [False, True]
+    finally:
+        first.close()
+    state = tmp_path / "state" / "chief"
+    done = load_checkpoint(state)
+    assert done is not None and done.round == 2 and done.finished
+
+    raised = make_config("chief", "chief", free_port(), wait_time=0.2, rounds=4, dp_epsilon=dp_epsilon)
+    second, _ = _start_chief(raised)
+    try:
+        info = second.start(None)
+        assert info.round == 2
+        if dp_epsilon:
+            assert info.finished
+        else:
+            assert not info.finished
+            extra = [second.average(info.weights, 10) for _ in range(2)]
+            assert [(r.round, r.finished) for r in extra] == [(3, False), (4, True)]
+    finally:
+        second.close()
+    final = load_checkpoint(state)
+    assert final is not None and final.finished and final.round == (2 if dp_epsilon else 4)
+
+
 def _demo_summary(*args: str) -> dict[str, object]:
     result = subprocess.run(
         [sys.executable, "-m", "edgefed", "demo", "--rounds", "5", "--json", "--no-ledger", *args],
