@@ -57,7 +57,7 @@ lab-down: setup lab-engine ## remove the lab's containers, network, AWS double a
 lab-lint: setup ## lint the lab's playbooks and helper scripts
 	$(VENV)/bin/ansible-lint --offline --profile production molecule/default inventory/lab
 	$(VENV)/bin/ruff check scripts/lab molecule/default/files
-	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py
+	$(VENV)/bin/mypy --strict scripts/lab/aws_double.py molecule/default/files/tls_probe.py molecule/default/files/field_cut.py
 
 test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) $(LAB_ARM_BINFMT) ## the whole molecule scenario (up, verify, idempotence, teardown, down)
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER2_IMAGE=$(LAB_WORKER2_IMAGE) $(MOLECULE) test
