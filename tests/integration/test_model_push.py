@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from edgefed.config import NodeConfig
+from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.chief import ChiefSession
 from edgefed.federation.model_push import CHUNK_BYTES, model_frames
 from edgefed.trainers.data import DIGITS, load_dataset
 from edgefed.trainers.softmax import SoftmaxTrainer
 from edgefed.wire import FileDone, FileOffer, MessageType, encode_message, encode_raw_frame
+from edgefed.wire.digest import weights_digest
 from edgefed.wiring import build_chief
 from tests.conftest import Processes, free_port, wait_for
 
@@ -114,18 +116,21 @@ def test_a_numpy_chief_pushes_its_model_and_every_worker_predicts_with_it(
     sent = (exported / "model.tflite").read_bytes()
     assert manifest["files"]["tflite"]["sha256"] == hashlib.sha256(sent).hexdigest()
     assert manifest["round"] == 6 and manifest["accuracy"] == round(final["accuracy"], 6)
+    checkpoint = load_checkpoint(tmp_path / "state" / "chief")  # the final global weights
+    assert checkpoint is not None and checkpoint.finished
+    assert manifest["model_sha256"] == weights_digest(checkpoint.weights)[0]  # what ledger provenance follows
     digits = load_dataset(DIGITS, 0)
     inputs = tmp_path / "x_test.npy"
     np.save(inputs, digits.x_test.reshape(len(digits.x_test), -1))  # raw pixel values, as the manifest says
     for name in ("worker1", "worker2"):
-        state = tmp_path / "state" / name
-        kept = state / "model" / "federated.tflite"
-        info = json.loads((state / "model" / "federated.json").read_text())
-        assert kept.read_bytes() == sent
+        kept = tmp_path / "state" / name / "model"
+        info = json.loads((kept / "federated.json").read_text())
+        assert (kept / "federated.tflite").read_bytes() == sent
         assert (info["sha256"], info["round"], info["chief"]) == (hashlib.sha256(sent).hexdigest(), 6, "chief")
-        done = subprocess.run([sys.executable, "-m", "edgefed", "predict", "--state-dir", str(state),
-                               "--input", str(inputs), "--json"], capture_output=True, text=True, timeout=120,
-                              check=False)
-        assert done.returncode == 0, done.stderr
-        accuracy = float(np.mean(np.array(json.loads(done.stdout)["predictions"]) == digits.y_test))
-        assert accuracy > 0.8 and abs(accuracy - final["accuracy"]) < 0.01, (accuracy, final["accuracy"])
+    # the copies are the same bytes: one `edgefed predict` on a worker's own copy (its default model)
+    worker_state = tmp_path / "state" / "worker2"
+    done = subprocess.run([sys.executable, "-m", "edgefed", "predict", "--state-dir", str(worker_state),
+                           "--input", str(inputs), "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    accuracy = float(np.mean(np.array(json.loads(done.stdout)["predictions"]) == digits.y_test))
+    assert accuracy > 0.8 and abs(accuracy - final["accuracy"]) < 0.01, (accuracy, final["accuracy"])
