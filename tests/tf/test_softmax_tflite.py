@@ -123,3 +123,17 @@ def test_the_writer_imports_without_tensorflow() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                           check=True, cwd=ROOT)
     assert done.stdout.strip() == "False"
+
+
+def test_a_numpy_chief_that_must_push_refuses_to_start_without_flatbuffers(tmp_path: Path) -> None:
+    probe = (
+        "import sys; sys.modules['flatbuffers'] = None  # as if it were not installed\n"
+        "from edgefed.config import config_from_dict; from edgefed.node import run_node\n"
+        f"node = {{'name': 'chief', 'role': 'chief', 'pki_dir': {str(tmp_path)!r}, 'state_dir': {str(tmp_path)!r}}}\n"
+        "try:\n    run_node(config_from_dict({'node': node, 'federation': {'push_model': True}}))\n"
+        "except ValueError as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
+                          cwd=ROOT)
+    assert done.stdout.startswith("UsageError federation.push_model: the numpy model's .tflite writer cannot load")
+    assert not list(tmp_path.iterdir())  # refused before anything was opened or written
