@@ -100,7 +100,7 @@ class TrainerSection:
     learning_rate: float = 0.5
     batch_size: int = 32
     seed: int = 0
-    export_dir: str = ""  # the chief writes the final model here (keras trainer); default STATE_DIR/model
+    export_dir: str = ""  # the chief writes the final model here (either trainer); default STATE_DIR/model
     # keras trainer: "digits" (bundled with scikit-learn) or a local Fashion-MNIST (idx .gz directory or .npz)
     dataset: str = "digits"
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from edgefed.config import NodeConfig, TrainerSection
 from edgefed.contracts.events import EventBus
@@ -25,6 +26,9 @@ from edgefed.observe.node import NodeObserver
 from edgefed.trainers.base import Trainer
 from edgefed.transport import Transport, reload_on_sighup
 from edgefed.wiring import build_session
+
+if TYPE_CHECKING:
+    from edgefed.lite_export.softmax import ExportedSoftmax
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ def run_node(
         _stop_on_sigterm(stop)
         reload_on_sighup()  # systemctl reload: re-read the certificate, key and CRL (no restart)
     dp_plan = plan_for(config.federation)  # first: a privacy target that cannot be met stops the node here
+    _require_model_writer(config)
     # Every transfer this node observes goes, signed, into its ledger outbox; on the chief (embedded
     # backend) the federation listener also takes the workers' ledger deliveries (LEDGER_PUSH).
     bus = events or EventBus()
@@ -121,16 +126,50 @@ def run_node(
 
 
 def _export(config: NodeConfig, trainer: Trainer, session: object, round_number: int) -> None:
-    """The chief's Keras model as .keras and .tflite files; sent to the workers with push_model."""
-    if config.node.role != "chief" or config.trainer.kind != "keras":
+    """The chief's model as .tflite files (Keras: also .keras); sent to the workers with push_model."""
+    if config.node.role != "chief":
         return
-    from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
+    if config.trainer.kind == "numpy":
+        written = _export_softmax(config, trainer, round_number)
+        if written is None:
+            return
+        manifest_path, model_path = written.manifest_path, written.float_path
+    elif config.trainer.kind == "keras":
+        from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
 
-    assert isinstance(trainer, KerasClassifierTrainer)
-    exported = trainer.export(export_directory(config), round_number, config.node.name)
-    log.info("model of round %d exported to %s", round_number, exported.manifest_path)
+        assert isinstance(trainer, KerasClassifierTrainer)
+        exported = trainer.export(export_directory(config), round_number, config.node.name)
+        manifest_path, model_path = exported.manifest_path, exported.float_path
+    else:
+        return
+    log.info("model of round %d exported to %s", round_number, manifest_path)
     if config.federation.push_model:
-        _push_model(session, exported.float_path.read_bytes(), round_number)
+        _push_model(session, model_path.read_bytes(), round_number)
+
+
+def _export_softmax(config: NodeConfig, trainer: Trainer, round_number: int) -> ExportedSoftmax | None:
+    """The numpy trainer's model, written without TensorFlow; None when the writer is not installed
+    (only without push_model: run_node refuses to start a chief that would have nothing to push)."""
+    try:
+        from edgefed.lite_export.softmax import export_directory, export_softmax
+    except ImportError as exc:
+        log.warning("model of round %d not exported: %s (pip install 'edgefed[demo]')", round_number, exc)
+        return None
+    from edgefed.trainers.softmax import SoftmaxTrainer
+
+    assert isinstance(trainer, SoftmaxTrainer)
+    return export_softmax(trainer, export_directory(config), round_number=round_number, node=config.node.name)
+
+
+def _require_model_writer(config: NodeConfig) -> None:
+    """A numpy chief with push_model needs the .tflite writer's flatbuffers: say so before training."""
+    if config.node.role != "chief" or config.trainer.kind != "numpy" or not config.federation.push_model:
+        return
+    try:
+        import edgefed.lite_export.writer  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"federation.push_model: the numpy model's .tflite writer cannot load ({exc}); "
+                         "pip install 'edgefed[demo]'") from None
 
 
 def _push_model(session: object, data: bytes, round_number: int) -> None:

@@ -23,7 +23,10 @@ class SoftmaxTrainer:
     def __init__(
         self, learning_rate: float = 0.5, batch_size: int = 32, seed: int = 0, data: Dataset | None = None
     ) -> None:
-        self.data = (data or load_dataset(DIGITS, seed)).flattened()
+        source = data or load_dataset(DIGITS, seed)
+        # The features are the raw values times this (Dataset.flattened); the exported model folds it in.
+        self.input_scale = 1.0 / source.max_value
+        self.data = source.flattened()
         features = self.data.x_train.shape[1]
         init = np.random.default_rng(seed)
         self.weights = [

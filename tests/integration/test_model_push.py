@@ -6,14 +6,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from edgefed.config import NodeConfig
+from edgefed.federation.checkpoint import load_checkpoint
 from edgefed.federation.chief import ChiefSession
 from edgefed.federation.model_push import CHUNK_BYTES, model_frames
+from edgefed.trainers.data import DIGITS, load_dataset
 from edgefed.trainers.softmax import SoftmaxTrainer
 from edgefed.wire import FileDone, FileOffer, MessageType, encode_message, encode_raw_frame
+from edgefed.wire.digest import weights_digest
 from edgefed.wiring import build_chief
 from tests.conftest import Processes, free_port, wait_for
 
@@ -85,3 +92,45 @@ def test_no_model_within_model_wait_ends_the_worker_cleanly(
     finally:
         chief.close()
     assert "no model from the chief within 0.5s" in processes.log("worker1")
+
+
+def test_a_numpy_chief_pushes_its_model_and_every_worker_predicts_with_it(
+    processes: Processes, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """No TensorFlow anywhere: the chief writes the softmax model as .tflite at the end of training and
+    sends it; each worker keeps it (digest checked) and `edgefed predict` classifies the test digits."""
+    port, settings = free_port(), {"rounds": 6, "interval_steps": 10, "min_workers": 2, "push_model": True}
+    chief = processes.edgefed("chief", "--config", str(write_config("chief", "chief", port, **settings)),
+                              "--exit-when-done", "--progress-jsonl", log_name="chief", stdout=subprocess.PIPE)
+    workers = [processes.edgefed("worker", "--config", str(write_config(name, "worker", port, **settings)),
+                                 "--exit-when-done", log_name=name) for name in ("worker1", "worker2")]
+    out, _ = chief.communicate(timeout=120)
+    assert chief.returncode == 0, processes.log("chief")
+    for name, worker in zip(("worker1", "worker2"), workers, strict=True):
+        assert worker.wait(timeout=60) == 0, processes.log(name)
+    final = [json.loads(line) for line in out.decode().splitlines() if '"round"' in line][-1]
+    assert final["finished"] and final["round"] == 6
+
+    exported = tmp_path / "state" / "chief" / "model"
+    manifest = json.loads((exported / "manifest.json").read_text())
+    sent = (exported / "model.tflite").read_bytes()
+    assert manifest["files"]["tflite"]["sha256"] == hashlib.sha256(sent).hexdigest()
+    assert manifest["round"] == 6 and manifest["accuracy"] == round(final["accuracy"], 6)
+    checkpoint = load_checkpoint(tmp_path / "state" / "chief")  # the final global weights
+    assert checkpoint is not None and checkpoint.finished
+    assert manifest["model_sha256"] == weights_digest(checkpoint.weights)[0]  # what ledger provenance follows
+    digits = load_dataset(DIGITS, 0)
+    inputs = tmp_path / "x_test.npy"
+    np.save(inputs, digits.x_test.reshape(len(digits.x_test), -1))  # raw pixel values, as the manifest says
+    for name in ("worker1", "worker2"):
+        kept = tmp_path / "state" / name / "model"
+        info = json.loads((kept / "federated.json").read_text())
+        assert (kept / "federated.tflite").read_bytes() == sent
+        assert (info["sha256"], info["round"], info["chief"]) == (hashlib.sha256(sent).hexdigest(), 6, "chief")
+    # the copies are the same bytes: one `edgefed predict` on a worker's own copy (its default model)
+    worker_state = tmp_path / "state" / "worker2"
+    done = subprocess.run([sys.executable, "-m", "edgefed", "predict", "--state-dir", str(worker_state),
+                           "--input", str(inputs), "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    accuracy = float(np.mean(np.array(json.loads(done.stdout)["predictions"]) == digits.y_test))
+    assert accuracy > 0.8 and abs(accuracy - final["accuracy"]) < 0.01, (accuracy, final["accuracy"])
