@@ -59,7 +59,11 @@ packages=(
 # 32-bit Pi OS: PyPI has no armv7l wheels of numpy, cffi or scikit-learn, so the install role takes
 # Debian's (a venv with system site packages). The lab has no package index at converge time, so they
 # are baked in here, where a real Pi would apt-get them.
-[ "$arch" = armhf ] && packages+=(python3-numpy python3-cffi python3-sklearn)
+# python3-ply is named because debootstrap's resolver reads Depends by package name and never Provides:
+# python3-pycparser (from python3-cffi) depends on the virtual python3-ply-lex-3.10 and
+# python3-ply-yacc-3.10, which python3-ply provides, so without it dpkg leaves pycparser and cffi
+# unconfigured and debootstrap fails after five attempts (docs/lab.md, "ARM nodes").
+[ "$arch" = armhf ] && packages+=(python3-numpy python3-cffi python3-ply python3-sklearn)
 if [ "$fresh" = true ]; then
   # A fresh host: no python3-apt, no venv module, no iptables; site.yml installs what it needs.
   packages=(systemd systemd-sysv dbus openssh-server sudo ca-certificates python3)

@@ -45,7 +45,7 @@ docker run -d --name "$name" --hostname worker1 --cgroupns host -v /sys/fs/cgrou
 until [[ $(docker exec "$name" systemctl is-system-running 2>/dev/null || true) =~ ^(running|degraded)$ ]]; do
   sleep 1
 done
-echo "arm64 container boot (systemd under qemu): $(took "$t") s"
+echo "$arch container boot (systemd under qemu): $(took "$t") s"
 docker exec -i "$name" python3 - < "$repo/roles/edgefed_install/files/platform_probe.py"
 
 t=$(stamp)
