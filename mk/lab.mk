@@ -37,8 +37,8 @@ lab-image-arm: lab-engine ## build the arm64 and armhf lab images (qemu-user-sta
 lab-binfmt: ## give the host's qemu-aarch64/qemu-arm handlers the C flag (sudo in emulated containers)
 	@scripts/lab/binfmt-credentials.sh aarch64 arm
 
-lab-arm-smoke: setup lab-engine ## an arm64 container installs the aarch64 wheelhouse offline and trains (times)
-	@molecule/image/build.sh --arch arm64 >/dev/null
+lab-arm-smoke: setup lab-engine ## an ARM container (ARCH=arm64, default, or armhf) installs its wheelhouse offline and trains (times)
+	@molecule/image/build.sh --arch $${ARCH:-arm64} >/dev/null
 	PYTHON=$(VENV)/bin/python scripts/lab/arm-worker-smoke.sh
 
 lab-image-fresh: lab-engine ## build the fresh-host image (systemd, sshd, python3 only) when its script changed
