@@ -97,9 +97,14 @@ root="$work/root"
 
 echo "debootstrap bookworm ($arch) into $root (a few minutes; more under emulation)" >&2
 # iptables-persistent asks whether to save the current rules; answer for it.
-DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase --arch="$arch" \
+# On failure its log goes with the temporary root: show its end first (the cause is there, not on the console).
+if ! DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase --arch="$arch" \
   --include="$(IFS=,; echo "${packages[*]}")" \
-  bookworm "$root" "$mirror" >&2
+  bookworm "$root" "$mirror" >&2; then
+  echo "build.sh: debootstrap failed; the end of $root/debootstrap/debootstrap.log:" >&2
+  tail -n 30 "$root/debootstrap/debootstrap.log" >&2 2>/dev/null || true
+  exit 1
+fi
 
 chroot_run() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
