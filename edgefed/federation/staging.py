@@ -17,6 +17,7 @@ import numpy as np
 
 from edgefed.config import FederationSection
 from edgefed.errors import user_error
+from edgefed.federation.running_mean import accumulator_dtype, folds_as_mean
 from edgefed.wire import TensorSpec
 
 MB = 1 << 20
@@ -29,15 +30,21 @@ class MemoryBudgetError(ValueError):
 
 def held_model_bytes(specs: Sequence[TensorSpec], aggregation: str, max_buffered_updates: int) -> int:
     """Bytes the chief holds for a round besides its staging buffers: the global model and the
-    aggregator's state (fedavg and clip: still counted as the float64 sum of before, 8 bytes per
-    element, though their float32 running mean holds one model: the budget errs on the safe side;
-    the other strategies: up to max_buffered_updates copies of the model)."""
+    aggregator's state. fedavg and clip: their accumulator as running_mean.py makes it (a float32
+    running mean, one copy of the float32 tensors, once the model's float32 weights exceed
+    EXACT_SUM_MAX_BYTES; a float64 sum, 8 bytes per element, for every other tensor and for smaller
+    models). The other strategies: up to max_buffered_updates copies of the model."""
     model = sum(spec.nbytes for spec in specs)
     if aggregation in ("fedavg", "clip"):
-        state = sum(8 * spec.nbytes // max(np.dtype(spec.dtype).itemsize, 1) for spec in specs)
+        mean = folds_as_mean(sum(spec.nbytes for spec in specs if np.dtype(spec.dtype) == np.float32))
+        state = sum(_elements(spec) * accumulator_dtype(spec.dtype, mean).itemsize for spec in specs)
     else:
         state = max_buffered_updates * model
     return model + state
+
+
+def _elements(spec: TensorSpec) -> int:
+    return spec.nbytes // max(np.dtype(spec.dtype).itemsize, 1)
 
 
 def staging_limit(
