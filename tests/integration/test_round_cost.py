@@ -187,3 +187,61 @@ def test_overlapping_uploads_that_fail_half_way_leave_the_exact_fedavg_of_the_go
             assert worker.wait(timeout=60) == 0, processes.log(name)
     finally:
         chief.close()
+
+
+def test_an_upload_reading_ahead_that_disconnects_costs_only_its_blocks(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], pki_dir: Path
+) -> None:
+    # 1.5 MiB: the global model and the float64 sum hold 4.5 MiB of the 7, so one staging buffer and
+    # 1 MiB of read-ahead (readahead.py): a second upload reads ahead, the others wait in the kernel
+    model = [MODEL[0], np.zeros(262144, np.float32)]
+    port = free_port()
+    settings = {"rounds": 2, "round_timeout": 120.0, "upload_grace": 300.0}
+    chief = build_chief(make_config("chief", "chief", port, chief_memory_mb=7, min_workers=1, **settings),
+                        ledger=False)
+    refused: list[tuple[str, int, str]] = []
+    chief.events.subscribe_refusals(lambda e: refused.append((e.worker, e.round, e.code)))
+    try:
+        chief.listen()
+        hostile: dict[str, subprocess.Popen[bytes]] = {}
+
+        def half_upload(name: str, mode: str) -> None:
+            hostile[name] = processes.python(str(HELPERS / "half_then_fail.py"), str(pki_dir), name, str(port), mode,
+                                             log_name=name, stdout=subprocess.PIPE)
+
+        half_upload("mallory", "nan")  # the round starts once it joined
+        chief.start(model)
+        pool = chief.staging
+        assert pool is not None and (pool.limit, pool.readahead) == (1, 1 << 20)
+        for name, holds in (("mallory", lambda: pool.in_use == 1), ("worker4", lambda: pool.ahead > 0)):
+            if name not in hostile:
+                half_upload(name, "disconnect")
+            assert hostile[name].stdout is not None and hostile[name].stdout.readline().strip() == b"sent-half"
+            wait_for(holds, 30, f"{name}'s half upload in the pool")  # mallory's in the buffer, worker4's ahead
+        workers = {
+            name: processes.python(str(HELPERS / "offset_worker.py"),
+                                   str(write_config(name, "worker", port, **settings)), str(offset), str(samples),
+                                   log_name=name)
+            for name, (offset, samples) in WORKERS.items()
+        }
+        # their round-0 headers were taken: they wait for memory, their bytes in the kernel
+        wait_for(lambda: pool.waiting == len(WORKERS), 60, "the three good uploads to wait for memory")
+        for process in hostile.values():
+            process.send_signal(signal.SIGUSR1)
+        out = {name: process.communicate(timeout=60)[0].decode().split() for name, process in hostile.items()}
+        assert out == {"worker4": ["closed"], "mallory": ["non-finite"]}, processes.log("mallory")
+
+        expected, result = exact_fedavg_of_offsets(model), chief.average(model, CHIEF_SAMPLES)
+        while True:  # bit for bit the FedAvg of the good ones
+            assert sorted(result.participants) == ["chief", *WORKERS]
+            for got, want in zip(result.weights, expected, strict=True):
+                np.testing.assert_array_equal(got, want)
+            if result.finished:
+                break
+            expected, result = exact_fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
+        assert ("mallory", 0, "non-finite") in refused
+        assert pool.created == 1 and pool.ahead == 0 and pool.peak_ahead == 1 << 20
+        for name, worker in workers.items():
+            assert worker.wait(timeout=60) == 0, processes.log(name)
+    finally:
+        chief.close()
