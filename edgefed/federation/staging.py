@@ -4,7 +4,8 @@ The bound is either federation.max_concurrent_uploads (the default way) or, with
 federation.chief_memory_mb set, what fits in that memory budget once the round's other model-sized
 buffers are counted (staging_limit). Buffers are created when an upload first needs one and reused
 afterwards, so a pool larger than the uploads that ever overlap costs nothing; an upload that finds
-every buffer taken waits (its bytes wait in the kernel's socket buffers: TCP flow control).
+every buffer taken waits (its bytes wait in the kernel's socket buffers: TCP flow control), or, with
+a budget, reads ahead into blocks of what the budget leaves after the whole buffers (readahead.py).
 The counters (created, in_use, peak_in_use) are what tests and benchmarks observe.
 """
 
