@@ -9,8 +9,9 @@ upload that fails half-way costs only its own blocks (given back), never the rou
 sees the same arrays, folded by the same code, as without read-ahead.
 
 The connection's thread waits in view() for a buffer or a block, never holding anything another
-upload needs to finish: an upload in a buffer always completes or fails on its own deadline, which
-starts when it gets its buffer (waiting for one is not the worker's fault).
+upload needs to finish: an upload in a buffer always completes or fails on its own deadline. A
+read-ahead upload's deadline runs from its header, so a staller cannot keep its blocks either; the
+clock stops while it waits for memory (hold_back: not the worker's fault).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class PoolClosed(RuntimeError):
 class ReadAhead:
     """One upload's Destination (edgefed.wire): blocks until it gets a staging buffer, then the buffer."""
 
-    def __init__(self, pool: StagingPool, specs: list[TensorSpec],
-                 on_staged: Callable[[list[np.ndarray]], None]) -> None:
-        self._pool, self._specs, self._on_staged = pool, specs, on_staged
+    def __init__(self, pool: StagingPool, specs: list[TensorSpec], on_staged: Callable[[list[np.ndarray]], None],
+                 hold_back: Callable[[bool], None] = lambda _waiting: None) -> None:
+        self._pool, self._specs, self._on_staged, self._hold_back = pool, specs, on_staged, hold_back
         self.total = sum(spec.nbytes for spec in specs)
         self._blocks: list[bytearray] = []
         self._buffers: list[np.ndarray] | None = None
@@ -52,7 +53,11 @@ class ReadAhead:
             return self._buffer_view(offset)
         index = offset // BLOCK
         while index >= len(self._blocks):  # room for the next bytes: a buffer, or one more block
-            got = self._pool.take(min(BLOCK, self.total - len(self._blocks) * BLOCK))
+            self._hold_back(True)
+            try:
+                got = self._pool.take(min(BLOCK, self.total - len(self._blocks) * BLOCK))
+            finally:
+                self._hold_back(False)
             if got is None:
                 raise PoolClosed("the chief is closing")
             if isinstance(got, list):
@@ -64,7 +69,11 @@ class ReadAhead:
     def complete(self) -> list[np.ndarray]:
         """Every byte has come: the upload's arrays (waiting for a buffer if it read ahead to the end)."""
         if self._buffers is None:
-            buffers = self._pool.acquire()
+            self._hold_back(True)
+            try:
+                buffers = self._pool.acquire()
+            finally:
+                self._hold_back(False)
             if buffers is None:
                 raise PoolClosed("the chief is closing")
             self._stage(buffers, self.total)

@@ -62,13 +62,17 @@ class UploadSlots:
         def staged(buffers: list[np.ndarray] | None) -> None:
             worker.staging, worker.staged_at = buffers, time.perf_counter()
             self._timeline.add(header.round, "slot_wait", worker.staged_at - waited)
-            # The clock starts once the slot is ours (waiting for it is not the worker's fault).
-            self.deadlines.begin(worker, size)
 
-        if pool.readahead > 0:
-            worker.readahead = ReadAhead(pool, specs, staged)
+        def hold_back(waiting: bool) -> None:
+            (self.deadlines.pause if waiting else self.deadlines.resume)(worker)
+
+        if pool.readahead > 0:  # reading ahead from now: the clock runs except while it waits for memory
+            self.deadlines.begin(worker, size)
+            worker.readahead = ReadAhead(pool, specs, staged, hold_back)
             return worker.readahead
         staged(pool.acquire())
+        # The clock starts once the slot is ours (waiting for it is not the worker's fault).
+        self.deadlines.begin(worker, size)
         return worker.staging
 
     def _too_slow(self, worker: WorkerSeat) -> None:

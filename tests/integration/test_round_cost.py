@@ -245,3 +245,30 @@ def test_an_upload_reading_ahead_that_disconnects_costs_only_its_blocks(
             assert worker.wait(timeout=60) == 0, processes.log(name)
     finally:
         chief.close()
+
+
+def test_a_staller_reading_ahead_is_dropped_on_its_deadline_and_its_blocks_come_back(
+    processes: Processes, make_config: Callable[..., NodeConfig], pki_dir: Path
+) -> None:
+    # one staging buffer and 1 MiB of read-ahead (as above); two workers send half an update and stall:
+    # one in the buffer, one in read-ahead blocks, and each clock runs out
+    model = [MODEL[0], np.zeros(262144, np.float32)]
+    port = free_port()
+    chief = build_chief(make_config("chief", "chief", port, chief_memory_mb=7, min_workers=1, rounds=1,
+                                    round_timeout=120.0, upload_grace=3.0), ledger=False)
+    try:
+        chief.listen()
+        stallers = [processes.python(str(HELPERS / "partial_upload.py"), str(pki_dir), name, str(port),
+                                     log_name=name, stdout=subprocess.PIPE) for name in ("worker1", "worker2")]
+        chief.start(model)
+        pool = chief.staging
+        assert pool is not None and (pool.limit, pool.readahead) == (1, 1 << 20)
+        for staller in stallers:
+            assert staller.stdout is not None and staller.stdout.readline().strip() == b"joined"
+        wait_for(lambda: pool.in_use == 1 and pool.ahead > 0, 30, "one half upload in the buffer, one ahead")
+        wait_for(lambda: not {"worker1", "worker2"} & set(chief.participants()), 60, "both stallers dropped")
+        assert pool.in_use == 0 and pool.ahead == 0
+        errors = [e["message"] for e in json.loads(chief.status.path.read_text())["errors"]]
+        assert sorted(e.split(" left: ")[0] for e in errors if "upload too slow" in e) == ["worker1", "worker2"]
+    finally:
+        chief.close()

@@ -6,11 +6,13 @@ its blocks back; the budget is what chief_memory_mb leaves after the whole buffe
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from edgefed.config import FederationSection, config_from_dict
+from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.readahead import BLOCK, PoolClosed, ReadAhead
 from edgefed.federation.staging import StagingPool, readahead_bytes, staging_limit
 from edgefed.wire import Frame, FrameReader, MessageType, TensorSpec, encode_tensor_frame
@@ -121,3 +123,24 @@ def test_the_read_ahead_budget_is_what_the_whole_buffers_leave(memory_mb: int, b
     model = [TensorSpec("float32", (2048, 2048))]  # 16 MiB: a float32 running mean, 32 MiB held
     federation = _federation(chief_memory_mb=memory_mb)
     assert (staging_limit(model, federation), readahead_bytes(model, federation)) == (buffers, ahead_mb << 20)
+
+
+def test_a_paused_upload_clock_keeps_the_time_it_had_left() -> None:
+    late: list[str] = []
+    fired = threading.Event()
+    # no grace, 1000 B/s: "waiting" has 1 s, "sending" 0.1 s
+    deadlines: UploadDeadlines[str] = UploadDeadlines(1000, 0.0, lambda key: (late.append(key), fired.set()))
+    deadlines.start()
+    try:
+        deadlines.begin("waiting", 1000)
+        deadlines.pause("waiting")  # held back for memory: not the worker's fault
+        deadlines.begin("sending", 100)
+        assert fired.wait(10) and late == ["sending"]
+        fired.clear()
+        assert not fired.wait(1.2)  # paused: past its second and still not late
+        started = time.monotonic()
+        deadlines.resume("waiting")
+        assert fired.wait(10) and late == ["sending", "waiting"]
+        assert time.monotonic() - started > 0.5  # what it had left, not a deadline already passed
+    finally:
+        deadlines.close()
