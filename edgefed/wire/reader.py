@@ -6,7 +6,8 @@ The caller owns the I/O::
     while (frame := reader.advance(sock.recv_into(reader.buffer()))) is None: ...
 
 Tensor data lands directly in arrays chosen by an allocator (preallocated staging buffers on the
-chief), so a large payload is never assembled from chunks.
+chief), so a large payload is never assembled from chunks; or the allocator returns a Destination
+that says where each next bytes go and hands over the arrays at the end (the chief's read-ahead).
 
 Memory before trust: nothing is allocated for a tensor until the frame header, the tensor prefix and
 every spec have passed the limits and the declared sizes add up to the frame's length exactly; then
