@@ -105,7 +105,7 @@ def flower_tls(flwr_python: str, pki_dir: str) -> str:
 
 def memory_setting(args: argparse.Namespace) -> str:
     """chief_memory_mb as the run set it, and the read-ahead it leaves (edgefed/federation/readahead.py)."""
-    if args.readahead_mb:
+    if bench_round.readahead_mb(args):
         return f"global + aggregator + 1 staging buffer + {args.readahead_mb} MiB`, read-ahead `{args.readahead_mb} MiB"
     budget = f"{args.memory_models:g} x M" if args.memory_models else str(args.memory_mb)
     return f"{budget}`, read-ahead `{'what the budget leaves after whole buffers' if budget != '0' else '0'}"
@@ -378,9 +378,9 @@ def main() -> None:
                         help="the edgefed chief's chief_memory_mb (sizes its staging pool; 0: --uploads buffers)")
     parser.add_argument("--memory-models", type=float, default=0.0,
                         help="the edgefed chief's chief_memory_mb as this many model sizes; overrides --memory-mb")
-    parser.add_argument("--readahead-mb", type=int, default=0,
-                        help="the edgefed chief's chief_memory_mb as one staging buffer plus this many MiB of "
-                        "read-ahead for the uploads waiting for it; overrides the two above")
+    parser.add_argument("--readahead-mb", type=int, default=16,
+                        help="with --uploads 1 and no budget given: the edgefed chief's chief_memory_mb as one "
+                        "staging buffer plus this many MiB of read-ahead for the uploads waiting for it (0: none)")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="the edgefed chief's checkpoint_every")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                         help="which systems to run (a smoke run or an edgefed-vs-raw matrix skips Flower)")

@@ -42,14 +42,20 @@ from edgefed.wire import TensorSpec  # noqa: E402
 from edgefed.wiring import build_chief, build_worker  # noqa: E402
 
 
+def readahead_mb(args: argparse.Namespace) -> int:
+    """--readahead-mb, when no other pool setting is given (--uploads 1, no --memory-mb/--memory-models)."""
+    plain = args.uploads == 1 and not args.memory_mb and not args.memory_models
+    return int(getattr(args, "readahead_mb", 0)) if plain else 0
+
+
 def chief_memory_mb(args: argparse.Namespace) -> int:
     """--memory-mb as given, or --memory-models times this run's model size (a budget per size), or
-    --readahead-mb: what the global model, the aggregator and one staging buffer hold plus that much
-    read-ahead for the uploads waiting for the buffer (edgefed/federation/readahead.py)."""
-    if getattr(args, "readahead_mb", 0):
+    with --readahead-mb R alone: what the global model, the aggregator and one staging buffer hold plus
+    R MiB of read-ahead for the uploads waiting for the buffer (edgefed/federation/readahead.py)."""
+    if readahead_mb(args):
         specs = [TensorSpec("float32", array.shape) for array in model(args.size)]
         held = held_model_bytes(specs, "fedavg", 10) + sum(spec.nbytes for spec in specs)
-        return math.ceil(held / (1 << 20)) + args.readahead_mb
+        return math.ceil(held / (1 << 20)) + readahead_mb(args)
     if args.memory_models:
         return math.ceil(args.memory_models * args.size)
     return int(args.memory_mb)
@@ -249,7 +255,8 @@ def main() -> None:
                         help="chief_memory_mb as this many model sizes (5: the global model, the float64 sum "
                         "and two staging buffers); overrides --memory-mb")
     parser.add_argument("--readahead-mb", type=int, default=0,
-                        help="chief_memory_mb as one staging buffer plus this much read-ahead; overrides the two above")
+                        help="with --uploads 1 and no budget given: chief_memory_mb as one staging buffer plus "
+                        "this many MiB of read-ahead")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="the chief's checkpoint_every")
     parser.add_argument("--digests", action="store_true",
                         help="compute the payload sha256 digests the ledger records (on when a ledger is configured)")
