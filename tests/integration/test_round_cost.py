@@ -251,11 +251,12 @@ def test_a_staller_reading_ahead_is_dropped_on_its_deadline_and_its_blocks_come_
     processes: Processes, make_config: Callable[..., NodeConfig], pki_dir: Path
 ) -> None:
     # one staging buffer and 1 MiB of read-ahead (as above); two workers send half an update and stall:
-    # one in the buffer, one in read-ahead blocks, and each clock runs out
+    # one in the buffer, one in read-ahead blocks, and each clock runs out (8 s + 1.5 s: room for both
+    # to be seen in the pool at once under load)
     model = [MODEL[0], np.zeros(262144, np.float32)]
     port = free_port()
     chief = build_chief(make_config("chief", "chief", port, chief_memory_mb=7, min_workers=1, rounds=1,
-                                    round_timeout=120.0, upload_grace=3.0), ledger=False)
+                                    round_timeout=120.0, upload_grace=8.0, min_upload_rate=1 << 20), ledger=False)
     try:
         chief.listen()
         stallers = [processes.python(str(HELPERS / "partial_upload.py"), str(pki_dir), name, str(port),
