@@ -134,7 +134,7 @@ class ChiefSession:
         with self._cond:
             book = self._book
             weights = book.begin(weights, start_round, finished)  # federation.broadcast_compression may round them
-            self.staging = staging_pool(book.specs, self.federation, book.upload_specs)
+            self.staging = staging_pool(book.specs, self.federation, book.upload_specs, self._transport.streams)
         self._provenance.started(start_round, weights)
         self.listen()
         self.status.update(state="waiting", round=start_round)

@@ -84,10 +84,12 @@ def readahead_bytes(
 
 def staging_pool(
     specs: Sequence[TensorSpec], federation: FederationSection, upload_specs: Sequence[TensorSpec],
+    streams: bool = True,
 ) -> StagingPool:
-    """The round's pool: staging_limit buffers of upload_specs and readahead_bytes beside them."""
+    """The round's pool: staging_limit buffers of upload_specs and readahead_bytes beside them (none
+    when the transport does not stream: a block smaller than its messages would cost a scratch copy)."""
     return StagingPool(upload_specs, staging_limit(specs, federation, upload_specs),
-                       readahead_bytes(specs, federation, upload_specs))
+                       readahead_bytes(specs, federation, upload_specs) if streams else 0)
 
 
 class StagingPool:

@@ -14,7 +14,7 @@ import pytest
 from edgefed.config import FederationSection, config_from_dict
 from edgefed.federation.deadlines import UploadDeadlines
 from edgefed.federation.readahead import BLOCK, PoolClosed, ReadAhead
-from edgefed.federation.staging import StagingPool, readahead_bytes, staging_limit
+from edgefed.federation.staging import StagingPool, readahead_bytes, staging_limit, staging_pool
 from edgefed.wire import Frame, FrameReader, MessageType, TensorSpec, encode_tensor_frame
 from tests.conftest import wait_for
 
@@ -144,3 +144,9 @@ def test_a_paused_upload_clock_keeps_the_time_it_had_left() -> None:
         assert time.monotonic() - started > 0.5  # what it had left, not a deadline already passed
     finally:
         deadlines.close()
+
+
+def test_a_transport_of_whole_messages_gets_no_read_ahead() -> None:
+    model, federation = [TensorSpec("float32", (2048, 2048))], _federation(chief_memory_mb=72)
+    assert staging_pool(model, federation, model).readahead == 8 << 20
+    assert staging_pool(model, federation, model, streams=False).readahead == 0  # MPI: a block < a message
