@@ -14,7 +14,8 @@ to docs/bench/round_cost.json and plots to docs/bench/round_time.png and docs/be
 
     .venv/bin/python bench/bench_flower.py [--workers 2 8 32] [--sizes 1 16 64] [--rounds 4]
         [--flwr-python .venv-flwr/bin/python] [--budget 900] [--no-doc]
-        [--uploads 1 | --memory-mb MB | --memory-models X] [--checkpoint-every K] [--systems edgefed raw]
+        [--uploads 1 | --memory-mb MB | --memory-models X | --readahead-mb R] [--checkpoint-every K]
+        [--systems edgefed raw]
 The edgefed rows also carry the median of each phase of the chief's round timeline.
 """
 
@@ -100,6 +101,14 @@ def flower_tls(flwr_python: str, pki_dir: str) -> str:
                 context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             cipher = tls.cipher()
             return f"{tls.version()} {cipher[0] if cipher else '?'}, ALPN {tls.selected_alpn_protocol()}"
+
+
+def memory_setting(args: argparse.Namespace) -> str:
+    """chief_memory_mb as the run set it, and the read-ahead it leaves (edgefed/federation/readahead.py)."""
+    if bench_round.readahead_mb(args):
+        return f"global + aggregator + 1 staging buffer + {args.readahead_mb} MiB`, read-ahead `{args.readahead_mb} MiB"
+    budget = f"{args.memory_models:g} x M" if args.memory_models else str(args.memory_mb)
+    return f"{budget}`, read-ahead `{'what the budget leaves after whole buffers' if budget != '0' else '0'}"
 
 
 def available_memory_mb() -> float:
@@ -251,7 +260,7 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
         "Targets: edgefed ≤ 1.5x raw TLS and ahead of Flower at every point (issue 9); edgefed ≤ 1.25x raw "
         "TLS and chief peak RSS ≤ 3x M + 100 MB at every point (issue 14). The edgefed chief's settings: "
         f"`max_concurrent_uploads = {args.uploads}`, `chief_memory_mb = "
-        f"{f'{args.memory_models:g} x M' if args.memory_models else args.memory_mb}`, "
+        f"{memory_setting(args)}`, "
         f"`checkpoint_every = {args.checkpoint_every}`.",
         "",
         "| workers | model MB | edgefed s | Flower s | raw TLS s | edgefed / raw | Flower / raw | Flower / edgefed "
@@ -272,7 +281,8 @@ def write_markdown(rows: list[dict[str, Any]], not_run: list[tuple[int, int]], c
     lines += [
         "",
         "Where edgefed's time goes beyond raw TLS: per round the chief receives the uploads through its "
-        "staging buffers (`federation.max_concurrent_uploads`, default 1: one upload at a time), adds every "
+        "staging buffers (`federation.max_concurrent_uploads`, default 1: one upload at a time; with "
+        "`chief_memory_mb`, uploads waiting for a buffer read ahead into what it leaves), adds every "
         "upload into the running sum, averages, and writes a durable checkpoint (fsync) while it broadcasts; "
         "with a ledger configured (not in these runs) both sides also hash every frame (sha256, for the "
         "ledger's transfer records). Each timed alone here, single-threaded:",
@@ -368,6 +378,9 @@ def main() -> None:
                         help="the edgefed chief's chief_memory_mb (sizes its staging pool; 0: --uploads buffers)")
     parser.add_argument("--memory-models", type=float, default=0.0,
                         help="the edgefed chief's chief_memory_mb as this many model sizes; overrides --memory-mb")
+    parser.add_argument("--readahead-mb", type=int, default=16,
+                        help="with --uploads 1 and no budget given: the edgefed chief's chief_memory_mb as one "
+                        "staging buffer plus this many MiB of read-ahead for the uploads waiting for it (0: none)")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="the edgefed chief's checkpoint_every")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                         help="which systems to run (a smoke run or an edgefed-vs-raw matrix skips Flower)")

@@ -33,15 +33,29 @@ from common import machine, model, peak_rss_mb, run_server_and_clients, update_d
 
 from edgefed import pki  # noqa: E402
 from edgefed.config import config_from_dict  # noqa: E402
+from edgefed.federation.staging import held_model_bytes  # noqa: E402
 from edgefed.federation.timeline import PHASES  # noqa: E402
 from edgefed.pki import NodeCredentials  # noqa: E402
 from edgefed.transport import Transport, client_context, server_context  # noqa: E402
 from edgefed.transport.tcp import tune_socket  # noqa: E402
+from edgefed.wire import TensorSpec  # noqa: E402
 from edgefed.wiring import build_chief, build_worker  # noqa: E402
 
 
+def readahead_mb(args: argparse.Namespace) -> int:
+    """--readahead-mb, when no other pool setting is given (--uploads 1, no --memory-mb/--memory-models)."""
+    plain = args.uploads == 1 and not args.memory_mb and not args.memory_models
+    return int(getattr(args, "readahead_mb", 0)) if plain else 0
+
+
 def chief_memory_mb(args: argparse.Namespace) -> int:
-    """--memory-mb as given, or --memory-models times this run's model size (a budget per size)."""
+    """--memory-mb as given, or --memory-models times this run's model size (a budget per size), or
+    with --readahead-mb R alone: what the global model, the aggregator and one staging buffer hold plus
+    R MiB of read-ahead for the uploads waiting for the buffer (edgefed/federation/readahead.py)."""
+    if readahead_mb(args):
+        specs = [TensorSpec("float32", array.shape) for array in model(args.size)]
+        held = held_model_bytes(specs, "fedavg", 10) + sum(spec.nbytes for spec in specs)
+        return math.ceil(held / (1 << 20)) + readahead_mb(args)
     if args.memory_models:
         return math.ceil(args.memory_models * args.size)
     return int(args.memory_mb)
@@ -219,7 +233,8 @@ def write_markdown(rows: list[dict[str, Any]], command: str) -> str:
 def edgefed_options(args: argparse.Namespace) -> list[str]:
     """The chief's settings under test, as this script's role options."""
     return ["--uploads", str(args.uploads), "--memory-mb", str(args.memory_mb),
-            "--memory-models", str(args.memory_models), "--checkpoint-every", str(args.checkpoint_every)]
+            "--memory-models", str(args.memory_models), "--readahead-mb", str(getattr(args, "readahead_mb", 0)),
+            "--checkpoint-every", str(args.checkpoint_every)]
 
 
 def main() -> None:
@@ -239,6 +254,9 @@ def main() -> None:
     parser.add_argument("--memory-models", type=float, default=0.0,
                         help="chief_memory_mb as this many model sizes (5: the global model, the float64 sum "
                         "and two staging buffers); overrides --memory-mb")
+    parser.add_argument("--readahead-mb", type=int, default=0,
+                        help="with --uploads 1 and no budget given: chief_memory_mb as one staging buffer plus "
+                        "this many MiB of read-ahead")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="the chief's checkpoint_every")
     parser.add_argument("--digests", action="store_true",
                         help="compute the payload sha256 digests the ledger records (on when a ledger is configured)")

@@ -32,7 +32,7 @@ from edgefed.federation.seat import WorkerSeat as _Worker
 from edgefed.federation.secure_chief import FROM_WORKERS as SECURE_FRAMES
 from edgefed.federation.secure_chief import SecureChief
 from edgefed.federation.session import RoundResult, StartInfo, limits_for
-from edgefed.federation.staging import StagingPool, staging_limit
+from edgefed.federation.staging import StagingPool, staging_pool
 from edgefed.federation.timeline import RoundTimeline
 from edgefed.federation.upload_slots import UploadSlots
 from edgefed.transport import Connection, Listener, Transport, TransportError
@@ -148,7 +148,7 @@ class ChiefSession:
         with self._cond:
             book = self._book
             weights = book.begin(weights, start_round, finished)  # federation.broadcast_compression may round them
-            self.staging = StagingPool(book.upload_specs, staging_limit(book.specs, self.federation, book.upload_specs))
+            self.staging = staging_pool(book.specs, self.federation, book.upload_specs, self._transport.streams)
         self._provenance.started(start_round, weights)
         self.listen()
         self.status.update(state="waiting", round=start_round)

@@ -1,7 +1,9 @@
 """Upload deadlines: every upload in flight must finish within grace + size / min_rate seconds.
 
-The clock starts when the upload gets its staging slot and progress does not reset it (a socket
-timeout would restart on every byte, so a trickle could hold the slot, and the round, for ever).
+The clock starts when the upload gets its staging slot (or, reading ahead, when its header came) and
+progress does not reset it (a socket timeout would restart on every byte, so a trickle could hold the
+slot, and the round, for ever); it stops while the chief, not the worker, holds the upload back
+(pause/resume: a read-ahead upload waiting for memory).
 One thread watches all uploads and calls on_late for each that runs over.
 """
 
@@ -21,6 +23,7 @@ class UploadDeadlines(Generic[K]):
         self.grace = grace
         self._on_late = on_late
         self._deadlines: dict[K, float] = {}
+        self._paused: dict[K, float] = {}  # seconds left when paused
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._watch, name="upload-deadlines", daemon=True)
@@ -42,6 +45,22 @@ class UploadDeadlines(Generic[K]):
     def end(self, key: K) -> None:
         with self._cond:
             self._deadlines.pop(key, None)
+            self._paused.pop(key, None)
+
+    def pause(self, key: K) -> None:
+        """Stop key's clock, keeping the time it has left (nothing if it has none running)."""
+        with self._cond:
+            deadline = self._deadlines.pop(key, None)
+            if deadline is not None:
+                self._paused[key] = deadline - time.monotonic()
+
+    def resume(self, key: K) -> None:
+        """Run key's clock again with the time it had left when paused."""
+        with self._cond:
+            left = self._paused.pop(key, None)
+            if left is not None:
+                self._deadlines[key] = time.monotonic() + left
+                self._cond.notify_all()
 
     def start(self) -> None:
         self._thread.start()

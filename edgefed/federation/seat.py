@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgefed.federation.readahead import ReadAhead
 from edgefed.federation.rounds import Refusal, Seat
 from edgefed.transport import Connection
 
@@ -18,3 +19,4 @@ class WorkerSeat(Seat):
     reject_reason: Refusal | None = None  # set by the allocator when an upload is refused before its data
     staging: list[np.ndarray] | None = field(default=None, repr=False)
     staged_at: float = 0.0  # perf_counter when the upload in flight got its staging buffer
+    readahead: ReadAhead | None = field(default=None, repr=False)  # its upload while it waits for a buffer

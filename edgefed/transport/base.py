@@ -97,6 +97,10 @@ class Transport(Protocol):
         """Who this node is to its peers ("unauthenticated" on a transport without identities)."""
         ...
 
+    # Whether a frame's bytes can be read into buffers of any size (a byte stream); MPI delivers whole
+    # messages, so a buffer smaller than one costs a message-sized scratch (the chief then reads no ahead).
+    streams: bool
+
     def listen(self, host: str, port: int, limits: Limits) -> Listener: ...
 
     def connect(self, host: str, port: int, limits: Limits, server_name: str | None) -> Connection:

@@ -221,6 +221,8 @@ class MpiListener:
 class MpiTransport:
     """The Transport of one rank of an MPI job; constructed on every rank at once (a collective)."""
 
+    streams = False  # whole messages: a tensor part lands in one array or in a scratch of its size
+
     def __init__(self, local_name: str, comm: Any = None) -> None:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         if not local_name or len(local_name) > MAX_NAME:

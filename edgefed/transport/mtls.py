@@ -164,6 +164,8 @@ def connect_tls(
 class TlsTransport:
     """The Transport of a node holding NAME's credentials: mutual TLS 1.3 over TCP."""
 
+    streams = True
+
     def __init__(self, creds: NodeCredentials) -> None:
         self._name = creds.name
         # The contexts and the CRL, re-read when their files change or on SIGHUP (edgefed.transport.tls).

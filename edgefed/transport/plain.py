@@ -51,6 +51,8 @@ def connect_plain(
 class PlainTransport:
     """The Transport without security: anyone can read, change or impersonate what it carries."""
 
+    streams = True
+
     @property
     def local_name(self) -> str:
         return UNAUTHENTICATED

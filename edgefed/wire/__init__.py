@@ -50,7 +50,7 @@ from edgefed.wire.messages import (
     expect,
 )
 from edgefed.wire.p2p_messages import Chat, FileAccept, FileDone, FileOffer, FileResult
-from edgefed.wire.reader import Allocator, Frame, FrameReader, allocate_fresh, refuse_tensors
+from edgefed.wire.reader import Allocator, Destination, Frame, FrameReader, allocate_fresh, refuse_tensors
 from edgefed.wire.secagg_messages import (
     SecAggAdvert,
     SecAggInbox,
@@ -83,6 +83,7 @@ __all__ = [
     "Bye",
     "Chat",
     "ControlMessage",
+    "Destination",
     "EncodedTensor",
     "Encoding",
     "FileAccept",

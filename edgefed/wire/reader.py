@@ -6,7 +6,8 @@ The caller owns the I/O::
     while (frame := reader.advance(sock.recv_into(reader.buffer()))) is None: ...
 
 Tensor data lands directly in arrays chosen by an allocator (preallocated staging buffers on the
-chief), so a large payload is never assembled from chunks.
+chief), so a large payload is never assembled from chunks; or the allocator returns a Destination
+that says where each next bytes go and hands over the arrays at the end (the chief's read-ahead).
 
 Memory before trust: nothing is allocated for a tensor until the frame header, the tensor prefix and
 every spec have passed the limits and the declared sizes add up to the frame's length exactly; then
@@ -20,7 +21,7 @@ import enum
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,10 +47,24 @@ from edgefed.wire.tensors import (
     prefix_size,
 )
 
+
+class Destination(Protocol):
+    """Tensor data that need not land in its final arrays from the first byte (the chief's read-ahead):
+    the reader asks where the data bytes from offset go, and at the frame's end for the arrays."""
+
+    def view(self, offset: int) -> memoryview:
+        """Writable, non-empty, at most the data bytes left after offset; the same place for the same offset."""
+        ...
+
+    def complete(self) -> list[np.ndarray]:
+        """Every data byte has been written: the filled arrays (one per spec's storage)."""
+        ...
+
+
 # Given the frame header, the sample count and the specs, return arrays to fill (matching each spec's
-# storage: the tensor, or a uint8 buffer for an encoded one), or None to discard the tensor bytes
-# (the caller has decided to reject the frame).
-Allocator = Callable[[FrameHeader, int, list[TensorSpec]], list[np.ndarray] | None]
+# storage: the tensor, or a uint8 buffer for an encoded one), a Destination, or None to discard the
+# tensor bytes (the caller has decided to reject the frame).
+Allocator = Callable[[FrameHeader, int, list[TensorSpec]], "list[np.ndarray] | Destination | None"]
 
 _DISCARD_CHUNK = 1 << 16
 _PAYLOAD_FIRST_CHUNK = 1 << 16
@@ -118,6 +133,9 @@ class FrameReader:
 
     def buffer(self) -> memoryview:
         """The writable buffer to fill next; never empty."""
+        if self._state is _State.TENSOR_DATA and self._dest is not None:
+            self._dest_view = self._dest.view(self._data_pos)
+            return self._dest_view
         if self._state is _State.TENSOR_DATA and self._views is None:
             remaining = self._discard_left
             return memoryview(self._scratch)[: min(remaining, len(self._scratch))]
@@ -127,6 +145,11 @@ class FrameReader:
         """Account for nbytes written into the last buffer(); return a frame once one is complete."""
         if nbytes <= 0:
             raise ValueError("advance() needs a positive byte count; 0 from recv means the peer closed")
+        if self._state is _State.TENSOR_DATA and self._dest is not None:
+            if self._hasher is not None:
+                self._hasher.update(self._dest_view[:nbytes])
+            self._data_pos += nbytes
+            return self._step() if self._data_pos >= self._data_total else None
         if self._state is _State.TENSOR_DATA and self._views is None:
             if self._hasher is not None:
                 self._hasher.update(self.buffer()[:nbytes])
@@ -170,6 +193,10 @@ class FrameReader:
         self._num_samples = 0
         self._count = 0
         self._discard_left = 0
+        self._dest: Destination | None = None
+        self._dest_view = memoryview(b"")
+        self._data_pos: int = 0
+        self._data_total: int = 0
 
     def _set_target(self, state: _State, size: int) -> None:
         self._state = state
@@ -204,6 +231,8 @@ class FrameReader:
             elif self._state is _State.TENSOR_SPECS:
                 self._begin_tensor_data()
             elif self._state is _State.TENSOR_DATA:
+                if self._dest is not None:
+                    return self._finish_tensors() if self._data_pos >= self._data_total else None
                 if self._views is None:
                     if self._discard_left == 0:
                         return self._finish_tensors()
@@ -241,11 +270,11 @@ class FrameReader:
             self._views = None
             self._discard_left = sum(spec.nbytes for spec in specs)
             return
-        for array, spec in zip(arrays, specs, strict=True):
-            dtype, shape = spec.storage
-            if array.shape != shape or array.dtype.name != dtype or not array.flags.c_contiguous:
-                raise ValueError(f"allocator returned {array.dtype}{list(array.shape)} for {spec}")
-        self._arrays = arrays
+        if not isinstance(arrays, list):  # filled through views, the arrays come at the end
+            self._dest, self._data_total = arrays, sum(spec.nbytes for spec in specs)
+            self._target = memoryview(b"")
+            return
+        self._arrays = _checked(arrays, specs)
         self._views = [memoryview(a).cast("B") for a in arrays if a.nbytes]  # type: ignore[arg-type]
         self._view_index = 0
         self._target = self._views[0] if self._views else memoryview(b"")
@@ -261,6 +290,8 @@ class FrameReader:
 
     def _finish_tensors(self) -> Frame:
         assert self._header is not None
+        if self._dest is not None:
+            self._arrays = _checked(self._dest.complete(), self._specs)
         decoded: list[Tensor] | None = None
         if self._arrays is not None:  # encoded tensors are checked before anyone sees the frame
             decoded = [decode_tensor(spec, array) for spec, array in zip(self._specs, self._arrays, strict=True)]
@@ -275,3 +306,11 @@ class FrameReader:
         )
         self._start_frame()
         return frame
+
+
+def _checked(arrays: list[np.ndarray], specs: list[TensorSpec]) -> list[np.ndarray]:
+    for array, spec in zip(arrays, specs, strict=True):
+        dtype, shape = spec.storage
+        if array.shape != shape or array.dtype.name != dtype or not array.flags.c_contiguous:
+            raise ValueError(f"allocator returned {array.dtype}{list(array.shape)} for {spec}")
+    return arrays

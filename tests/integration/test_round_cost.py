@@ -119,3 +119,157 @@ def test_uploads_overlap_within_the_chiefs_memory_budget_and_average_to_plain_fe
             assert worker.wait(timeout=60) == 0, processes.log(name)
     finally:
         chief.close()
+
+
+def exact_fedavg_of_offsets(global_weights: list[np.ndarray]) -> list[np.ndarray]:
+    """fedavg_of_offsets computed the way a float64 sum of a 1 MiB model is, bit for bit: every
+    n_i * w_i and their sum are exact in float64 here (24-bit values times small counts, within 53
+    bits), so the chief's sum is this one whatever order the uploads were folded in."""
+    total_samples = CHIEF_SAMPLES + sum(s for _, s in WORKERS.values())
+    result = []
+    for tensor in global_weights:
+        total = CHIEF_SAMPLES * tensor.astype(np.float64)
+        for offset, samples in WORKERS.values():
+            total += samples * (tensor + np.float32(offset)).astype(np.float64)
+        result.append((total / total_samples).astype(np.float32))
+    return result
+
+
+def test_overlapping_uploads_that_fail_half_way_leave_the_exact_fedavg_of_the_good_ones(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], pki_dir: Path
+) -> None:
+    # a 1 MiB model, 7 MiB: the global model and the float64 sum (3) leave four staging buffers
+    port = free_port()
+    settings = {"rounds": 2, "round_timeout": 120.0, "upload_grace": 300.0}
+    chief = build_chief(make_config("chief", "chief", port, chief_memory_mb=7, min_workers=1, **settings),
+                        ledger=False)
+    received: list[tuple[int, str]] = []
+    refused: list[tuple[str, int, str]] = []
+    chief.events.subscribe(lambda e: received.append((e.round, e.sender)) if e.direction == "receive" else None)
+    chief.events.subscribe_refusals(lambda e: refused.append((e.worker, e.round, e.code)))
+    try:
+        chief.listen()
+        # worker4 will disconnect half-way, mallory will finish with NaN in its second half
+        hostile = {name: processes.python(str(HELPERS / "half_then_fail.py"), str(pki_dir), name, str(port), mode,
+                                          log_name=name, stdout=subprocess.PIPE)
+                   for name, mode in (("worker4", "disconnect"), ("mallory", "nan"))}
+        chief.start(MODEL)
+        assert chief.staging is not None and chief.staging.limit == 4
+        for process in hostile.values():
+            assert process.stdout is not None and process.stdout.readline().strip() == b"sent-half"
+        wait_for(lambda: chief.staging is not None and chief.staging.in_use == 2, 30, "two half uploads in buffers")
+        workers = {
+            name: processes.python(str(HELPERS / "offset_worker.py"),
+                                   str(write_config(name, "worker", port, **settings)), str(offset), str(samples),
+                                   log_name=name)
+            for name, (offset, samples) in WORKERS.items()
+        }
+        wait_for(lambda: {w for r, w in received if r == 0} == set(WORKERS), 60, "the three good round-0 updates")
+        assert chief.staging.peak_in_use >= 3  # good uploads were received beside the two half ones
+        for process in hostile.values():
+            process.send_signal(signal.SIGUSR1)
+        out = {name: process.communicate(timeout=60)[0].decode().split() for name, process in hostile.items()}
+        assert out == {"worker4": ["closed"], "mallory": ["non-finite"]}, processes.log("mallory")
+
+        result = chief.average(MODEL, CHIEF_SAMPLES)
+        expected = exact_fedavg_of_offsets(MODEL)
+        while True:  # as if worker4 and mallory had never sent anything, bit for bit
+            assert sorted(result.participants) == ["chief", *WORKERS]
+            for got, want in zip(result.weights, expected, strict=True):
+                np.testing.assert_array_equal(got, want)
+            if result.finished:
+                break
+            expected, result = exact_fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
+        assert result.round == 2
+        assert ("mallory", 0, "non-finite") in refused and not any(w == "worker4" for w, _, _ in refused)
+        assert chief.staging.created <= 4 and chief.staging.in_use == 0
+        for name, worker in workers.items():
+            assert worker.wait(timeout=60) == 0, processes.log(name)
+    finally:
+        chief.close()
+
+
+def test_an_upload_reading_ahead_that_disconnects_costs_only_its_blocks(
+    processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], pki_dir: Path
+) -> None:
+    # 1.5 MiB: the global model and the float64 sum hold 4.5 MiB of the 7, so one staging buffer and
+    # 1 MiB of read-ahead (readahead.py): a second upload reads ahead, the others wait in the kernel
+    model = [MODEL[0], np.zeros(262144, np.float32)]
+    port = free_port()
+    settings = {"rounds": 2, "round_timeout": 120.0, "upload_grace": 300.0}
+    chief = build_chief(make_config("chief", "chief", port, chief_memory_mb=7, min_workers=1, **settings),
+                        ledger=False)
+    refused: list[tuple[str, int, str]] = []
+    chief.events.subscribe_refusals(lambda e: refused.append((e.worker, e.round, e.code)))
+    try:
+        chief.listen()
+        hostile: dict[str, subprocess.Popen[bytes]] = {}
+
+        def half_upload(name: str, mode: str) -> None:
+            hostile[name] = processes.python(str(HELPERS / "half_then_fail.py"), str(pki_dir), name, str(port), mode,
+                                             log_name=name, stdout=subprocess.PIPE)
+
+        half_upload("mallory", "nan")  # the round starts once it joined
+        chief.start(model)
+        pool = chief.staging
+        assert pool is not None and (pool.limit, pool.readahead) == (1, 1 << 20)
+        for name, holds in (("mallory", lambda: pool.in_use == 1), ("worker4", lambda: pool.ahead > 0)):
+            if name not in hostile:
+                half_upload(name, "disconnect")
+            assert hostile[name].stdout is not None and hostile[name].stdout.readline().strip() == b"sent-half"
+            wait_for(holds, 30, f"{name}'s half upload in the pool")  # mallory's in the buffer, worker4's ahead
+        workers = {
+            name: processes.python(str(HELPERS / "offset_worker.py"),
+                                   str(write_config(name, "worker", port, **settings)), str(offset), str(samples),
+                                   log_name=name)
+            for name, (offset, samples) in WORKERS.items()
+        }
+        # their round-0 headers were taken: they wait for memory, their bytes in the kernel
+        wait_for(lambda: pool.waiting == len(WORKERS), 60, "the three good uploads to wait for memory")
+        for process in hostile.values():
+            process.send_signal(signal.SIGUSR1)
+        out = {name: process.communicate(timeout=60)[0].decode().split() for name, process in hostile.items()}
+        assert out == {"worker4": ["closed"], "mallory": ["non-finite"]}, processes.log("mallory")
+
+        expected, result = exact_fedavg_of_offsets(model), chief.average(model, CHIEF_SAMPLES)
+        while True:  # bit for bit the FedAvg of the good ones
+            assert sorted(result.participants) == ["chief", *WORKERS]
+            for got, want in zip(result.weights, expected, strict=True):
+                np.testing.assert_array_equal(got, want)
+            if result.finished:
+                break
+            expected, result = exact_fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
+        assert ("mallory", 0, "non-finite") in refused
+        assert pool.created == 1 and pool.ahead == 0 and pool.peak_ahead == 1 << 20
+        for name, worker in workers.items():
+            assert worker.wait(timeout=60) == 0, processes.log(name)
+    finally:
+        chief.close()
+
+
+def test_a_staller_reading_ahead_is_dropped_on_its_deadline_and_its_blocks_come_back(
+    processes: Processes, make_config: Callable[..., NodeConfig], pki_dir: Path
+) -> None:
+    # one staging buffer and 1 MiB of read-ahead (as above); two workers send half an update and stall:
+    # one in the buffer, one in read-ahead blocks, and each clock runs out (8 s + 1.5 s: room for both
+    # to be seen in the pool at once under load)
+    model = [MODEL[0], np.zeros(262144, np.float32)]
+    port = free_port()
+    chief = build_chief(make_config("chief", "chief", port, chief_memory_mb=7, min_workers=1, rounds=1,
+                                    round_timeout=120.0, upload_grace=8.0, min_upload_rate=1 << 20), ledger=False)
+    try:
+        chief.listen()
+        stallers = [processes.python(str(HELPERS / "partial_upload.py"), str(pki_dir), name, str(port),
+                                     log_name=name, stdout=subprocess.PIPE) for name in ("worker1", "worker2")]
+        chief.start(model)
+        pool = chief.staging
+        assert pool is not None and (pool.limit, pool.readahead) == (1, 1 << 20)
+        for staller in stallers:
+            assert staller.stdout is not None and staller.stdout.readline().strip() == b"joined"
+        wait_for(lambda: pool.in_use == 1 and pool.ahead > 0, 30, "one half upload in the buffer, one ahead")
+        wait_for(lambda: not {"worker1", "worker2"} & set(chief.participants()), 60, "both stallers dropped")
+        assert pool.in_use == 0 and pool.ahead == 0
+        errors = [e["message"] for e in json.loads(chief.status.path.read_text())["errors"]]
+        assert sorted(e.split(" left: ")[0] for e in errors if "upload too slow" in e) == ["worker1", "worker2"]
+    finally:
+        chief.close()

@@ -16,7 +16,8 @@ import pytest
 from edgefed.config import ConfigError, FederationSection, config_from_dict
 from edgefed.contracts.schemas import HISTORY_LINE, load_schema
 from edgefed.federation.round_end import checkpoint_due
-from edgefed.federation.staging import MemoryBudgetError, StagingPool, staging_limit
+from edgefed.federation.running_mean import folds_as_mean
+from edgefed.federation.staging import MemoryBudgetError, StagingPool, held_model_bytes, staging_limit
 from edgefed.federation.timeline import PHASES, RoundTimeline
 from edgefed.observe.history import HistoryWriter, read_history
 from edgefed.wire import TensorSpec
@@ -78,6 +79,22 @@ def test_a_budget_counts_the_global_model_and_the_aggregator_before_staging_buff
     # trimmed-mean holds max_buffered_updates copies
     assert staging_limit(ONE_MB_MODEL, _federation(chief_memory_mb=16, aggregation="median",
                                                    max_buffered_updates=10)) == 5
+
+
+def test_a_budget_counts_a_float32_running_mean_as_one_model_and_a_float64_sum_as_two() -> None:
+    # 16 MiB of float32 weights: past EXACT_SUM_MAX_BYTES, fedavg and clip fold them into a float32
+    # running mean (one model), so 64 MiB hold the global model, the mean and two 16 MiB buffers
+    big = [TensorSpec("float32", (2048, 2048)), TensorSpec("int64", (4,))]
+    model = sum(spec.nbytes for spec in big)
+    assert folds_as_mean(16 << 20)
+    # the global model, then the mean of the float32 tensor and the int64 counter's float64 sum
+    assert held_model_bytes(big, "fedavg", 10) == held_model_bytes(big, "clip", 10) == model + (16 << 20) + 4 * 8
+    assert staging_limit(big, _federation(chief_memory_mb=64)) == 1  # it used to count 48 MiB held: none fitted
+    assert staging_limit(big, _federation(chief_memory_mb=65)) == 2
+    assert held_model_bytes(big, "median", 3) == 4 * model
+    # up to 8 MiB of float32 the exact float64 sum stays: two model copies, as before
+    small = [TensorSpec("float32", (1024, 1024))]
+    assert not folds_as_mean(4 << 20) and held_model_bytes(small, "fedavg", 10) == 3 * (4 << 20)
 
 
 def test_a_budget_without_room_for_one_buffer_names_what_it_needs() -> None:
