@@ -378,7 +378,7 @@ def main() -> None:
                         help="the edgefed chief's chief_memory_mb (sizes its staging pool; 0: --uploads buffers)")
     parser.add_argument("--memory-models", type=float, default=0.0,
                         help="the edgefed chief's chief_memory_mb as this many model sizes; overrides --memory-mb")
-    parser.add_argument("--readahead-mb", type=int, default=16,
+    parser.add_argument("--readahead-mb", type=int, default=0,
                         help="with --uploads 1 and no budget given: the edgefed chief's chief_memory_mb as one "
                         "staging buffer plus this many MiB of read-ahead for the uploads waiting for it (0: none)")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="the edgefed chief's checkpoint_every")
