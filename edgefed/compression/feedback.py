@@ -18,7 +18,8 @@ import numpy as np
 
 from edgefed.compression.codecs import CHUNK, add_into, encode_fp16, encode_int8, encode_topk
 from edgefed.compression.settings import NONE, CompressionSetting
-from edgefed.wire import Encoding, Tensor
+from edgefed.compression.streaming import int8_stream
+from edgefed.wire import EncodedStream, Encoding, Tensor
 
 
 class CompressionError(ValueError):
@@ -38,6 +39,13 @@ def _encode(setting: CompressionSetting, x: np.ndarray) -> Tensor:
     if setting.encoding in (Encoding.TOPK, Encoding.TOPK_INT8):
         return encode_topk(x, setting.fraction, int8=setting.encoding is Encoding.TOPK_INT8)
     raise AssertionError(f"no encoder for {setting}")
+
+
+def _whole(tensors: list[Tensor | EncodedStream]) -> list[Tensor]:
+    """A compression's tensors when nothing was streamed."""
+    whole = [t for t in tensors if not isinstance(t, EncodedStream)]
+    assert len(whole) == len(tensors)
+    return whole
 
 
 class Compressor:
@@ -74,11 +82,11 @@ class Compressor:
         for index, (a, b) in enumerate(zip(new, base, strict=True)):
             if a.shape != b.shape:
                 raise CompressionError(f"tensor {index} is {list(a.shape)}, the global one {list(b.shape)}")
-        return self._compress(new, base)
+        return _whole(self._compress(new, base))
 
     def compress(self, delta: Sequence[np.ndarray]) -> list[Tensor]:
         """The tensors to send for a delta already computed."""
-        return self._compress(delta, None)
+        return _whole(self._compress(delta, None))
 
     # -- a worker that keeps no copy of the global weights ------------------------------------------
     def rebase(self, base: Sequence[np.ndarray]) -> None:
@@ -99,6 +107,14 @@ class Compressor:
 
     def compress_trained(self, new: Sequence[np.ndarray]) -> list[Tensor]:
         """The tensors to send for new - (the weights of the last rebase), residual included."""
+        return _whole(self._compress_trained(new, streamed=False))
+
+    def compress_trained_streamed(self, new: Sequence[np.ndarray]) -> list[Tensor | EncodedStream]:
+        """compress_trained, with int8 tensors as streams encoded while they are sent (int8_stream):
+        their residuals are final once the stream is consumed; send it before compressing again."""
+        return self._compress_trained(new, streamed=True)
+
+    def _compress_trained(self, new: Sequence[np.ndarray], streamed: bool) -> list[Tensor | EncodedStream]:
         if not self._rebased or self._residuals is None:
             raise CompressionError("no global weights to form a delta from (rebase first)")
         self._rebased = False
@@ -106,7 +122,7 @@ class Compressor:
             if len(new) != len(self._exact_base) or any(
                     b is not None and a.shape != b.shape for a, b in zip(new, self._exact_base, strict=True)):
                 raise CompressionError("the trained tensors do not fit the global weights")
-            return self._compress(new, self._exact_base, rebased=True)
+            return self._compress(new, self._exact_base, rebased=True, streamed=streamed)
         except CompressionError:  # residuals left holding -base would corrupt the next round: start clean
             for kept in self._residuals:
                 if kept is not None:
@@ -114,12 +130,12 @@ class Compressor:
             raise
 
     def _compress(self, new: Sequence[np.ndarray], base: Sequence[np.ndarray | None] | None,
-                  rebased: bool = False) -> list[Tensor]:
+                  rebased: bool = False, streamed: bool = False) -> list[Tensor | EncodedStream]:
         """rebased: the residuals already hold -base (rebase()); base is then only read for the
-        tensors without a residual."""
+        tensors without a residual. streamed: int8 tensors as int8_stream()s."""
         self._ensure_residuals(new)
         assert self._residuals is not None
-        out: list[Tensor] = []
+        out: list[Tensor | EncodedStream] = []
         for index, (a, kept) in enumerate(zip(new, self._residuals, strict=True)):
             b = None if base is None else base[index]
             if kept is None:
@@ -131,6 +147,9 @@ class Compressor:
             if not all_finite(kept):
                 kept.fill(0)
                 raise CompressionError(f"tensor {index} of the update holds NaN or Inf; its residual is cleared")
+            if streamed and self.setting.encoding is Encoding.INT8:
+                out.append(int8_stream(kept))  # encoded, and the residual updated, while it is sent
+                continue
             encoded = _encode(self.setting, kept)
             add_into(kept, encoded, -1.0)  # keep exactly what the receiver will not see
             out.append(encoded)

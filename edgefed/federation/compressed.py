@@ -39,7 +39,18 @@ from edgefed.compression import (
 )
 from edgefed.federation.aggregation import StreamingAggregator
 from edgefed.federation.strategies import Aggregator, ClippingAggregator, distance
-from edgefed.wire import Frame, Hello, ProtocolError, ReasonCode, Tensor
+from edgefed.wire import (
+    EncodedStream,
+    Frame,
+    FrameStream,
+    Hello,
+    MessageType,
+    ProtocolError,
+    ReasonCode,
+    Tensor,
+    encode_tensor_frame,
+    stream_tensor_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,7 @@ class Delta:
 
 
 Update = list[np.ndarray] | Delta  # what the chief folds: trained weights (`none`), or a Delta
+UploadFrame = list[bytes | memoryview] | FrameStream  # a worker's UPDATE frame: whole, or produced while sent
 
 
 def hello_mismatch(hello: Hello, setting: CompressionSetting) -> tuple[ReasonCode, str] | None:
@@ -161,16 +173,28 @@ class WorkerUploads:
         if self._compressor is not None:
             self._compressor.rebase(weights)
 
-    def tensors(self, trained: list[np.ndarray]) -> list[Tensor] | None:
-        """The tensors to upload; None when a compressed delta cannot be formed (NaN/Inf trained:
-        the residual is cleared and nothing is sent this round)."""
+    def tensors(self, trained: list[np.ndarray]) -> list[Tensor | EncodedStream] | None:
+        """The tensors to upload (int8 ones encoded while sent: send them before the next call); None
+        when a compressed delta cannot be formed (NaN/Inf trained: the residual is cleared and
+        nothing is sent this round)."""
         if self._compressor is None:
             return list(trained)
         try:
-            return self._compressor.compress_trained(trained)
+            return self._compressor.compress_trained_streamed(trained)
         except CompressionError as exc:
             log.error("update not sent: %s", exc)
             return None
+
+    def frame(self, trained: list[np.ndarray], round_: int, num_samples: int) -> UploadFrame | None:
+        """The UPDATE frame for trained weights (None: see tensors()); a FrameStream when part of it
+        is encoded while sent, to be sent before the next call."""
+        tensors = self.tensors(trained)
+        if tensors is None:
+            return None
+        if any(isinstance(t, EncodedStream) for t in tensors):
+            return stream_tensor_frame(MessageType.UPDATE, round_, tensors, num_samples)
+        whole = [t for t in tensors if not isinstance(t, EncodedStream)]
+        return encode_tensor_frame(MessageType.UPDATE, round_, whole, num_samples)
 
 
 class WorkerBroadcasts:

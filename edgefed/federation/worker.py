@@ -18,7 +18,7 @@ from edgefed.backoff import Backoff
 from edgefed.config import FederationSection
 from edgefed.contracts.events import EventBus, TransferEvent
 from edgefed.contracts.status import StatusFile
-from edgefed.federation.compressed import WorkerBroadcasts, WorkerUploads
+from edgefed.federation.compressed import UploadFrame, WorkerBroadcasts, WorkerUploads
 from edgefed.federation.digests import digest_while_sending
 from edgefed.federation.model_push import MODEL_FRAMES, ModelReceiver
 from edgefed.federation.secure_worker import TO_WORKERS, SecAggIdentity, SecureUploads
@@ -39,7 +39,6 @@ from edgefed.wire import (
     Welcome,
     allocate_fresh,
     encode_message,
-    encode_tensor_frame,
     expect,
 )
 
@@ -217,14 +216,13 @@ class WorkerSession:
 
     def _upload(self, conn: Connection, submitted: int, weights: list[np.ndarray], num_samples: int) -> int:
         """Send this round's update (the weights, or their compressed delta); the bytes sent."""
-        tensors = self._uploads.tensors(weights)
-        if tensors is None:  # NaN/Inf under compression: nothing to send; the chief's round timeout passes
+        parts = self._uploads.frame(weights, submitted, num_samples)
+        if parts is None:  # NaN/Inf under compression: nothing to send; the chief's round timeout passes
             self.status.error(f"round {submitted}: the trained weights hold NaN or Inf; no update sent")
             return 0
-        parts = encode_tensor_frame(MessageType.UPDATE, submitted, tensors, num_samples)
         return self._send_update(conn, submitted, parts)
 
-    def _send_update(self, conn: Connection, submitted: int, parts: list[bytes | memoryview]) -> int:
+    def _send_update(self, conn: Connection, submitted: int, parts: UploadFrame) -> int:
         """Send an UPDATE frame, recorded as this round's upload (plain, compressed or masked)."""
         started = time.monotonic()
         digest = digest_while_sending(parts, self._hash_payloads)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Protocol, overload
 
 from edgefed.errors import user_error
@@ -35,7 +35,7 @@ class Connection(Protocol):
         """The peer's authenticated identity (its certificate's common name)."""
         ...
 
-    def send(self, parts: Sequence[bytes | memoryview]) -> int:
+    def send(self, parts: Iterable[bytes | memoryview]) -> int:
         """Send one encoded frame (as returned by the wire encoders); return the bytes sent."""
         ...
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any, overload
 
 from mpi4py import MPI
@@ -77,7 +77,7 @@ class MpiConnection:
     def settimeout(self, seconds: float | None) -> None:
         self._timeout = seconds
 
-    def send(self, parts: Sequence[bytes | memoryview]) -> int:
+    def send(self, parts: Iterable[bytes | memoryview]) -> int:
         total = 0
         deadline = _deadline(self._timeout)
         with self._send_lock:

@@ -6,7 +6,7 @@ import contextlib
 import random
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import overload
 
 from edgefed.transport.base import ConnectionClosed, ListenerClosed, TransportError
@@ -42,7 +42,7 @@ class SocketConnection:
     def settimeout(self, seconds: float | None) -> None:
         self._sock.settimeout(seconds)
 
-    def send(self, parts: Sequence[bytes | memoryview]) -> int:
+    def send(self, parts: Iterable[bytes | memoryview]) -> int:
         total = 0
         try:
             with self._send_lock:

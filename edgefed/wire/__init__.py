@@ -14,6 +14,7 @@ from edgefed.wire.encodings import (
     INT8_BLOCK,
     MAX_SCALE,
     SUPPORTED_ENCODINGS,
+    EncodedStream,
     EncodedTensor,
     Encoding,
     has_non_finite,
@@ -59,6 +60,7 @@ from edgefed.wire.secagg_messages import (
     SecAggUnmask,
     SecAggUnmaskRequest,
 )
+from edgefed.wire.stream import FrameStream, stream_tensor_frame
 from edgefed.wire.tensors import (
     ALLOWED_DTYPES,
     Tensor,
@@ -84,6 +86,7 @@ __all__ = [
     "Chat",
     "ControlMessage",
     "Destination",
+    "EncodedStream",
     "EncodedTensor",
     "Encoding",
     "FileAccept",
@@ -94,6 +97,7 @@ __all__ = [
     "Frame",
     "FrameHeader",
     "FrameReader",
+    "FrameStream",
     "Hello",
     "LedgerAck",
     "LedgerPush",
@@ -129,4 +133,5 @@ __all__ = [
     "payload_sha256",
     "refuse_tensors",
     "specs_of",
+    "stream_tensor_frame",
 ]

@@ -24,6 +24,7 @@ this module only lays the parts out and checks them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from math import prod
 
@@ -125,6 +126,22 @@ class EncodedTensor:
         )
         check_encoded(tensor)
         return tensor
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedStream:
+    """An encoded tensor whose data is produced while it is sent (`stream_tensor_frame`), so the whole
+    encoding is never held: `produce()` yields its parts in wire order, little-endian, nbytes in all.
+    The encoder is trusted to follow the layout (it is ours); a receiver checks it as any other."""
+
+    encoding: Encoding
+    shape: tuple[int, ...]
+    count: int  # values carried: the tensor's size, or k if sparse
+    produce: Callable[[], Iterator[np.ndarray]]
+
+    @property
+    def nbytes(self) -> int:
+        return encoded_nbytes(self.encoding, prod(self.shape), self.count)
 
 
 _VALUE_DTYPES: dict[Encoding, np.dtype] = {

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgefed.wire.encodings import (
     ENCODING_CODES,
+    EncodedStream,
     EncodedTensor,
     Encoding,
     check_sparse_count,
@@ -95,7 +96,7 @@ def specs_of(tensors: Sequence[Tensor]) -> list[TensorSpec]:
     return [spec_of(t) for t in tensors]
 
 
-def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
+def little_endian_contiguous(array: np.ndarray) -> np.ndarray:
     if array.dtype.name not in ALLOWED_DTYPES:
         raise ValueError(f"dtype {array.dtype} cannot travel on the wire (allowed: {sorted(ALLOWED_DTYPES)})")
     little = np.asarray(array, dtype=array.dtype.newbyteorder("<"))
@@ -103,17 +104,20 @@ def _little_endian_contiguous(array: np.ndarray) -> np.ndarray:
     return little if little.flags.c_contiguous else little.copy(order="C")
 
 
-def encode_tensor_header(tensors: Sequence[Tensor], num_samples: int) -> bytes:
+def encode_tensor_header(tensors: Sequence[Tensor | EncodedStream], num_samples: int) -> bytes:
     if not 0 <= num_samples <= MAX_SAMPLES:
         raise ValueError(f"num_samples must be from 0 to {MAX_SAMPLES}, got {num_samples}")
     specs = bytearray()
     for tensor in tensors:
-        code = int(tensor.encoding) if isinstance(tensor, EncodedTensor) else _DTYPE_CODES[tensor.dtype.name]
+        if isinstance(tensor, np.ndarray):
+            code, count = _DTYPE_CODES[tensor.dtype.name], None
+        else:
+            code, count = int(tensor.encoding), tensor.count if tensor.encoding.sparse else None
         specs += _SPEC_HEAD.pack(code, len(tensor.shape))
         for dim in tensor.shape:
             specs += _DIM.pack(dim)
-        if isinstance(tensor, EncodedTensor) and tensor.encoding.sparse:
-            specs += _COUNT.pack(tensor.count)
+        if count is not None:
+            specs += _COUNT.pack(count)
     return _PREFIX.pack(len(tensors), num_samples, len(specs)) + bytes(specs)
 
 
@@ -128,7 +132,7 @@ def encode_tensor_frame(
     not copied when already contiguous and little-endian."""
     if payload_kind(message_type) is not PayloadKind.TENSORS:
         raise ValueError(f"{message_type.name} does not carry tensors")
-    prepared: list[Tensor] = [t if isinstance(t, EncodedTensor) else _little_endian_contiguous(t) for t in arrays]
+    prepared: list[Tensor] = [t if isinstance(t, EncodedTensor) else little_endian_contiguous(t) for t in arrays]
     tensor_header = encode_tensor_header(prepared, num_samples)
     data: list[np.ndarray] = []
     for tensor in prepared:
