@@ -7,7 +7,8 @@ values per round enough: a coordinate that is never large in one round grows in 
 it is sent.
 
 Memory: one float32 residual per lossy setting (a model copy); the delta is formed inside it, so
-`compress_update(new, base)` needs no other model-sized temporary (top-k's selection aside).
+`compress_update(new, base)` needs no other model-sized temporary; the worker's int8 upload is
+encoded while it is sent (`compress_trained_streamed`), so it is never held whole either.
 """
 
 from __future__ import annotations
