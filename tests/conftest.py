@@ -107,6 +107,23 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     procs.stop_all()
 
 
+def wait_for_drain(backlog: Callable[[], int], stall: float, what: str) -> None:
+    """Poll backlog() until it is 0; fail only when it has not reached a new low for `stall` seconds.
+
+    For work the product runs at a lowered priority (the ledger's signing, relaying and appending yield to
+    training, edgefed/ledger/background.py): on a loaded machine it is slow but keeps moving, and a fixed
+    total bound would measure the load; a backlog that stops shrinking is the failure."""
+    lowest = backlog()
+    deadline = time.monotonic() + stall
+    while lowest > 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: the backlog stayed at {lowest} for {stall}s")
+        time.sleep(0.2)
+        now = backlog()
+        if now < lowest:
+            lowest, deadline = now, time.monotonic() + stall
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll predicate until it holds; fail the test naming what never happened."""
     deadline = time.monotonic() + timeout

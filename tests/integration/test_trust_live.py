@@ -21,7 +21,7 @@ from edgefed.ledger.chain import ledger_path
 from edgefed.ledger.outbox import Outbox, outbox_path
 from edgefed.ledger.verify import verify_ledger
 from edgefed.transport import client_context, connect_tls
-from tests.conftest import REPO, Processes, free_port, wait_for
+from tests.conftest import REPO, Processes, free_port, wait_for, wait_for_drain
 
 # Rounds long enough (2000 numpy steps each, 12 rounds) that a change lands while training runs.
 SETTINGS = {"rounds": 12, "interval_steps": 2000, "wait_time": 60.0, "round_timeout": 60.0}
@@ -59,10 +59,10 @@ def start(processes: Processes, write_config: Any, names: list[str], port: int, 
     return configs
 
 
-def drained(state_dir: Path) -> bool:
+def backlog(state_dir: Path) -> int:
     outbox = Outbox(outbox_path(state_dir))
     try:
-        return outbox.backlog() == 0
+        return outbox.backlog()
     finally:
         outbox.close()
 
@@ -70,7 +70,7 @@ def drained(state_dir: Path) -> bool:
 def stop_ledgers_and_chief(processes: Processes, chief: subprocess.Popen[bytes], delivering: list[Path]) -> None:
     """Once the delivering nodes' outboxes are empty (the chief keeps serving them after the last round),
     stop the chief and the ledger services."""
-    wait_for(lambda: all(drained(path) for path in delivering), 60, "the ledger outboxes to drain")
+    wait_for_drain(lambda: sum(backlog(path) for path in delivering), 60, "the ledger outboxes' drain")
     chief.send_signal(signal.SIGTERM)
     assert chief.wait(timeout=60) == 0, processes.log("chief")
     for process in processes.started:
