@@ -135,10 +135,10 @@ def _export(config: NodeConfig, trainer: Trainer, session: object, round_number:
             return
         manifest_path, model_path = written.manifest_path, written.float_path
     elif config.trainer.kind == "keras":
-        from edgefed.tf.trainer import KerasClassifierTrainer, export_directory
+        from edgefed.tf.trainer import KerasClassifierTrainer
 
         assert isinstance(trainer, KerasClassifierTrainer)
-        exported = trainer.export(export_directory(config), round_number, config.node.name)
+        exported = trainer.export(_export_directory(config), round_number, config.node.name)
         manifest_path, model_path = exported.manifest_path, exported.float_path
     else:
         return
@@ -151,14 +151,19 @@ def _export_softmax(config: NodeConfig, trainer: Trainer, round_number: int) -> 
     """The numpy trainer's model, written without TensorFlow; None when the writer is not installed
     (only without push_model: run_node refuses to start a chief that would have nothing to push)."""
     try:
-        from edgefed.lite_export.softmax import export_directory, export_softmax
+        from edgefed.lite_export.softmax import export_softmax
     except ImportError as exc:
         log.warning("model of round %d not exported: %s (pip install 'edgefed[demo]')", round_number, exc)
         return None
     from edgefed.trainers.softmax import SoftmaxTrainer
 
     assert isinstance(trainer, SoftmaxTrainer)
-    return export_softmax(trainer, export_directory(config), round_number=round_number, node=config.node.name)
+    return export_softmax(trainer, _export_directory(config), round_number=round_number, node=config.node.name)
+
+
+def _export_directory(config: NodeConfig) -> Path:
+    """Where the chief exports its model, whichever the trainer: trainer.export_dir, or STATE_DIR/model."""
+    return Path(config.trainer.export_dir or Path(config.node.state_dir) / "model")
 
 
 def _require_model_writer(config: NodeConfig) -> None:

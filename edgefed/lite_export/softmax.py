@@ -21,7 +21,6 @@ import flatbuffers
 import numpy as np
 
 from edgefed import __version__
-from edgefed.config import NodeConfig
 from edgefed.fsutil import atomic_write_bytes, atomic_write_json
 from edgefed.lite_export.writer import dense_softmax_tflite
 from edgefed.trainers.softmax import SoftmaxTrainer
@@ -46,11 +45,6 @@ class ExportedSoftmax:
     @property
     def manifest_path(self) -> Path:
         return self.directory / MANIFEST_NAME
-
-
-def export_directory(config: NodeConfig) -> Path:
-    """trainer.export_dir, or STATE_DIR/model when it is empty (as for the Keras trainer)."""
-    return Path(config.trainer.export_dir or Path(config.node.state_dir) / "model")
 
 
 def export_softmax(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from edgefed.config import NodeConfig, TrainerSection
+from edgefed.config import TrainerSection
 from edgefed.tf.export import ExportedModel, export_model
 from edgefed.trainers.data import DIGITS, Dataset, DatasetError, load_dataset
 
@@ -137,8 +136,3 @@ def trainer_for_section(section: TrainerSection) -> KerasClassifierTrainer:
     return KerasClassifierTrainer(
         dataset, learning_rate=section.learning_rate, batch_size=section.batch_size, seed=section.seed
     )
-
-
-def export_directory(config: NodeConfig) -> Path:
-    """trainer.export_dir, or STATE_DIR/model when it is empty."""
-    return Path(config.trainer.export_dir or Path(config.node.state_dir) / "model")
