@@ -62,7 +62,10 @@ CHIEF_SAMPLES = 40
 
 
 def fedavg_of_offsets(global_weights: list[np.ndarray]) -> list[np.ndarray]:
-    """The round's FedAvg: the chief sends the global weights, each worker global + its offset."""
+    """The round's FedAvg: the chief sends the global weights, each worker global + its offset. Computed
+    the way the chief's float64 sum of a small model is, bit for bit: every n_i * w_i and their sum are
+    exact in float64 here (24-bit values times small counts, within 53 bits), so the chief's sum is this
+    one whatever order the uploads were folded in."""
     result = []
     for tensor in global_weights:
         total = CHIEF_SAMPLES * tensor.astype(np.float64)
@@ -121,20 +124,6 @@ def test_uploads_overlap_within_the_chiefs_memory_budget_and_average_to_plain_fe
         chief.close()
 
 
-def exact_fedavg_of_offsets(global_weights: list[np.ndarray]) -> list[np.ndarray]:
-    """fedavg_of_offsets computed the way a float64 sum of a 1 MiB model is, bit for bit: every
-    n_i * w_i and their sum are exact in float64 here (24-bit values times small counts, within 53
-    bits), so the chief's sum is this one whatever order the uploads were folded in."""
-    total_samples = CHIEF_SAMPLES + sum(s for _, s in WORKERS.values())
-    result = []
-    for tensor in global_weights:
-        total = CHIEF_SAMPLES * tensor.astype(np.float64)
-        for offset, samples in WORKERS.values():
-            total += samples * (tensor + np.float32(offset)).astype(np.float64)
-        result.append((total / total_samples).astype(np.float32))
-    return result
-
-
 def test_overlapping_uploads_that_fail_half_way_leave_the_exact_fedavg_of_the_good_ones(
     processes: Processes, make_config: Callable[..., NodeConfig], write_config: Callable[..., Path], pki_dir: Path
 ) -> None:
@@ -172,14 +161,14 @@ def test_overlapping_uploads_that_fail_half_way_leave_the_exact_fedavg_of_the_go
         assert out == {"worker4": ["closed"], "mallory": ["non-finite"]}, processes.log("mallory")
 
         result = chief.average(MODEL, CHIEF_SAMPLES)
-        expected = exact_fedavg_of_offsets(MODEL)
+        expected = fedavg_of_offsets(MODEL)
         while True:  # as if worker4 and mallory had never sent anything, bit for bit
             assert sorted(result.participants) == ["chief", *WORKERS]
             for got, want in zip(result.weights, expected, strict=True):
                 np.testing.assert_array_equal(got, want)
             if result.finished:
                 break
-            expected, result = exact_fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
+            expected, result = fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
         assert result.round == 2
         assert ("mallory", 0, "non-finite") in refused and not any(w == "worker4" for w, _, _ in refused)
         assert chief.staging.created <= 4 and chief.staging.in_use == 0
@@ -231,14 +220,14 @@ def test_an_upload_reading_ahead_that_disconnects_costs_only_its_blocks(
         out = {name: process.communicate(timeout=60)[0].decode().split() for name, process in hostile.items()}
         assert out == {"worker4": ["closed"], "mallory": ["non-finite"]}, processes.log("mallory")
 
-        expected, result = exact_fedavg_of_offsets(model), chief.average(model, CHIEF_SAMPLES)
+        expected, result = fedavg_of_offsets(model), chief.average(model, CHIEF_SAMPLES)
         while True:  # bit for bit the FedAvg of the good ones
             assert sorted(result.participants) == ["chief", *WORKERS]
             for got, want in zip(result.weights, expected, strict=True):
                 np.testing.assert_array_equal(got, want)
             if result.finished:
                 break
-            expected, result = exact_fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
+            expected, result = fedavg_of_offsets(result.weights), chief.average(result.weights, CHIEF_SAMPLES)
         assert ("mallory", 0, "non-finite") in refused
         assert pool.created == 1 and pool.ahead == 0 and pool.peak_ahead == 1 << 20
         for name, worker in workers.items():
