@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# Fragments append to these: extra setup steps, test targets run by `make test`, and what those
-# targets build first (the lab images), which `make test` builds while the fast suite runs.
+# Fragments append to these: extra setup steps, test targets run by `make test` (longest first), and
+# what those targets build first (the lab images).
 SETUP_TARGETS := $(VENV)/.installed
 SLOW_TEST_TARGETS :=
 SLOW_TEST_IMAGES :=
@@ -37,15 +37,15 @@ FAST_TEST_WORKERS ?= 2
 test-fast: setup lint ## lint, unit and loopback integration tests (no Docker); FAST_TEST_WORKERS=0: one process
 	$(PY) -m pytest -n $(FAST_TEST_WORKERS) --dist loadfile -m "not lab" tests
 
-# Two phases, each two jobs wide (the machines have 2 cores): the fast suite while the lab images
-# build (debootstrap mostly downloads and unpacks), then the slow targets side by side (each has its own
-# containers, network and state directory). Setup and the Docker engine come first, alone: both may
-# run apt-get, which takes a lock. --output-sync keeps each target's output in one piece.
+# Two jobs wide (the machines have 2 cores), in the order listed: the fast suite in one slot while the
+# other builds the images the Pi lab needs and runs it (the longest target: emulated ARM), then the
+# other slow targets, longest first, in whichever slot frees (each has its own containers, network
+# and state directory). Setup, the Docker engine and qemu's binfmt handlers come first, alone: they
+# may run apt-get, which takes a lock. --output-sync keeps each target's output in one piece.
 PARALLEL_MAKE := $(MAKE) --no-print-directory -j2 --output-sync=target
-test: setup ## the whole suite: test-fast (while the lab images build), then the slow targets two at a time
-	@$(MAKE) --no-print-directory $(if $(SLOW_TEST_IMAGES),lab-engine)
-	$(PARALLEL_MAKE) test-fast $(sort $(SLOW_TEST_IMAGES))
-	$(PARALLEL_MAKE) $(SLOW_TEST_TARGETS)
+test: setup ## the whole suite: test-fast beside the Pi lab, then the other slow targets, two at a time
+	@$(MAKE) --no-print-directory $(if $(SLOW_TEST_IMAGES),lab-engine) $(if $(filter test-lab-pi,$(SLOW_TEST_TARGETS)),lab-binfmt)
+	$(PARALLEL_MAKE) test-fast $(SLOW_TEST_TARGETS)
 
 demo: setup ## chief + 3 workers on loopback, 5 rounds on the digits data set
 	$(VENV)/bin/edgefed demo --workers 3 --rounds 5

@@ -25,10 +25,10 @@ test-lab-mpi: setup lab-image ## the MPI lab scenario (molecule/mpi): site.yml w
 	$(VENV)/bin/ansible-lint --offline --profile production molecule/mpi inventory/lab-mpi
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test -s mpi
 
-# Part of `make test` (issue 17). make -j2 hands the slow targets to whichever slot frees first, in
-# the order listed: mk/mpi.mk is included after mk/lab.mk, so the order stays longest first (fresh,
-# hosts, lab, mpi, status-lab) and this runs beside test-lab, in the slot test-ansible-fresh left. `molecule test -s mpi` on the shared 2-core machine: 1592 s at load 7-16 before
-# the wheels went as one archive, 1148 s at load 8-11 after (docs/lab.md, The MPI lab).
+# Part of `make test` (issue 17): make -j2 hands the slow targets to whichever slot frees first, in
+# the order listed (test-lab-pi first, then fresh, hosts, this one, status-lab: longest first).
+# `molecule test -s mpi` on the shared 2-core machine: 1592 s at load 7-16 before the wheels went as
+# one archive, 1148 s at load 8-11 after (docs/lab.md, The MPI lab).
 SLOW_TEST_TARGETS += test-lab-mpi
 SLOW_TEST_IMAGES += lab-image
 

@@ -7,12 +7,26 @@
 # C (credentials from the binary, implies O) is the setting Docker Desktop and the qemu-user-static
 # container image use. It lasts until the next boot or `update-binfmts --disable/--enable qemu-aarch64`,
 # which restores Debian's registration. Idempotent: a handler that has C already is left as it is.
+# Installs qemu-user-static and registers its handlers first when the machine has none.
 set -eu
 dir=/proc/sys/fs/binfmt_misc
 [ "$(id -u)" = 0 ] || { echo "binfmt-credentials: run as root (it writes $dir)" >&2; exit 1; }
 
 # "7f454c46" -> "\x7f\x45\x4c\x46", the escaped form the register file takes.
 escape() { printf '%s' "$1" | sed 's/../\\x&/g'; }
+
+# A fresh machine (CI) may have no qemu-user-static yet, or no binfmt_misc mounted where no systemd
+# runs as init to mount it: install Debian's packages and register their handlers.
+for name in "$@"; do
+  grep -qs '^enabled' "$dir/qemu-$name" && continue
+  if [ ! -x "/usr/libexec/qemu-binfmt/$name-binfmt-P" ] && ! command -v "qemu-$name-static" >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends qemu-user-static binfmt-support >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-user-static binfmt-support >/dev/null; }
+  fi
+  [ -e "$dir/register" ] || mount -t binfmt_misc binfmt_misc "$dir"
+  update-binfmts --enable "qemu-$name" || true  # judged just below
+done
 
 for name in "$@"; do
   entry="$dir/qemu-$name"

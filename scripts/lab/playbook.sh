@@ -17,6 +17,12 @@ cd "$root"
 # the environment; the lab must run with the project's settings alone.
 while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(ANSIBLE_|MOLECULE_)' || true)
 
+# EDGEFED_LAB_PROFILE=1: each task's time per run and the slowest tasks at the end (where the lab's
+# minutes go, above all on an emulated ARM worker).
+if [ "${EDGEFED_LAB_PROFILE:-0}" = 1 ]; then
+  export ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks PROFILE_TASKS_TASK_OUTPUT_LIMIT=40
+fi
+
 export AWS_ACCESS_KEY_ID=lab-double AWS_SECRET_ACCESS_KEY=lab-double
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
