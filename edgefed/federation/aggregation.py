@@ -137,6 +137,14 @@ class StreamingAggregator:
             raise ValueError("no samples were contributed to this round")
         result = []
         for running, spec in zip(self._sums, self.specs, strict=True):
+            if running.dtype != np.float32 and spec.dtype == "float32":
+                # the float64 sum of a small float32 model: divided in float64 and rounded to float32 as it
+                # is stored, in one pass (bit for bit what dividing in place, then astype, gave)
+                mean = np.empty(running.shape, np.float32)
+                with np.errstate(invalid="ignore", over="ignore"):  # Inf sums are refused by the caller
+                    np.divide(running, self.total_samples, out=mean)
+                result.append(mean)
+                continue
             if running.dtype != np.float32:  # a float64 sum: divide it
                 with np.errstate(invalid="ignore", over="ignore"):  # Inf sums are refused by the caller
                     np.divide(running, self.total_samples, out=running)

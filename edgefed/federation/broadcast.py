@@ -1,5 +1,6 @@
-"""Sending the global weights to every worker at once: one encoding, one send per worker on a
-long-lived thread pool (a round must not pay for starting threads), one transfer event per send.
+"""Sending the global weights to every worker at once: one encoding, one send per worker (the first on
+the calling thread, the others on a long-lived thread pool: a round must not pay for starting
+threads), one transfer event per send.
 
 Under federation.broadcast_compression the frames come from the book's GlobalEncoder: fp16 of the
 global weights for everyone; or, under int8, the delta from the previous round to each worker that
@@ -70,9 +71,13 @@ class Broadcaster(Generic[W]):
                 )
             return sent
 
-        if len(workers) == 1:
-            return send_one(workers[0])
-        return sum(self._pool.map(send_one, workers))
+        # the calling thread sends to the first worker itself: one pool thread fewer to wake and wait for
+        others = [self._pool.submit(send_one, worker) for worker in workers[1:]]
+        try:
+            sent = send_one(workers[0])
+        finally:
+            sent_others = [future.result() for future in others]  # every send is over before this returns
+        return sent + sum(sent_others)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -24,6 +24,8 @@ temporary in any case, and the update's own arrays are never written.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -36,6 +38,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 _INT8_PEAK = 128.0  # the largest |int8| a decoder may see
 _WIDE = np.dtype(np.float64)
 EXACT_SUM_MAX_BYTES = 8 << 20  # float32 weights up to this keep the float64 sum: at most 16 MiB more
+POOLED_SCRATCHES = 2  # Scratch pairs kept for the next call (folds run one at a time, under the chief's lock)
 
 
 class UpdateOutOfRange(ValueError):
@@ -68,16 +71,18 @@ def _spans(size: int) -> Iterator[slice]:
 
 
 class Scratch:
-    """Two float64 buffers of up to CHUNK elements, made per call (threads never share one) and reused
-    for every chunk of that call.
+    """Two float64 buffers of CHUNK elements, reused for every chunk of a call; a call borrows a pair
+    (borrowed_scratch) so threads never share one.
     A fresh temporary per chunk and per operation cost more than the arithmetic: under the chief's
     fixed mmap threshold glibc trims its heap at every free (M_TRIM_THRESHOLD stays at 128 KiB), so
     each temporary came back as new pages, faulted in and zeroed (measured: 31 000 page faults and
-    ~2x the time to fold one 64 MB update). Small enough to stay in the CPU's cache between steps."""
+    ~2x the time to fold one 64 MB update). Small enough to stay in the CPU's cache between steps.
+    The pairs are kept between calls for the same reason: a pair made per call was 256 fresh pages
+    per tensor per update (2 x 1 MB: 650 page faults per round on the chief, most of them these)."""
 
-    def __init__(self, size: int) -> None:
-        self._part = np.empty(min(size, CHUNK), _WIDE)
-        self._spare = np.empty(min(size, CHUNK), _WIDE)
+    def __init__(self) -> None:
+        self._part = np.empty(CHUNK, _WIDE)
+        self._spare = np.empty(CHUNK, _WIDE)
 
     def wide(self, chunk: np.ndarray) -> np.ndarray:
         """chunk (at most CHUNK elements) cast into the first buffer: cast first, then compute, since
@@ -86,6 +91,11 @@ class Scratch:
         part = self._part[:chunk.size]
         np.copyto(part, chunk)
         return part
+
+    @property
+    def oversized(self) -> bool:
+        """A codec's longer chunk grew the spare buffer: such a pair is not kept."""
+        return self._spare.size > CHUNK
 
     def spare(self, length: int) -> np.ndarray:
         if self._spare.size < length:  # decoded chunks of the compression codecs may be longer
@@ -99,6 +109,25 @@ class Scratch:
         return spare
 
 
+_pool: list[Scratch] = []  # at most POOLED_SCRATCHES pairs no call holds
+_pool_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def borrowed_scratch() -> Iterator[Scratch]:
+    """A Scratch for this call alone: a kept one when one is free (its pages already resident), else new."""
+    with _pool_lock:
+        scratch = _pool.pop() if _pool else None
+    if scratch is None:
+        scratch = Scratch()
+    try:
+        yield scratch
+    finally:
+        with _pool_lock:
+            if len(_pool) < POOLED_SCRATCHES and not scratch.oversized:  # the pool stays <= 2 x 1 MiB
+                _pool.append(scratch)
+
+
 def _blend(flat_acc: np.ndarray, span: slice, part: np.ndarray, keep: float, share: float,
            scratch: Scratch) -> None:
     """flat_acc[span] = flat_acc[span] * keep + part * share (part is a float64 chunk, consumed).
@@ -107,6 +136,9 @@ def _blend(flat_acc: np.ndarray, span: slice, part: np.ndarray, keep: float, sha
     with np.errstate(over="ignore"):  # only a float64 sum can overflow: its average is checked at the close
         if share != 1.0:
             part *= share
+        if keep == 1.0 and flat_acc.dtype == part.dtype:  # a float64 sum: added in place, no copy back
+            np.add(flat_acc[span], part, out=flat_acc[span])  # (a + b is b + a, bit for bit)
+            return
         if keep == 1.0:
             part += flat_acc[span]
         elif keep != 0.0:  # 0: the first update, the mean is that update
@@ -124,15 +156,15 @@ def fold_weights(accumulator: np.ndarray, update: np.ndarray, keep: float, share
     if ref is None and keep == 0.0 and share == 1.0 and flat_acc.dtype == flat.dtype:
         np.copyto(flat_acc, flat)  # a mean's first update is the mean: float32 -> float64 -> float32 is exact
         return
-    scratch = Scratch(flat.size)
-    for span in _spans(flat.size):
-        part = scratch.wide(flat[span])
-        if ref is not None:
-            base = scratch.wide_spare(ref[span])
-            part -= base
-            part *= scale
-            part += base
-        _blend(flat_acc, span, part, keep, share, scratch)
+    with borrowed_scratch() as scratch:
+        for span in _spans(flat.size):
+            part = scratch.wide(flat[span])
+            if ref is not None:
+                base = scratch.wide_spare(ref[span])
+                part -= base
+                part *= scale
+                part += base
+            _blend(flat_acc, span, part, keep, share, scratch)
 
 
 def fold_delta(accumulator: np.ndarray, base: np.ndarray, delta: Tensor, keep: float, share: float,
@@ -140,27 +172,27 @@ def fold_delta(accumulator: np.ndarray, base: np.ndarray, delta: Tensor, keep: f
     """Fold w = base + scale * delta, the delta decoded a chunk at a time (sparse: base everywhere,
     then the kept values added at their indices)."""
     flat_acc, flat_base = accumulator.reshape(-1), np.asarray(base).reshape(-1)
-    scratch = Scratch(flat_acc.size)
-    if not isinstance(delta, EncodedTensor):
-        flat_delta = np.asarray(delta).reshape(-1)
+    with borrowed_scratch() as scratch:
+        if not isinstance(delta, EncodedTensor):
+            flat_delta = np.asarray(delta).reshape(-1)
+            for span in _spans(flat_acc.size):
+                part = scratch.wide(flat_delta[span])
+                part *= scale
+                part += flat_base[span]
+                _blend(flat_acc, span, part, keep, share, scratch)
+            return
+        if not delta.encoding.sparse:
+            for span, decoded in decoded_spans(delta, _WIDE, scale):
+                np.add(decoded, flat_base[span], out=decoded)
+                _blend(flat_acc, span, decoded, keep, share, scratch)
+            return
         for span in _spans(flat_acc.size):
-            part = scratch.wide(flat_delta[span])
-            part *= scale
-            part += flat_base[span]
-            _blend(flat_acc, span, part, keep, share, scratch)
-        return
-    if not delta.encoding.sparse:
-        for span, decoded in decoded_spans(delta, _WIDE, scale):
-            np.add(decoded, flat_base[span], out=decoded)
-            _blend(flat_acc, span, decoded, keep, share, scratch)
-        return
-    for span in _spans(flat_acc.size):
-        _blend(flat_acc, span, scratch.wide(flat_base[span]), keep, share, scratch)
-    assert delta.indices is not None
-    for span, decoded in decoded_spans(delta, _WIDE, scale * share):
-        at = delta.indices[span]
-        np.add(decoded, flat_acc[at], out=decoded)
-        flat_acc[at] = decoded
+            _blend(flat_acc, span, scratch.wide(flat_base[span]), keep, share, scratch)
+        assert delta.indices is not None
+        for span, decoded in decoded_spans(delta, _WIDE, scale * share):
+            at = delta.indices[span]
+            np.add(decoded, flat_acc[at], out=decoded)
+            flat_acc[at] = decoded
 
 
 def max_abs(array: np.ndarray) -> float:
