@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,27 +18,49 @@ REGION = "eu-west-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 
 
-@pytest.fixture
-def moto(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One moto_server for the module (its start-up imports all of moto: seconds on a loaded machine);
+    each test gets it reset to a fresh account by the `moto` fixture."""
     port = free_port()
-    log = (tmp_path / "moto.log").open("w")
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("w")
     server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        deadline = time.monotonic() + 120
+        while True:
             try:
                 _ec2(endpoint).describe_regions()
                 break
             except Exception:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer on {endpoint}")
                 time.sleep(0.1)
-        else:
-            pytest.fail(f"moto_server did not answer on {endpoint}")
         yield endpoint
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # terminate took longer than 10 s once at load 12
+            server.kill()
+            server.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def moto(moto_server: str) -> str:
+    """The module's moto server, reset: every backend back to a new account's state (default VPC and all),
+    so no test sees another's groups, VPCs or instances."""
+    with urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"),
+                                timeout=60) as answer:
+        assert answer.status == 200
+    ec2 = _ec2(moto_server)
+    assert ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["edgefed-chief"]}])[
+        "SecurityGroups"] == []
+    assert ec2.describe_instances()["Reservations"] == []
+    assert len(ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]) == 1
+    return moto_server
 
 
 def _ec2(endpoint: str) -> Any:

@@ -5,24 +5,42 @@ to expiry is warned about."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 from ansible_helpers import pki_node_settings, run_playbook, write_inventory
 from cryptography import x509
 
 from edgefed import pki
 
 
+@pytest.fixture(scope="module")
+def issued(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The nodes made their keys and got certificates (the PKI plays once, nothing revoked yet): the
+    starting point of every test here, made once for the module (a playbook run costs a minute at load)."""
+    tmp_path = tmp_path_factory.mktemp("issued")
+    run = run_playbook(tmp_path, write_inventory(tmp_path / "hosts.yml", pki_node_settings(tmp_path)),
+                       "tests/ansible/playbooks/pki_nodes.yml")
+    assert run.returncode == 0, run.output
+    return tmp_path
+
+
+def _issued_copy(issued: Path, tmp_path: Path) -> dict[str, Any]:
+    """A private copy of the issued controller PKI and stand-in nodes (modes kept), and its settings."""
+    shutil.copytree(issued / "pki", tmp_path / "pki")
+    shutil.copytree(issued / "nodes", tmp_path / "nodes")
+    return pki_node_settings(tmp_path)
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_revoked_nodes_are_on_a_signed_crl_and_the_run_is_idempotent(tmp_path: Path) -> None:
-    settings = {**pki_node_settings(tmp_path), "edgefed_pki_renew_days": 4000}
-    inventory = write_inventory(tmp_path / "hosts.yml", settings)
-    # the nodes make their keys and get certificates; then pi-2 is revoked
-    issued = run_playbook(tmp_path, inventory, "tests/ansible/playbooks/pki_nodes.yml")
-    assert issued.returncode == 0, issued.output
+def test_revoked_nodes_are_on_a_signed_crl_and_the_run_is_idempotent(issued: Path, tmp_path: Path) -> None:
+    # the nodes made their keys and got certificates (the fixture); then pi-2 is revoked
+    settings = {**_issued_copy(issued, tmp_path), "edgefed_pki_renew_days": 4000}
     settings["edgefed_pki_revoked"] = ["pi-2"]
     inventory = write_inventory(tmp_path / "hosts.yml", settings)
     first = run_playbook(tmp_path, inventory, "playbooks/validate.yml", "playbooks/pki.yml")
@@ -50,11 +68,8 @@ def _serial(path: Path) -> int:
     return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
 
 
-def test_a_revoked_node_left_in_the_inventory_is_never_issued_a_certificate(tmp_path: Path) -> None:
-    settings = pki_node_settings(tmp_path)
-    issued = run_playbook(tmp_path, write_inventory(tmp_path / "hosts.yml", settings),
-                          "tests/ansible/playbooks/pki_nodes.yml")
-    assert issued.returncode == 0, issued.output
+def test_a_revoked_node_left_in_the_inventory_is_never_issued_a_certificate(issued: Path, tmp_path: Path) -> None:
+    settings = _issued_copy(issued, tmp_path)
     root, nodes = tmp_path / "pki", tmp_path / "nodes"
     old = {name: _serial(root / "nodes" / name / "tls.crt") for name in ("chief", "pi-1", "pi-2")}
     # pi-2 revoked in the inventory, pi-1 by hand on the controller; both stay in the inventory, and
