@@ -37,15 +37,15 @@ FAST_TEST_WORKERS ?= 2
 test-fast: setup lint ## lint, unit and loopback integration tests (no Docker); FAST_TEST_WORKERS=0: one process
 	$(PY) -m pytest -n $(FAST_TEST_WORKERS) --dist loadfile -m "not lab" tests
 
-# Two jobs wide (the machines have 2 cores), in the order listed: the fast suite in one slot while the
-# other builds the images the Pi lab needs and runs it (the longest target: emulated ARM), then the
-# other slow targets, longest first, in whichever slot frees (each has its own containers, network
-# and state directory). Setup, the Docker engine and qemu's binfmt handlers come first, alone: they
-# may run apt-get, which takes a lock. --output-sync keeps each target's output in one piece.
-PARALLEL_MAKE := $(MAKE) --no-print-directory -j2 --output-sync=target
+# Two jobs at a time (the machines have 2 cores), in the order listed (scripts/test-lanes.sh): the
+# fast suite in one lane while the other builds the images the Pi lab needs and runs it (the longest
+# target: emulated ARM), then the other slow targets, longest first, in whichever lane frees (each has
+# its own containers, network and state directory). Setup, the Docker engine and qemu's binfmt
+# handlers come first, alone: they may run apt-get, which takes a lock. Each target's output is
+# printed in one piece when it ends.
 test: setup ## the whole suite: test-fast beside the Pi lab, then the other slow targets, two at a time
 	@$(MAKE) --no-print-directory $(if $(SLOW_TEST_IMAGES),lab-engine) $(if $(filter test-lab-pi,$(SLOW_TEST_TARGETS)),lab-binfmt)
-	$(PARALLEL_MAKE) test-fast $(SLOW_TEST_TARGETS)
+	MAKE="$(MAKE)" scripts/test-lanes.sh test-fast $(SLOW_TEST_TARGETS)
 
 demo: setup ## chief + 3 workers on loopback, 5 rounds on the digits data set
 	$(VENV)/bin/edgefed demo --workers 3 --rounds 5

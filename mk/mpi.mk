@@ -25,7 +25,7 @@ test-lab-mpi: setup lab-image ## the MPI lab scenario (molecule/mpi): site.yml w
 	$(VENV)/bin/ansible-lint --offline --profile production molecule/mpi inventory/lab-mpi
 	EDGEFED_LAB_IMAGE=$(LAB_IMAGE) $(MOLECULE) test -s mpi
 
-# Part of `make test` (issue 17): make -j2 hands the slow targets to whichever slot frees first, in
+# Part of `make test` (issue 17): scripts/test-lanes.sh hands the slow targets to whichever lane frees first, in
 # the order listed (test-lab-pi first, then fresh, hosts, this one, status-lab: longest first).
 # `molecule test -s mpi` on the shared 2-core machine: 1592 s at load 7-16 before the wheels went as
 # one archive, 1148 s at load 8-11 after (docs/lab.md, The MPI lab).
