@@ -7,11 +7,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# Fragments append to these: extra setup steps, test targets run by `make test` (longest first), and
-# what those targets build first (the lab images).
+# Fragments append to these: extra setup steps, and the test targets `make test` runs after test-fast
+# (longest first; they build the lab images they need).
 SETUP_TARGETS := $(VENV)/.installed
 SLOW_TEST_TARGETS :=
-SLOW_TEST_IMAGES :=
 
 .PHONY: setup test test-fast lint demo clean help
 help: ## this list: every target with its comment (Makefile and mk/*.mk)
@@ -44,7 +43,7 @@ test-fast: setup lint ## lint, unit and loopback integration tests (no Docker); 
 # handlers come first, alone: they may run apt-get, which takes a lock. Each target's output is
 # printed in one piece when it ends.
 test: setup ## the whole suite: test-fast beside the Pi lab, then the other slow targets, two at a time
-	@$(MAKE) --no-print-directory $(if $(SLOW_TEST_IMAGES),lab-engine) $(if $(filter test-lab-pi,$(SLOW_TEST_TARGETS)),lab-binfmt)
+	@$(MAKE) --no-print-directory lab-engine lab-binfmt
 	MAKE="$(MAKE)" scripts/test-lanes.sh test-fast $(SLOW_TEST_TARGETS)
 
 demo: setup ## chief + 3 workers on loopback, 5 rounds on the digits data set

@@ -43,7 +43,6 @@ test-ansible-fresh: setup lab-image-fresh ## site.yml from nothing on fresh-host
 	EDGEFED_LAB_FRESH_IMAGE=$(LAB_FRESH_IMAGE) $(PY) -m pytest -m lab $(FRESH_CONVERGE_TESTS)
 
 SLOW_TEST_TARGETS += test-ansible-fresh test-ansible-hosts
-SLOW_TEST_IMAGES += lab-image lab-image-fresh
 
 site: setup ## deploy: ansible-playbook -i $(INVENTORY) site.yml
 	$(ANSIBLE_PLAYBOOK) -i $(INVENTORY) site.yml

@@ -17,8 +17,9 @@ MOLECULE := $(VENV)/bin/molecule
 LAB_IMAGE_SCRIPT := molecule/image/$(if $(filter 1,$(EDGEFED_LAB_IROHA)),build-iroha.sh,build.sh)
 LAB_IMAGE = $$($(LAB_IMAGE_SCRIPT))
 LAB_IROHA_PEER := $(if $(filter 1,$(EDGEFED_LAB_IROHA)),iroha-peer)
+LAB_ARM64_IMAGE = $$(molecule/image/build.sh --arch arm64)
 # The image of lab-worker2: the arm64 one with EDGEFED_LAB_ARM=1, else the others'.
-LAB_WORKER2_IMAGE = $(if $(filter 1,$(EDGEFED_LAB_ARM)),$$(molecule/image/build.sh --arch arm64),$(LAB_IMAGE))
+LAB_WORKER2_IMAGE = $(if $(filter 1,$(EDGEFED_LAB_ARM)),$(LAB_ARM64_IMAGE),$(LAB_IMAGE))
 # The image of lab-worker1: the armhf one (32-bit userland) with EDGEFED_LAB_ARMHF=1, else the others'.
 LAB_WORKER1_IMAGE = $(if $(filter 1,$(EDGEFED_LAB_ARMHF)),$$(molecule/image/build.sh --arch armhf),$(LAB_IMAGE))
 # Emulated ARM containers need the host's qemu handlers to honour setuid (sudo, Ansible's become).
@@ -35,8 +36,7 @@ lab-engine: ## start dockerd if it is not running
 lab-image: lab-engine ## build the lab's systemd image when its script changed
 	@$(LAB_IMAGE_SCRIPT) >/dev/null
 
-lab-image-arm: lab-engine lab-binfmt ## build the arm64 and armhf lab images (qemu-user-static + binfmt_misc)
-	@molecule/image/build.sh --arch arm64 >/dev/null
+lab-image-arm: lab-image-arm64 ## build the arm64 and armhf lab images (qemu-user-static + binfmt_misc)
 	@molecule/image/build.sh --arch armhf >/dev/null
 
 lab-binfmt: ## qemu-user-static's aarch64/arm handlers registered, with the C flag (sudo in emulated containers)
@@ -74,7 +74,7 @@ test-lab: setup lab-lint lab-image $(LAB_IROHA_PEER) $(LAB_ARM_BINFMT) ## the wh
 # `make test` has; test-ansible-fresh runs site.yml a second time on fresh hosts, and `EDGEFED_LAB_ARM=1
 # make test-lab` (EDGEFED_LAB_ARMHF=1 adds the 32-bit worker) is the whole scenario (docs/lab.md).
 LAB_PI_ENV = EDGEFED_LAB_ARM=1 EDGEFED_LAB_IMAGE=$(LAB_IMAGE) EDGEFED_LAB_WORKER1_IMAGE=$(LAB_IMAGE) \
-	EDGEFED_LAB_WORKER2_IMAGE=$$(molecule/image/build.sh --arch arm64)
+	EDGEFED_LAB_WORKER2_IMAGE=$(LAB_ARM64_IMAGE)
 .PHONY: test-lab-pi lab-image-arm64
 lab-image-arm64: lab-engine lab-binfmt ## build the arm64 lab image when its script changed
 	@nice -n 10 molecule/image/build.sh --arch arm64 >/dev/null
@@ -86,4 +86,3 @@ test-lab-pi: setup lab-lint lab-image lab-image-arm64 lab-binfmt ## the lab with
 
 # First in make test's list: the longest target, so it starts in the first free slot.
 SLOW_TEST_TARGETS := test-lab-pi $(SLOW_TEST_TARGETS)
-SLOW_TEST_IMAGES += lab-image lab-image-arm64

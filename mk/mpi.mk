@@ -30,7 +30,6 @@ test-lab-mpi: setup lab-image ## the MPI lab scenario (molecule/mpi): site.yml w
 # `molecule test -s mpi` on the shared 2-core machine: 1592 s at load 7-16 before the wheels went as
 # one archive, 1148 s at load 8-11 after (docs/lab.md, The MPI lab).
 SLOW_TEST_TARGETS += test-lab-mpi
-SLOW_TEST_IMAGES += lab-image
 
 # The benchmark (docs/mpi.md, Benchmark): MPI vs edgefed's sockets vs Flower at bench_flower's points;
 # part of `make bench`. The seed's table (make bench-seed-table) has its MPI row as --modes mpi.

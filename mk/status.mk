@@ -17,4 +17,3 @@ test-status-lab: setup lab-image ## edgefed status and doctor against real syste
 	$(PY) -m pytest -m lab tests/integration/test_status_lab.py tests/integration/test_doctor_lab.py
 
 SLOW_TEST_TARGETS += test-status-lab
-SLOW_TEST_IMAGES += lab-image
