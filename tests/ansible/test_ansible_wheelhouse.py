@@ -105,3 +105,70 @@ def test_the_wheel_version_comes_from_git(tmp_path: Path) -> None:
     refused = subprocess.run([sys.executable, str(SCRIPT), "wheel", str(source), str(dest), "--version", "two"],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "not a version pip accepts: 'two'" in refused.stderr
+
+
+def _fake_wheel(directory: Path, name: str, version: str, requires: list[str]) -> Path:
+    """A pure-Python wheel whose METADATA declares REQUIRES (nothing else in it matters to a download)."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = directory / f"{dist}-py3-none-any.whl"
+    metadata = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                        *(f"Requires-Dist: {requirement}\n" for requirement in requires),
+                        "\nA description that mentions Requires-Dist: never-fetched\n"])
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{dist}.dist-info/METADATA", metadata)
+        wheel.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+def test_a_node_provided_with_debian_packages_gets_every_other_dependency(tmp_path: Path) -> None:
+    """32-bit Pi OS: --provided leaves Debian's distributions out and follows everything else, extras,
+    markers and pins included (an extra enabled later, like metrics, brings its dependencies)."""
+    index, local = tmp_path / "index", tmp_path / "local"
+    index.mkdir()
+    local.mkdir()
+    app = _fake_wheel(local, "app", "1.0", [
+        "numpy>=1.24", "dep-a>=1", "pinned", 'dep-b; extra == "metrics"', 'winonly; sys_platform == "win32"',
+        'armonly; platform_machine == "armv7l"', 'oldpy; python_version < "3.10"'])
+    _fake_wheel(index, "dep-a", "1.0", ["dep-c[fast]", "numpy"])
+    _fake_wheel(index, "dep-c", "1.0", ['dep-d; extra == "fast"', 'dep-e; extra == "slow"'])
+    for name in ("dep-b", "dep-d", "dep-e", "numpy", "winonly", "armonly", "oldpy"):
+        _fake_wheel(index, name, "1.0", [])
+    _fake_wheel(index, "pinned", "1.0", [])
+    _fake_wheel(index, "pinned", "2.0", [])
+    env = {"PATH": "/usr/bin:/bin", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(index)}  # nothing but the test's wheels
+
+    def fetch(dest: Path, *requirements: str) -> dict[str, object]:
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "download", str(dest), "--python-version", "3.11",
+             "--platform", "manylinux_2_36_armv7l", "--platform", "manylinux2014_armv7l",
+             "--provided", "numpy", "--provided", "CFFI", *requirements],
+            capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return dict(json.loads(result.stdout))
+
+    plain = fetch(tmp_path / "plain", str(app), "pinned<2")
+    names = {"dep_a-1.0", "dep_c-1.0", "dep_d-1.0", "armonly-1.0", "pinned-1.0"}
+    assert plain["files"] == sorted(f"{name}-py3-none-any.whl" for name in names)
+    assert plain["changed"] is True
+    assert sorted(path.name for path in (tmp_path / "plain").iterdir()) == plain["files"]  # not app itself
+    again = fetch(tmp_path / "plain", str(app), "pinned<2")
+    assert again["changed"] is False and again["files"] == plain["files"]
+
+    metrics = fetch(tmp_path / "plain", f"{app}[metrics]", "pinned<2")
+    assert metrics["changed"] is True
+    assert metrics["saved"] == [str(tmp_path / "plain" / "dep_b-1.0-py3-none-any.whl")]
+    assert set(metrics["files"]) == set(plain["files"]) | {"dep_b-1.0-py3-none-any.whl"}
+
+
+def test_a_dependency_nobody_provides_or_publishes_stops_the_download_with_its_name(tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    index.mkdir()
+    app = _fake_wheel(tmp_path, "app", "1.0", ["cffi>=1.14"])
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "download", str(tmp_path / "dest"), "--python-version", "3.11",
+         "--platform", "manylinux_2_36_armv7l", "--provided", "numpy", str(app)],
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(index)})
+    assert result.returncode != 0
+    assert "cffi>=1.14" in result.stderr and "Traceback" not in result.stderr

@@ -10,6 +10,9 @@
       against DEST_DIR itself (nothing to do when complete), otherwise downloaded with `pip download`.
       Local wheel files among the REQUIREMENTs (the edgefed wheel) are not kept in DEST_DIR: nodes get
       them on their own. Reports the wheel files the requirements resolved to.
+      --provided NAME...: the node has these distributions from elsewhere (Debian's numpy on 32-bit
+      Pi OS); each level is fetched with --no-deps and its dependencies followed from the wheels'
+      metadata, without those (wheel_closure.py).
   wheelhouse.py pack DEST_DIR ARCHIVE [--check] [FILE...]
       Write ARCHIVE, a reproducible tar of those FILEs (all of DEST_DIR's wheels when none are named),
       if its content changed: one file to copy to a node instead of one round-trip per wheel, and
@@ -33,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 from release_version import release_version, stamp
+from wheel_closure import Closure, machine_of, target_environment
 
 # 1980-01-01, the earliest timestamp a zip file can hold: only the bytes matter, not the build time.
 _FIXED_EPOCH = "315532800"
@@ -123,34 +127,71 @@ def _resolved(output: str) -> list[str]:
     return names
 
 
+def _fetch(dest: Path, target: list[str], requirements: list[str], offline: bool) -> tuple[bool, list[str], list[str]]:
+    """One `pip download` into DEST_DIR (offline: resolved against DEST_DIR alone).
+    Returns whether it succeeded, the wheel files it used and those it saved; a failure's output
+    is raised only for an online run, where it is the cause."""
+    source = ["--no-index", "--find-links", str(dest)] if offline else []
+    result = _pip("download", *source, "--dest", str(dest), *target, *requirements)
+    if result.returncode != 0 and not offline:
+        raise SystemExit(f"pip download {' '.join(requirements)} failed:\n{result.stdout}\n{result.stderr}")
+    saved = [Path(line.split("Saved ", 1)[1].strip()).name for line in result.stdout.splitlines() if "Saved " in line]
+    return result.returncode == 0, _resolved(result.stdout), saved
+
+
+def _fetch_all(dest: Path, target: list[str], requirements: list[str], offline: bool,
+               closure: Closure | None) -> tuple[bool, set[str], set[str]]:
+    """The requirements' wheels: by pip's resolver, or level by level along the closure (--provided)."""
+    if closure is None:
+        ok, files, saved = _fetch(dest, target, requirements, offline)
+        return ok, set(files), set(saved)
+    used: set[str] = set()
+    saved_all: set[str] = set()
+    level = closure.take()
+    while level:
+        ok, files, saved = _fetch(dest, target, level, offline)
+        if not ok:
+            return False, used, saved_all
+        saved_all.update(saved)
+        for name in sorted(set(files) - used):
+            used.add(name)
+            closure.follow(dest / name)
+        level = closure.take()
+    return True, used, saved_all
+
+
 def download(dest: Path, platforms: list[str], python_version: str, requirements: list[str],
-             check: bool, no_deps: bool = False) -> dict[str, object]:
+             check: bool, no_deps: bool = False, provided: list[str] | None = None) -> dict[str, object]:
+    """See the module's help. With PROVIDED (distribution names the node has from elsewhere, e.g.
+    Debian's numpy on 32-bit Pi OS) the dependencies are followed here, leaving those out."""
     target = [
         "--only-binary=:all:", "--implementation", "cp", "--python-version", python_version,
         *(arg for tag in platforms for arg in ("--platform", tag)),
-        *(["--no-deps"] if no_deps else []),
+        *(["--no-deps"] if no_deps or provided is not None else []),
     ]
+
+    def closure() -> Closure | None:
+        if provided is None:
+            return None
+        return Closure(requirements, provided, target_environment(python_version, machine_of(platforms)))
+
     local = _local_wheels(requirements)
     if dest.is_dir():
         # Resolve against DEST_DIR only: when it is complete pip finds every file already there.
-        offline = _pip("download", "--no-index", "--find-links", str(dest), "--dest", str(dest),
-                       *target, *requirements)
+        ok, files, saved = _fetch_all(dest, target, requirements, True, closure())
         for name in local:
             (dest / name).unlink(missing_ok=True)
-        if offline.returncode == 0:
-            files = sorted(set(_resolved(offline.stdout)) - local)
-            return {"changed": False, "saved": [], "files": files}
+        if ok:  # (pip's own find-links, if configured, may still have added a file)
+            return {"changed": bool(saved - local), "saved": sorted(str(dest / name) for name in saved - local),
+                    "files": sorted(files - local)}
     if check:
         return {"changed": True, "saved": [], "files": []}
     dest.mkdir(parents=True, exist_ok=True)
-    online = _pip("download", "--dest", str(dest), *target, *requirements)
+    _, files, saved = _fetch_all(dest, target, requirements, False, closure())
     for name in local:
         (dest / name).unlink(missing_ok=True)
-    if online.returncode != 0:
-        raise SystemExit(f"pip download for {' '.join(platforms)} failed:\n{online.stdout}\n{online.stderr}")
-    saved = sorted(set(line.split("Saved ", 1)[1].strip() for line in online.stdout.splitlines()
-                       if "Saved " in line) - {str(dest / name) for name in local})
-    return {"changed": bool(saved), "saved": saved, "files": sorted(set(_resolved(online.stdout)) - local)}
+    return {"changed": bool(saved - local), "saved": sorted(str(dest / name) for name in saved - local),
+            "files": sorted(files - local)}
 
 
 def main() -> int:
@@ -167,6 +208,8 @@ def main() -> int:
     fetch.add_argument("--python-version", required=True)
     fetch.add_argument("--check", action="store_true")
     fetch.add_argument("--no-deps", action="store_true", help="only the requirements themselves")
+    fetch.add_argument("--provided", action="append", metavar="NAME",
+                       help="a distribution the node has from elsewhere: dependencies are followed without it")
     fetch.add_argument("requirements", nargs="+")
     bundle = actions.add_parser("pack")
     bundle.add_argument("dest", type=Path)
@@ -180,7 +223,7 @@ def main() -> int:
         report = pack(args.dest, args.archive, args.files, args.check)
     else:
         report = download(args.dest, args.platform, args.python_version, args.requirements, args.check,
-                          args.no_deps)
+                          args.no_deps, args.provided)
     print(json.dumps(report))
     return 0
 
