@@ -77,19 +77,6 @@ class StreamingAggregator:
                           for spec, dtype in ((spec, accumulator_dtype(spec.dtype, self._mean)) for spec in self.specs)]
         return self._made
 
-    @property
-    def started(self) -> bool:
-        """Whether the accumulators exist (something was folded this round)."""
-        return self._made is not None
-
-    def accumulators(self) -> list[np.ndarray]:
-        """The arrays folds write (made now at the round's first fold); pipelined.py folds into them."""
-        return self._sums
-
-    def counted(self, num_samples: int, contributor: str) -> None:
-        """An update folded into accumulators() by its caller is now part of the round."""
-        self._count(num_samples, contributor)
-
     def add_scaled_in_place(self, arrays: list[np.ndarray], num_samples: int, contributor: str) -> None:
         """Take an update received into staging buffers (read, never kept or modified)."""
         self.add(arrays, num_samples, contributor)

@@ -31,7 +31,7 @@ from edgefed.federation.rounds import Refusal, RoundBook, RoundRules, read_hello
 from edgefed.federation.seat import WorkerSeat as _Worker
 from edgefed.federation.secure_chief import FROM_WORKERS as SECURE_FRAMES
 from edgefed.federation.secure_chief import SecureChief
-from edgefed.federation.session import RoundResult, StartInfo, extends, limits_for
+from edgefed.federation.session import RoundResult, StartInfo, limits_for
 from edgefed.federation.staging import StagingPool, staging_pool
 from edgefed.federation.timeline import RoundTimeline
 from edgefed.federation.upload_slots import UploadSlots
@@ -120,6 +120,19 @@ class ChiefSession:
             log.info("chief %s listening on %s:%d", self.name, self.federation.private_ip, self._listener.port)
         return self._listener.port
 
+    def _extends(self, finished_round: int) -> bool:
+        """A finished training goes on when federation.rounds was raised since (the operator asked for more
+        rounds), except under differential privacy: the nodes' noise was planned for the old total."""
+        rounds = self.federation.rounds
+        if rounds <= finished_round:
+            return False
+        if self.federation.dp_epsilon > 0:
+            log.warning("training finished at round %d; not extended to %d rounds: dp_epsilon's noise was planned "
+                        "for the old total (start a new training instead)", finished_round, rounds)
+            return False
+        log.info("training finished at round %d is extended to %d rounds", finished_round, rounds)
+        return True
+
     def start(self, weights: list[np.ndarray] | None, num_samples: int = 0) -> StartInfo:
         """Wait for workers, then broadcast the starting weights (the checkpoint's, after a restart)."""
         del num_samples  # the chief's weight is given with each average()
@@ -127,7 +140,7 @@ class ChiefSession:
         if checkpoint is not None:
             log.info("resuming from checkpoint at round %d", checkpoint.round)
             weights, start_round, finished = checkpoint.weights, checkpoint.round, checkpoint.finished
-            finished = finished and not extends(self.federation, start_round)
+            finished = finished and not self._extends(start_round)
         elif weights is None:
             raise ValueError("the chief needs initial weights (no checkpoint to resume from)")
         else:
@@ -166,8 +179,6 @@ class ChiefSession:
             refusal = book.own_weights_refusal(weights)
             if refusal:
                 raise ValueError(refusal)
-            while book.folding():  # an upload being folded as it arrives holds the mean (pipelined.py)
-                self._cond.wait()
             book.contribute_own(weights, num_samples, span)
             number = book.round_number
             expected = book.expected()
@@ -202,12 +213,6 @@ class ChiefSession:
             closed.bytes_received + broadcast_bytes, broadcast_bytes, closed.bytes_received, samples=closed.samples,
             phases=self.timeline.take(number),
         )
-
-    @property
-    def folding(self) -> bool:
-        """Whether an upload is being folded as it arrives (pipelined.py): what tests watch for."""
-        with self._cond:
-            return self._book.folding()
 
     def participants(self) -> list[str]:
         with self._cond:
@@ -339,11 +344,6 @@ class ChiefSession:
             with self._cond:
                 reason = reason or self._secure.masked(worker.name, frame, frame.decoded)
                 self._cond.notify_all()
-        elif reason is None and frame.decoded is not None and worker.partial is not None and worker.partial.folds:
-            with self._cond:  # checked and folded while it arrived: now it counts (pipelined.py)
-                reason = worker.partial.commit(frame.wire_bytes)
-                self._cond.notify_all()
-            timeline.add(frame.round, "add", worker.partial.seconds)
         elif reason is None and frame.decoded is not None:
             with self._cond:
                 trained_from = self._book.global_weights

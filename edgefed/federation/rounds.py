@@ -13,7 +13,7 @@ import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -22,14 +22,10 @@ from edgefed.compression.broadcast import GlobalEncoder, parse_broadcast_compres
 from edgefed.config import FederationSection
 from edgefed.federation.aggregation import UpdateOutOfRange, first_non_finite, spec_mismatch
 from edgefed.federation.compressed import Update, broadcast_mismatch, content_problem, fold_update, hello_mismatch
-from edgefed.federation.hello import MAX_NUM_SAMPLES, PROTOCOL, Refusal, hello_refusal, read_hello
 from edgefed.federation.joining import JoinPlan
 from edgefed.federation.secure_sum import SecureSum, secure_mismatch
 from edgefed.federation.strategies import Aggregator, make_aggregator
-from edgefed.wire import Hello, ReasonCode, Tensor, TensorSpec, specs_of
-
-__all__ = ["MAX_NUM_SAMPLES", "PROTOCOL", "ClosedRound", "Refusal", "Round", "RoundBook", "RoundRules", "Seat",
-           "hello_refusal", "read_hello"]
+from edgefed.wire import Frame, Hello, MessageError, MessageType, ReasonCode, Tensor, TensorSpec, specs_of
 
 
 @dataclass(frozen=True)
@@ -79,14 +75,6 @@ class Seat:
     alive: bool = True
 
 
-class PartialUpdate(Protocol):
-    """An upload being folded while it arrives (pipelined.PartialFold)."""
-
-    def undo(self) -> None:
-        """Take its folded part out of the round's mean, exactly; it folds no more."""
-        ...
-
-
 @dataclass
 class Round:
     number: int
@@ -95,7 +83,6 @@ class Round:
     answered: set[str] = field(default_factory=set)  # submitted, or refused: the chief stops waiting
     open: bool = True
     bytes_received: int = 0
-    partial: PartialUpdate | None = None  # while set, nothing else folds into this round (pipelined.py)
 
 
 @dataclass(frozen=True)
@@ -115,6 +102,58 @@ S = TypeVar("S", bound=Seat)
 
 RECENT_DISTANCES = 64  # how many recent update distances set the scale for clip and screening
 MIN_DISTANCES = 3  # fewer than this: no scale yet (the first updates are neither clipped nor screened)
+PROTOCOL = 1  # the HELLO protocol version this chief speaks
+MAX_NUM_SAMPLES = 10**12  # a sample count beyond this is a lie, not a data set (the codec's bound too)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the chief refuses something: a stable code for programs (a ReasonCode of the codec, or
+    a chief-only code such as non-finite-average that never travels), a sentence for people."""
+
+    code: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+    @property
+    def wire_code(self) -> ReasonCode:
+        """The code a REJECT or BYE carries (a chief-only code travels as `other`)."""
+        try:
+            return ReasonCode(self.code)
+        except ValueError:
+            return ReasonCode.OTHER
+
+
+def read_hello(frame: Frame) -> Hello | Refusal:
+    """The HELLO of a first frame, or the refusal a bad one earns (bad-hello, unsupported-protocol).
+    The chief's rules come first, as before the typed messages: the protocol is checked before the
+    sample count, and a HELLO without one counts 0 samples."""
+    if frame.type is not MessageType.HELLO:
+        return Refusal(ReasonCode.BAD_HELLO, f"expected HELLO, got {frame.type.name}")
+    refusal = hello_refusal(frame.body)
+    if refusal is not None:
+        return refusal
+    try:
+        return Hello.from_body({"num_samples": 0, **frame.body})
+    except MessageError as exc:
+        return Refusal(exc.code, str(exc))
+
+
+def hello_refusal(hello: Mapping[str, Any]) -> Refusal | None:
+    """A HELLO body's fields, checked: protocol (absent means 1) and a non-negative sample count."""
+    protocol = hello.get("protocol", PROTOCOL)
+    if isinstance(protocol, bool) or protocol != PROTOCOL:
+        return Refusal(ReasonCode.UNSUPPORTED_PROTOCOL,
+                       f"HELLO speaks protocol {protocol!r}; this chief speaks {PROTOCOL}")
+    samples = hello.get("num_samples", 0)
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 0 <= samples <= MAX_NUM_SAMPLES:
+        return Refusal(ReasonCode.BAD_HELLO,
+                       f"HELLO.num_samples must be an integer in 0..{MAX_NUM_SAMPLES}, got {samples!r}")
+    return None
+
+
 def freeze(weights: list[np.ndarray]) -> list[np.ndarray]:
     """The global weights are shared by broadcasts, checkpoints and the caller: make them read-only
     rather than copy them (a trainer's set_weights copies what it keeps)."""
@@ -285,8 +324,6 @@ class RoundBook(Generic[S]):
         if self.rules.buffered and len(current.submitted) >= self.rules.max_buffered_updates:
             return Refusal(ReasonCode.BUSY, f"round {round_number} already holds {self.rules.max_buffered_updates} "
                            f"updates (federation.max_buffered_updates)")
-        if current.partial is not None:  # the chief folds whole uploads only beside no pipelined one
-            raise RuntimeError("a whole update folded while a pipelined one is half folded")
         outlier = self.screen(span)
         if outlier is not None:
             return outlier
@@ -298,15 +335,10 @@ class RoundBook(Generic[S]):
             if span is not None:
                 self.distances.pop()
             return Refusal(ReasonCode.NON_FINITE, f"update refused: {exc}")
-        self.taken(current, name, wire_bytes)
-        return None
-
-    @staticmethod
-    def taken(current: Round, name: str, wire_bytes: int) -> None:
-        """name's update is in current's mean (folded whole, or by pipelined.PartialFold)."""
         current.submitted.add(name)
         current.answered.add(name)
         current.bytes_received += wire_bytes
+        return None
 
     def screen(self, span: float | None) -> Refusal | None:
         """An update farther from the global model than screen_factor x the typical distance is refused."""
@@ -329,16 +361,9 @@ class RoundBook(Generic[S]):
 
     def contribute_own(self, weights: Sequence[np.ndarray], num_samples: int, span: float | None = None) -> None:
         """The chief's own weights join the round it is closing (copied: the caller keeps them)."""
-        current = self._open_round()
-        if current.partial is not None:  # the chief waits for folding() to be over first
-            raise RuntimeError("the chief's own weights folded while an upload is half folded")
         if span is not None:
             self.distances.append(span)
-        current.aggregator.add(weights, num_samples, self.chief)
-
-    def folding(self) -> bool:
-        """Whether an upload of the open round is being folded as it arrives (pipelined.py)."""
-        return self.current is not None and self.current.partial is not None
+        self._open_round().aggregator.add(weights, num_samples, self.chief)
 
     def expected(self) -> set[str]:
         """The workers this round waits for: alive and holding this round's weights."""
@@ -353,8 +378,6 @@ class RoundBook(Generic[S]):
         """Average the round, adopt it and open the next; final defaults to "this was the last round"."""
         current = self._open_round()
         current.open = False
-        if current.partial is not None:  # an upload still arriving: its folded part comes out, it is refused
-            current.partial.undo()
         average = current.aggregator.average()
         bad = first_non_finite(average)
         refusal = None

@@ -25,7 +25,6 @@ temporary in any case, and the update's own arrays are never written.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Iterator
 
@@ -166,21 +165,6 @@ def fold_weights(accumulator: np.ndarray, update: np.ndarray, keep: float, share
                 part *= scale
                 part += base
             _blend(flat_acc, span, part, keep, share, scratch)
-
-
-def fold_chunk_keeping(flat_acc: np.ndarray, flat: np.ndarray, span: slice, keep: float, share: float,
-                       scratch: Scratch) -> bool:
-    """Fold flat[span] (at most CHUNK float32 weights) into the float32 mean flat_acc[span] as fold_weights
-    does, bit for bit, and leave the mean's previous values of the span in flat[span]: the update's own
-    values are read first, so its buffer becomes the fold's undo log (pipelined.py). False, and
-    nothing written, when the span holds NaN or Inf."""
-    chunk = flat[span]
-    if not (math.isfinite(chunk.max()) and math.isfinite(chunk.min())):  # max is NaN if any value is
-        return False
-    part = scratch.wide(chunk)
-    np.copyto(chunk, flat_acc[span])
-    _blend(flat_acc, span, part, keep, share, scratch)
-    return True
 
 
 def fold_delta(accumulator: np.ndarray, base: np.ndarray, delta: Tensor, keep: float, share: float,

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgefed.federation.pipelined import PartialFold
 from edgefed.federation.readahead import ReadAhead
 from edgefed.federation.rounds import Refusal, Seat
 from edgefed.transport import Connection
@@ -21,4 +20,3 @@ class WorkerSeat(Seat):
     staging: list[np.ndarray] | None = field(default=None, repr=False)
     staged_at: float = 0.0  # perf_counter when the upload in flight got its staging buffer
     readahead: ReadAhead | None = field(default=None, repr=False)  # its upload while it waits for a buffer
-    partial: PartialFold | None = field(default=None, repr=False)  # its upload, folded while it arrives

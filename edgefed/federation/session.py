@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgefed.config import FederationSection
 from edgefed.wire import Limits
-
-log = logging.getLogger("edgefed.federation.chief")  # the chief's own log lines
 
 
 @dataclass(frozen=True)
@@ -37,17 +34,3 @@ class RoundResult:
 
 def limits_for(federation: FederationSection) -> Limits:
     return Limits(max_frame_bytes=federation.max_frame_bytes)
-
-
-def extends(federation: FederationSection, finished_round: int) -> bool:
-    """A finished training goes on when federation.rounds was raised since (the operator asked for more
-    rounds), except under differential privacy: the nodes' noise was planned for the old total."""
-    rounds = federation.rounds
-    if rounds <= finished_round:
-        return False
-    if federation.dp_epsilon > 0:
-        log.warning("training finished at round %d; not extended to %d rounds: dp_epsilon's noise was planned "
-                    "for the old total (start a new training instead)", finished_round, rounds)
-        return False
-    log.info("training finished at round %d is extended to %d rounds", finished_round, rounds)
-    return True

@@ -14,7 +14,6 @@ import numpy as np
 
 from edgefed.config import FederationSection
 from edgefed.federation.deadlines import UploadDeadlines
-from edgefed.federation.pipelined import PartialFold, pipelines
 from edgefed.federation.readahead import ReadAhead
 from edgefed.federation.rounds import Refusal, RoundBook
 from edgefed.federation.seat import WorkerSeat
@@ -34,11 +33,6 @@ class UploadSlots:
 
     def release(self, worker: WorkerSeat) -> None:
         self.deadlines.end(worker)
-        partial, worker.partial = worker.partial, None
-        if partial is not None:  # committed: nothing to do; else its folded part comes out of the mean
-            with self._cond:
-                partial.abandon()
-                self._cond.notify_all()
         ahead, worker.readahead = worker.readahead, None
         if ahead is not None:
             ahead.abandon()  # blocks of an upload that never got a buffer
@@ -49,7 +43,7 @@ class UploadSlots:
 
     def allocate(
         self, worker: WorkerSeat, header: FrameHeader, num_samples: int, specs: list[TensorSpec]
-    ) -> list[np.ndarray] | ReadAhead | PartialFold | None:
+    ) -> list[np.ndarray] | ReadAhead | None:
         """Decide from the tensor header alone whether to take the upload; reserve a staging slot
         (or, with a read-ahead budget, let it read ahead until one frees)."""
         worker.reject_reason = None
@@ -79,9 +73,6 @@ class UploadSlots:
         staged(pool.acquire())
         # The clock starts once the slot is ours (waiting for it is not the worker's fault).
         self.deadlines.begin(worker, size)
-        if worker.staging is not None and pipelines(self._book.rules, specs, pool.limit, pool.readahead):
-            worker.partial = PartialFold(worker.staging, self._book, self._cond, worker.name, header.round, num_samples)
-            return worker.partial  # folded while it arrives (pipelined.py)
         return worker.staging
 
     def _too_slow(self, worker: WorkerSeat) -> None:
