@@ -13,6 +13,7 @@ encoded while it is sent (`compress_trained_streamed`), so it is never held whol
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,8 +29,11 @@ class CompressionError(ValueError):
 
 
 def all_finite(array: np.ndarray) -> bool:
+    """No NaN or Inf: max is NaN if any value is, and +-Inf shows as the max or the min. No mask per
+    chunk (np.isfinite's: a fresh block each time, 20 % slower on the chief's upload check)."""
     flat = array.reshape(-1)
-    return all(np.isfinite(flat[start : start + CHUNK]).all() for start in range(0, flat.size, CHUNK))
+    return all(math.isfinite(flat[start : start + CHUNK].max()) and math.isfinite(flat[start : start + CHUNK].min())
+               for start in range(0, flat.size, CHUNK))
 
 
 def _encode(setting: CompressionSetting, x: np.ndarray) -> Tensor:

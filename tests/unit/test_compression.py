@@ -276,3 +276,17 @@ def test_adding_an_upload_allocates_chunks_not_a_decoded_copy(text: str) -> None
             tracemalloc.stop()
     assert peaks[1] >= delta.nbytes  # the measurement sees numpy: a decoded copy shows
     assert peaks[0] < delta.nbytes / 4, f"{peaks[0]} bytes allocated to add a {delta.nbytes}-byte model's delta"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_all_finite_finds_one_bad_value_anywhere_in_any_float_tensor(bad: float, dtype: str) -> None:
+    from edgefed.compression.codecs import CHUNK
+    from edgefed.compression.feedback import all_finite
+
+    size = 2 * CHUNK + 5
+    assert all_finite(np.zeros(size, dtype)) and all_finite(np.zeros(0, dtype)) and all_finite(np.zeros((3, 0), dtype))
+    for where in (0, CHUNK - 1, CHUNK, size - 1):  # each chunk's edges and the short last chunk
+        values = np.linspace(-1e3, 1e3, size).astype(dtype).reshape(-1, 1)
+        values[where] = bad
+        assert not all_finite(values)
