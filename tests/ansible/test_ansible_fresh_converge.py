@@ -122,8 +122,14 @@ def test_upgrade_to_a_version_with_a_new_dependency(deployment: dict[str, Any], 
     version_a = _in_venv(fresh, "chief", "import edgefed; print(edgefed.__version__)")
     units = (("chief", "edgefed-chief.service"), ("pi-1", "edgefed-worker.service"))
     before = {host: _started(fresh, host, unit) for host, unit in units}
+    # A wheel the node holds with the right content but another owner and mode is put right, not skipped.
+    tampered = docker("exec", fresh["pi-1"], "sh", "-c", "cd /opt/edgefed/wheelhouse && w=$(ls numpy-*.whl) && "
+                      "chown 65534:65534 \"$w\" && chmod 0600 \"$w\" && echo \"$w\"").stdout.strip()
+    assert tampered.endswith(".whl"), tampered
     upgrade = run_playbook(deployment["tmp"], deployment["b"], "site.yml", timeout=PLAYBOOK_BOUND)
     assert upgrade.returncode == 0, upgrade.output
+    assert docker("exec", fresh["pi-1"], "stat", "-c", "%U %G %a",
+                  f"/opt/edgefed/wheelhouse/{tampered}").stdout.split() == ["root", "root", "644"]
     for host, unit in units:
         version_b = _in_venv(fresh, host, "import edgefed; print(edgefed.__version__)")
         assert version_b != version_a and version_b.startswith("0.1.0+s"), version_b
