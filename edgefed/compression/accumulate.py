@@ -14,9 +14,8 @@ from math import prod
 import numpy as np
 
 from edgefed.compression.codecs import _dequantized, _spans, add_into, topk_count
-from edgefed.compression.feedback import all_finite
 from edgefed.compression.settings import CompressionSetting
-from edgefed.wire import EncodedTensor, Tensor, TensorSpec, has_non_finite
+from edgefed.wire import EncodedTensor, Tensor, TensorSpec, all_finite, has_non_finite
 
 
 def upload_specs(model: Sequence[TensorSpec], setting: CompressionSetting) -> list[TensorSpec]:

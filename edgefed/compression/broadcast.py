@@ -18,9 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgefed.compression.codecs import add_into, encode_fp16, encode_int8
-from edgefed.compression.feedback import all_finite
 from edgefed.errors import user_error
-from edgefed.wire import EncodedTensor, Encoding, Tensor, TensorSpec, specs_of
+from edgefed.wire import EncodedTensor, Encoding, Tensor, TensorSpec, all_finite, specs_of
 
 KEY = "federation.broadcast_compression"
 FORMS = ("none", "fp16", "int8")

@@ -13,27 +13,18 @@ encoded while it is sent (`compress_trained_streamed`), so it is never held whol
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from edgefed.compression.codecs import CHUNK, add_into, encode_fp16, encode_int8, encode_topk
+from edgefed.compression.codecs import add_into, encode_fp16, encode_int8, encode_topk
 from edgefed.compression.settings import NONE, CompressionSetting
 from edgefed.compression.streaming import int8_stream
-from edgefed.wire import EncodedStream, Encoding, Tensor
+from edgefed.wire import EncodedStream, Encoding, Tensor, all_finite
 
 
 class CompressionError(ValueError):
     """An update cannot be compressed (its tensors do not fit, or it holds NaN/Inf)."""
-
-
-def all_finite(array: np.ndarray) -> bool:
-    """No NaN or Inf: max is NaN if any value is, and +-Inf shows as the max or the min. No mask per
-    chunk (np.isfinite's: a fresh block each time, 20 % slower on the chief's upload check)."""
-    flat = array.reshape(-1)
-    return all(math.isfinite(flat[start : start + CHUNK].max()) and math.isfinite(flat[start : start + CHUNK].min())
-               for start in range(0, flat.size, CHUNK))
 
 
 def _encode(setting: CompressionSetting, x: np.ndarray) -> Tensor:

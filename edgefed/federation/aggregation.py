@@ -8,7 +8,6 @@ staging buffers that uploads are received into (see UploadSlots), however many w
 
 from __future__ import annotations
 
-import math
 import queue
 from collections.abc import Sequence
 
@@ -16,7 +15,6 @@ import numpy as np
 
 from edgefed.compression import add_into
 from edgefed.federation.running_mean import (
-    CHUNK,
     UpdateOutOfRange,
     accumulator_dtype,
     delta_peak,
@@ -26,7 +24,7 @@ from edgefed.federation.running_mean import (
     folds_as_mean,
     max_abs,
 )
-from edgefed.wire import Tensor, TensorSpec
+from edgefed.wire import Tensor, TensorSpec, all_finite
 
 __all__ = ["StreamingAggregator", "UpdateOutOfRange", "UploadSlots", "accumulator_dtype", "first_non_finite",
            "spec_mismatch"]
@@ -34,15 +32,8 @@ __all__ = ["StreamingAggregator", "UpdateOutOfRange", "UploadSlots", "accumulato
 def first_non_finite(arrays: Sequence[np.ndarray]) -> int | None:
     """Index of the first tensor holding NaN or Inf, or None."""
     for index, array in enumerate(arrays):
-        if array.dtype.kind != "f":
-            continue
-        flat = array.reshape(-1)
-        for start in range(0, flat.size, CHUNK):
-            # max is NaN if any value is, and +-Inf shows as the max or the min: no mask to allocate
-            # (np.isfinite's was a fresh heap block per chunk, trimmed and faulted in again every time)
-            part = flat[start : start + CHUNK]
-            if not (math.isfinite(part.max()) and math.isfinite(part.min())):
-                return index
+        if array.dtype.kind == "f" and not all_finite(array):
+            return index
     return None
 
 

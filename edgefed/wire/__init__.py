@@ -17,6 +17,7 @@ from edgefed.wire.encodings import (
     EncodedStream,
     EncodedTensor,
     Encoding,
+    all_finite,
     has_non_finite,
 )
 from edgefed.wire.errors import ProtocolError
@@ -117,6 +118,7 @@ __all__ = [
     "Tensor",
     "TensorSpec",
     "Welcome",
+    "all_finite",
     "allocate_fresh",
     "decode_header",
     "decode_message",

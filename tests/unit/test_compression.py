@@ -281,8 +281,8 @@ def test_adding_an_upload_allocates_chunks_not_a_decoded_copy(text: str) -> None
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 def test_all_finite_finds_one_bad_value_anywhere_in_any_float_tensor(bad: float, dtype: str) -> None:
-    from edgefed.compression.codecs import CHUNK
-    from edgefed.compression.feedback import all_finite
+    from edgefed.wire import all_finite
+    from edgefed.wire.encodings import FINITE_CHECK_CHUNK as CHUNK
 
     size = 2 * CHUNK + 5
     assert all_finite(np.zeros(size, dtype)) and all_finite(np.zeros(0, dtype)) and all_finite(np.zeros((3, 0), dtype))
