@@ -39,6 +39,15 @@ def distribution(wheel_name: str) -> str:
     return str(parse_wheel_filename(wheel_name)[0])
 
 
+def local_wheel(requirement: str) -> tuple[Path, set[str]] | None:
+    """A requirement that names a wheel file (the edgefed wheel), as path[extra,...]: its path and
+    extras; None for a requirement pip looks up by name."""
+    path, _, extras = requirement.partition("[")
+    if not path.endswith(".whl"):
+        return None
+    return Path(path), set(extras.rstrip("]").split(",")) - {""}
+
+
 def requires_dist(wheel: Path) -> list[Requirement]:
     """The Requires-Dist entries of a wheel's METADATA."""
     with zipfile.ZipFile(wheel) as archive:
@@ -72,10 +81,9 @@ class Closure:
         self.extras: dict[str, set[str]] = {}
         self.pending: list[str] = []
         for text in requirements:
-            local = Path(text.split("[", 1)[0])
-            if local.suffix == ".whl":  # a local wheel file, maybe with extras: path[extra,...]
-                extras = set(text[len(str(local)) + 1:-1].split(",")) - {""} if "[" in text else set()
-                self.extras.setdefault(distribution(local.name), set()).update(extras)
+            local = local_wheel(text)
+            if local is not None:
+                self.extras.setdefault(distribution(local[0].name), set()).update(local[1])
             else:
                 requirement = Requirement(text)
                 self.extras.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)

@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 from release_version import release_version, stamp
-from wheel_closure import Closure, machine_of, target_environment
+from wheel_closure import Closure, local_wheel, machine_of, target_environment
 
 # 1980-01-01, the earliest timestamp a zip file can hold: only the bytes matter, not the build time.
 _FIXED_EPOCH = "315532800"
@@ -109,19 +109,15 @@ def pack(directory: Path, target: Path, files: list[str], check: bool) -> dict[s
 
 def _local_wheels(requirements: list[str]) -> set[str]:
     """File names of the requirements that are local wheel files (the edgefed wheel)."""
-    names = set()
-    for requirement in requirements:
-        local = Path(requirement.split("[", 1)[0])
-        if local.suffix == ".whl" and local.is_file():
-            names.add(local.name)
-    return names
+    wheels = (local_wheel(requirement) for requirement in requirements)
+    return {local[0].name for local in wheels if local is not None and local[0].is_file()}
 
 
-def _resolved(output: str) -> list[str]:
-    """The wheel files a `pip download` run used, from its report lines."""
+def _reported(output: str, *markers: str) -> list[str]:
+    """The wheel files of a `pip download` run's report lines that start with one of MARKERS."""
     names = []
     for line in output.splitlines():
-        for marker in ("Saved ", "File was already downloaded "):
+        for marker in markers:
             if marker in line:
                 names.append(Path(line.split(marker, 1)[1].strip()).name)
     return names
@@ -135,8 +131,8 @@ def _fetch(dest: Path, target: list[str], requirements: list[str], offline: bool
     result = _pip("download", *source, "--dest", str(dest), *target, *requirements)
     if result.returncode != 0 and not offline:
         raise SystemExit(f"pip download {' '.join(requirements)} failed:\n{result.stdout}\n{result.stderr}")
-    saved = [Path(line.split("Saved ", 1)[1].strip()).name for line in result.stdout.splitlines() if "Saved " in line]
-    return result.returncode == 0, _resolved(result.stdout), saved
+    used = _reported(result.stdout, "Saved ", "File was already downloaded ")
+    return result.returncode == 0, used, _reported(result.stdout, "Saved ")
 
 
 def _fetch_all(dest: Path, target: list[str], requirements: list[str], offline: bool,
